@@ -1,0 +1,470 @@
+"""The local stack without a Docker engine: PostgreSQL, Kafka (KRaft), the schema registry and
+Kafka Connect with Debezium, all from package registries, all under one project folder.
+
+    python docker/local/stack.py up|down|status|install
+
+Idempotent: `up` installs what is missing, starts what is not running and waits for each
+component with a timeout; on failure it names the component and prints the tail of its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from streams.errors import StackError
+from streams.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+SOURCE_DATABASES = ("crm", "psa", "erp", "target", "registry")
+APICURIO_VERSION = "3.3.3"
+
+
+def log(msg: str) -> None:
+    print(f"[stack] {msg}", flush=True)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    text = path.read_text(errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def run(cmd: list[str], what: str, log_file: Path, **kw: object) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise StackError(
+            f"{what} failed (exit {proc.returncode}). Command: {' '.join(cmd)}\n"
+            f"Last lines of {log_file}:\n{tail(log_file)}"
+        )
+
+
+def java_bin() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if not found:
+        raise StackError("java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)")
+    return found
+
+
+def modern_java_bin() -> str:
+    """A JDK >= 21: Apicurio Registry 3.x is compiled for Java 21."""
+    override = os.environ.get("PSSYNC_REGISTRY_JAVA_HOME")
+    candidates = [Path(override)] if override else []
+    candidates += sorted(Path("/usr/lib/jvm").glob("*"), reverse=True)
+    for home in candidates:
+        java = home / "bin" / "java"
+        if not java.exists():
+            continue
+        out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False)
+        digits = out.stderr.split('"')[1].split(".")[0] if '"' in out.stderr else "0"
+        if digits.isdigit() and int(digits) >= 21:
+            return str(java)
+    raise StackError(
+        "the schema registry needs Java 21 or newer and none is under /usr/lib/jvm; install one "
+        "(e.g. a Temurin 21+ JDK) or set PSSYNC_REGISTRY_JAVA_HOME to its home"
+    )
+
+
+@dataclass
+class Component:
+    name: str
+    port: int
+    log: Path
+    pid_file: Path
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None and port_open(self.port)
+
+    def spawn(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None,
+              cwd: Path | None = None) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        kwargs: dict[str, object] = {}
+        if user is not None:
+            kwargs["user"] = user
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, **kwargs,
+        )
+        self.pid_file.write_text(str(proc.pid))
+
+    def wait(self, ready: Callable[[], bool], timeout: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if ready():
+                return time.monotonic() - start
+            if self.pid() is None:
+                raise StackError(
+                    f"{self.name} exited during start-up. Last lines of {self.log}:\n{tail(self.log)}"
+                )
+            time.sleep(0.3)
+        raise StackError(
+            f"{self.name} did not become ready within {timeout:.0f}s on port {self.port}. "
+            f"Last lines of {self.log}:\n{tail(self.log)}"
+        )
+
+    def stop(self, timeout: float = 30) -> None:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return
+        log(f"stopping {self.name} (pid {pid})")
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.pid() is not None:
+            time.sleep(0.2)
+        if self.pid() is not None:
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.dir = settings.stack_dir
+        self.logs = self.dir / "logs"
+        self.run_dir = self.dir / "run"
+        self.lib = self.dir / "lib"
+        self.conf = self.dir / "conf"
+        p = settings.ports
+        self.postgres = Component("postgres", p.postgres, self.logs / "postgres.log", self.run_dir / "postgres.pid")
+        self.kafka = Component("kafka", p.kafka, self.logs / "kafka.log", self.run_dir / "kafka.pid")
+        self.registry = Component("registry", p.registry, self.logs / "registry.log", self.run_dir / "registry.pid")
+        self.connect = Component("connect", p.connect, self.logs / "connect.log", self.run_dir / "connect.pid")
+
+    # ---------------------------------------------------------------- install
+    def install(self) -> None:
+        for d in (self.logs, self.run_dir, self.lib, self.conf):
+            d.mkdir(parents=True, exist_ok=True)
+        self._install_postgres()
+        self._install_jars()
+
+    def _pg_bin(self) -> Path | None:
+        base = Path("/usr/lib/postgresql")
+        versions = sorted((d for d in base.glob("*") if (d / "bin" / "postgres").exists()),
+                          key=lambda d: int(d.name) if d.name.isdigit() else 0)
+        return versions[-1] / "bin" if versions else None
+
+    def _install_postgres(self) -> None:
+        if self._pg_bin() is not None:
+            return
+        if os.geteuid() != 0:
+            raise StackError("PostgreSQL is not installed; run `sudo apt-get install -y postgresql`")
+        log("installing PostgreSQL from Debian packages (apt-get)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update"], "apt-get update", self.logs / "install.log", env=env)
+        run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+            "apt-get install postgresql", self.logs / "install.log", env=env)
+        if self._pg_bin() is None:
+            raise StackError("apt-get installed postgresql but no server binary is under /usr/lib/postgresql")
+
+    def _install_jars(self) -> None:
+        stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+        marker = self.lib / ".installed"
+        if marker.exists() and marker.read_text() == stamp:
+            return
+        if not shutil.which("mvn"):
+            raise StackError("Maven (mvn) not found: install it (apt-get install -y maven)")
+        log("resolving Kafka, Kafka Connect, Debezium and the schema registry from Maven Central")
+        kafka_libs = self.lib / "kafka"
+        plugin = self.lib / "plugins" / "debezium-connector-postgres"
+        for d in (kafka_libs, plugin):
+            shutil.rmtree(d, ignore_errors=True)
+        mvn = ["mvn", "-q", "-B", "-f", str(POM)]
+        run([*mvn, "-Pkafka", "dependency:copy-dependencies", f"-DoutputDirectory={kafka_libs}"],
+            "resolving Kafka jars", self.logs / "install.log")
+        run([*mvn, "-Pdebezium", "dependency:copy-dependencies", f"-DoutputDirectory={plugin}"],
+            "resolving the Debezium PostgreSQL connector", self.logs / "install.log")
+        tgz_dir = self.lib / "download"
+        run([*mvn, "dependency:copy",
+             f"-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all",
+             f"-DoutputDirectory={tgz_dir}"], "downloading Apicurio Registry", self.logs / "install.log")
+        app_dir = self.lib / "apicurio"
+        shutil.rmtree(app_dir, ignore_errors=True)
+        app_dir.mkdir(parents=True)
+        tgz = next(tgz_dir.glob("apicurio-registry-app-*-all.tar.gz"))
+        with tarfile.open(tgz) as tf:
+            tf.extractall(app_dir, filter="data")
+        tgz.unlink()
+        if not list(app_dir.rglob("quarkus-run.jar")):
+            raise StackError(f"Apicurio assembly {tgz.name} has no quarkus-run.jar; see {app_dir}")
+        marker.write_text(stamp)
+
+    # ---------------------------------------------------------------- postgres
+    def _pg_data(self) -> Path:
+        return self.dir / "postgres" / "data"
+
+    def _pg_user(self) -> str | None:
+        # PostgreSQL refuses to run as root: run it as its own system user.
+        return "postgres" if os.geteuid() == 0 else None
+
+    def start_postgres(self) -> None:
+        c = self.postgres
+        if c.running():
+            log(f"postgres already running on {c.port}")
+            return
+        pg_bin = self._pg_bin()
+        assert pg_bin is not None
+        data = self._pg_data()
+        user = self._pg_user()
+        if not (data / "PG_VERSION").exists():
+            log(f"initialising PostgreSQL cluster in {data}")
+            data.parent.mkdir(parents=True, exist_ok=True)
+            if user:
+                shutil.chown(data.parent, user)
+                probe = subprocess.run(["test", "-w", str(data.parent)], user=user, check=False)
+                if probe.returncode != 0:
+                    raise StackError(
+                        f"the postgres user cannot reach {data.parent}; make the path traversable "
+                        f"(chmod o+x on its parents) or set PSSYNC_STACK_DIR to a path it can reach"
+                    )
+            run([str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--no-instructions"], "initdb", c.log, user=user)
+        conf = data / "pssync.conf"
+        conf.write_text(
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {c.port}\n"
+            "unix_socket_directories = ''\n"
+            # Debezium reads the WAL through logical decoding (pgoutput).
+            "wal_level = logical\n"
+            "max_wal_senders = 20\n"
+            "max_replication_slots = 20\n"
+            "max_connections = 200\n"
+            "fsync = off\n"
+            "synchronous_commit = off\n"
+        )
+        main_conf = data / "postgresql.conf"
+        if "include_if_exists = 'pssync.conf'" not in main_conf.read_text():
+            with main_conf.open("a") as f:
+                f.write("\ninclude_if_exists = 'pssync.conf'\n")
+        if user:
+            shutil.chown(conf, user)
+        (data / "postmaster.pid").unlink(missing_ok=True) if not port_open(c.port) else None
+        c.spawn([str(pg_bin / "postgres"), "-D", str(data)], user=user)
+        took = c.wait(lambda: self._pg_ready(pg_bin), 60)
+        log(f"postgres ready on {c.port} in {took:.1f}s")
+        self._ensure_databases(pg_bin)
+
+    def _psql(self, pg_bin: Path, sql: str, db: str = "postgres") -> str:
+        proc = subprocess.run(
+            [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(self.postgres.port), "-U", "postgres",
+             "-d", db, "-tAc", sql], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise StackError(f"psql failed on {db!r}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    def _pg_ready(self, pg_bin: Path) -> bool:
+        proc = subprocess.run(
+            [str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres.port)],
+            capture_output=True, check=False)
+        return proc.returncode == 0
+
+    def _ensure_databases(self, pg_bin: Path) -> None:
+        self._psql(pg_bin, "ALTER USER postgres PASSWORD 'postgres'")
+        existing = set(self._psql(pg_bin, "SELECT datname FROM pg_database").split())
+        for db in SOURCE_DATABASES:
+            if db not in existing:
+                self._psql(pg_bin, f'CREATE DATABASE "{db}"')
+                log(f"created database {db}")
+
+    # ---------------------------------------------------------------- kafka
+    def _render(self, name: str, **values: object) -> Path:
+        text = Template((HERE / name).read_text()).substitute({k: str(v) for k, v in values.items()})
+        out = self.conf / name
+        out.write_text(text)
+        return out
+
+    def _java(self, component: Component, main: list[str], heap: str,
+              java: str | None = None) -> list[str]:
+        return [java or java_bin(), f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+                f"-Dpssync.log.file={component.log}", *main]
+
+    def start_kafka(self) -> None:
+        c = self.kafka
+        if c.running():
+            log(f"kafka already running on {c.port}")
+            return
+        data = self.dir / "kafka" / "data"
+        conf = self._render("server.properties", kafka_port=c.port,
+                            controller_port=self.s.ports.controller, data_dir=data)
+        cp = str(self.lib / "kafka" / "*")
+        if not (data / "meta.properties").exists():
+            log("formatting KRaft storage")
+            cluster_id = subprocess.run(
+                [java_bin(), "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            run(self._java(c, ["-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                               "-c", str(conf)], "256m"), "formatting Kafka storage", c.log)
+        c.spawn(self._java(c, ["-cp", cp, "kafka.Kafka", str(conf)], "768m"))
+        took = c.wait(lambda: port_open(c.port) and self._kafka_ready(), 90)
+        log(f"kafka ready on {c.port} in {took:.1f}s")
+
+    def _kafka_ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.kafka.port}"}).list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        return bool(md.brokers)
+
+    # ---------------------------------------------------------------- registry
+    def start_registry(self) -> None:
+        c = self.registry
+        if c.running():
+            log(f"registry already running on {c.port}")
+            return
+        jar = next((self.lib / "apicurio").rglob("quarkus-run.jar"))
+        db = f"jdbc:postgresql://127.0.0.1:{self.postgres.port}/registry"
+        props = {
+            "quarkus.http.host": "127.0.0.1",
+            "quarkus.http.port": c.port,
+            "quarkus.management.host": "127.0.0.1",
+            "quarkus.management.port": self.s.ports.registry_management,
+            "quarkus.oidc.tenant-enabled": "false",
+            # Schemas live in PostgreSQL so ids survive restarts.
+            "apicurio.storage.kind": "sql",
+            "apicurio.storage.sql.kind": "postgresql",
+            "apicurio.datasource.url": db,
+            "apicurio.datasource.username": "postgres",
+            "apicurio.datasource.password": "postgres",
+            "apicurio.datasource.jdbc.initial-size": 2,
+            "apicurio.datasource.jdbc.min-size": 2,
+            "apicurio.datasource.jdbc.max-size": 10,
+            "apicurio.rules.global.compatibility": "BACKWARD_TRANSITIVE",
+            "apicurio.ccompat.use-canonical-hash": "true",
+            "apicurio.rest.deletion.artifact.enabled": "true",
+            "apicurio.rest.deletion.artifact-version.enabled": "true",
+        }
+        main = [f"-D{k}={v}" for k, v in props.items()] + ["-jar", str(jar)]
+        c.spawn(self._java(c, main, "384m", java=modern_java_bin()), cwd=jar.parent)
+        url = f"http://127.0.0.1:{self.s.ports.registry_management}/health/ready"
+        took = c.wait(lambda: http_ok(url), 180)
+        log(f"registry ready on {c.port} in {took:.1f}s")
+
+    # ---------------------------------------------------------------- connect
+    def start_connect(self) -> None:
+        c = self.connect
+        if c.running():
+            log(f"connect already running on {c.port}")
+            return
+        conf = self._render("connect.properties", kafka_port=self.kafka.port, connect_port=c.port,
+                            plugin_path=self.lib / "plugins")
+        cp = str(self.lib / "kafka" / "*")
+        c.spawn(self._java(c, ["-cp", cp, "org.apache.kafka.connect.cli.ConnectDistributed",
+                               str(conf)], "512m"))
+        url = f"http://127.0.0.1:{c.port}/connector-plugins"
+        took = c.wait(lambda: self._connect_ready(url), 120)
+        log(f"connect ready on {c.port} in {took:.1f}s")
+
+    @staticmethod
+    def _connect_ready(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL
+                return b"PostgresConnector" in resp.read()
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    # ---------------------------------------------------------------- verbs
+    def up(self) -> None:
+        t0 = time.monotonic()
+        self.install()
+        self.start_postgres()
+        self.start_kafka()
+        self.start_registry()
+        self.start_connect()
+        log(f"stack up in {time.monotonic() - t0:.1f}s; logs in {self.logs}")
+
+    def down(self) -> None:
+        for c in (self.connect, self.registry, self.kafka, self.postgres):
+            c.stop()
+        log("stack down")
+
+    def status(self) -> bool:
+        ok = True
+        for c in (self.postgres, self.kafka, self.registry, self.connect):
+            pid = c.pid()
+            state = "up" if c.running() else ("starting/hung" if pid else "down")
+            ok = ok and state == "up"
+            print(f"{c.name:<10} {state:<14} port {c.port:<6} pid {pid or '-':<8} log {c.log}")
+        return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("verb", choices=["up", "down", "status", "install"])
+    args = parser.parse_args(argv)
+    stack = Stack(Settings.from_env())
+    try:
+        if args.verb == "up":
+            stack.up()
+        elif args.verb == "down":
+            stack.down()
+        elif args.verb == "install":
+            stack.install()
+        else:
+            return 0 if stack.status() else 1
+    except StackError as exc:
+        print(f"[stack] ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""pssync stream processing: the Faust app, its agents, settings and the CLI."""

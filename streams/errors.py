@@ -1,0 +1,39 @@
+"""One exception tree for pssync. Every message says what to do about it."""
+
+from __future__ import annotations
+
+
+class PssyncError(Exception):
+    """Base of every error pssync raises on purpose."""
+
+
+class ConfigError(PssyncError):
+    """A setting is missing or malformed; the message names the variable to fix."""
+
+
+class StackError(PssyncError):
+    """A local stack component failed to install, start or answer."""
+
+
+class ConnectError(PssyncError):
+    """Kafka Connect refused or failed a request."""
+
+
+class RegistryError(PssyncError):
+    """The schema registry refused or failed a request."""
+
+
+class SchemaError(PssyncError):
+    """An Avro schema or record does not fit its contract."""
+
+
+class SerdeError(PssyncError):
+    """Bytes on a topic are not valid Confluent wire-format Avro."""
+
+
+class BadEventError(PssyncError):
+    """A raw change event cannot be turned into a canonical event (goes to the DLQ)."""
+
+
+class SinkError(PssyncError):
+    """A target system rejected a write."""
