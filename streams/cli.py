@@ -1,0 +1,135 @@
+"""The `pssync` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from streams.errors import PssyncError
+from streams.settings import Settings
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust.worker import Worker
+
+    from streams.admin import ensure_topics
+    from streams.app import create_app
+    from streams.topology import topic_specs
+
+    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    app = create_app(settings)
+    # quiet: no banner or spinner when logs go to a file.
+    Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty()).execute_from_commandline()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.admin import ensure_topics
+    from streams.topology import topic_specs
+
+    specs = topic_specs(settings)
+    created = ensure_topics(settings.kafka_bootstrap, specs)
+    for spec in specs:
+        print(f"{spec.name:<40} {'created' if spec.name in created else 'exists'}")
+    return 0
+
+
+def cmd_connectors(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.debezium import all_connectors
+    from connectors.kafka_connect import ConnectClient
+
+    client = ConnectClient(settings.connect_url)
+    for connector in all_connectors(settings):
+        name = connector["name"]
+        if args.action == "deploy":
+            changed = client.put(name, connector["config"])
+            client.wait_running(name, timeout=args.timeout)
+            print(f"{name}: {'deployed' if changed else 'unchanged'}, RUNNING")
+        elif args.action == "delete":
+            client.delete(name)
+            print(f"{name}: deleted")
+        else:
+            status = client.status(name)
+            if status is None:
+                print(f"{name}: not deployed (run `pssync connectors deploy`)")
+                continue
+            tasks = ", ".join(f"task {t['id']} {t['state']}" for t in status.get("tasks", []))
+            print(f"{name}: {status['connector']['state']}; {tasks or 'no tasks'}")
+    return 0
+
+
+def cmd_crm_init(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.sql import apply_schema
+
+    apply_schema(settings.crm_db, "crm")
+    print(f"CRM schema ready in database {settings.crm_db.dbname}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, count=args.count)
+
+
+def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(settings.describe(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pssync", description="CDC sync of CRM, PSA and ERP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, Callable[[argparse.Namespace, Settings], int]] = {}
+
+    p = sub.add_parser("worker", help="run the stream worker (normalize, dedupe, sink)")
+    p.add_argument("--loglevel", default="info")
+    commands["worker"] = cmd_worker
+
+    sub.add_parser("topics", help="create pssync's topics if missing")
+    commands["topics"] = cmd_topics
+
+    p = sub.add_parser("connectors", help="Debezium connectors on Kafka Connect")
+    p.add_argument("action", choices=["deploy", "status", "delete"])
+    p.add_argument("--timeout", type=float, default=120.0)
+    commands["connectors"] = cmd_connectors
+
+    sub.add_parser("crm-init", help="create the CRM source schema (demo / tests)")
+    commands["crm-init"] = cmd_crm_init
+
+    p = sub.add_parser("demo", help="run the CRM -> target slice on the local stack")
+    p.add_argument("--count", type=int, default=200)
+    commands["demo"] = cmd_demo
+
+    sub.add_parser("settings", help="print the effective settings")
+    commands["settings"] = cmd_settings
+
+    try:
+        from schemas import cli as schemas_cli
+    except ImportError:  # pragma: no cover - the schemas tooling is part of the package
+        schemas_cli = None  # type: ignore[assignment]
+    if schemas_cli is not None and hasattr(schemas_cli, "add_subcommands"):
+        schemas_cli.add_subcommands(sub)
+        commands["schemas"] = lambda a, s: int(schemas_cli.run(a))
+
+    parser.set_defaults(_commands=commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args._commands[args.command](args, settings)
+    except PssyncError as exc:
+        print(f"pssync: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Kafka Connect REST client: create-or-update connectors, read their status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from streams.errors import ConnectError
+
+
+class ConnectClient:
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ConnectError(
+                f"cannot reach Kafka Connect at {self.url} ({exc}); check PSSYNC_CONNECT_URL "
+                "and that the worker is up (make status)"
+            ) from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 400:
+            try:
+                detail = resp.json().get("message", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise ConnectError(f"Kafka Connect {method} {path} -> HTTP {resp.status_code}: {detail}")
+        return resp.json() if resp.content else None
+
+    def put(self, name: str, config: dict[str, str]) -> bool:
+        """Create or update (PUT is idempotent). Returns True if anything changed."""
+        current = self.config(name)
+        if current is not None and {k: v for k, v in current.items() if k != "name"} == config:
+            return False
+        self._call("PUT", f"/connectors/{name}/config", json=config)
+        return True
+
+    def config(self, name: str) -> dict[str, str] | None:
+        found: dict[str, str] | None = self._call("GET", f"/connectors/{name}/config")
+        return found
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._call("GET", f"/connectors/{name}/status")
+        return found
+
+    def names(self) -> list[str]:
+        found: list[str] = self._call("GET", "/connectors") or []
+        return found
+
+    def delete(self, name: str) -> None:
+        self._call("DELETE", f"/connectors/{name}")
+
+    def wait_running(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the connector and all its tasks run; fail fast with the task trace."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            status = self.status(name)
+            if status:
+                states = [status["connector"]["state"]] + [t["state"] for t in status.get("tasks", [])]
+                failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
+                if status["connector"]["state"] == "FAILED" or failed:
+                    trace = (failed[0] if failed else status["connector"]).get("trace", "")
+                    raise ConnectError(
+                        f"connector {name} failed: {trace.splitlines()[0] if trace else 'no trace'}"
+                        f"; see the Connect log and `pssync connectors status`"
+                    )
+                if status.get("tasks") and all(s == "RUNNING" for s in states):
+                    return status
+            time.sleep(0.5)
+        raise ConnectError(f"connector {name} not RUNNING after {timeout:.0f}s: {status}")

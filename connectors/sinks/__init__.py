@@ -1,0 +1,1 @@
+"""Sink adapters: apply canonical events to target systems idempotently."""

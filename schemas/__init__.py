@@ -1,0 +1,1 @@
+"""pssync's canonical Avro contracts, wire-format serde and schema-registry tooling."""

@@ -1,0 +1,1 @@
+"""Faust agents. Each module registers its agents on an app it is given."""

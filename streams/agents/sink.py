@@ -1,0 +1,99 @@
+"""Canonical events -> target systems, applied idempotently per batch."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import faust
+from faust.types import EventT
+from mode import CrashingSupervisor
+
+from connectors.sinks.postgres import PostgresSink
+from schemas.registry import Registry
+from schemas.serde import Decoder
+from streams.dlq import send_to_dlq
+from streams.errors import SerdeError
+from streams.metrics import metrics
+from streams.output import Output
+from streams.settings import Settings
+from streams.topology import Topology
+
+log = logging.getLogger(__name__)
+STAGE = "sink"
+
+
+def _tombstone(key: str) -> dict[str, Any]:
+    return {"key": key, "envelope": {"entity_version": -1}, "data": None}
+
+
+class Sink:
+    def __init__(self, topology: Topology, entity: str, target: PostgresSink, output: Output,
+                 registry: Registry) -> None:
+        self.topology = topology
+        self.entity = entity
+        self.target = target
+        self.output = output
+        self.decoder = Decoder(registry.schema_by_id)
+
+    async def prepare(self) -> None:
+        await self.target.ensure_schema()
+
+    def _dlq(self, msg: Any, exc: BaseException) -> None:
+        log.warning("sink: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc)
+        send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
+        metrics().dlq.labels(STAGE, type(exc).__name__).inc()
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        m = metrics()
+        records: list[dict[str, Any]] = []
+        origin: dict[int, Any] = {}
+        for event in events:
+            msg = event.message
+            try:
+                if msg.key is None:
+                    raise SerdeError("canonical event without a key; keys are canonical ids")
+                key = msg.key.decode()
+                record = _tombstone(key) if msg.value is None else self.decoder.decode(msg.value)
+                record["key"] = key
+                records.append(record)
+                origin[id(record)] = msg
+            except Exception as exc:  # noqa: BLE001 - poison must never stop the line
+                self._dlq(msg, exc)
+        target, entity = self.target.name, self.entity
+        started = time.monotonic()
+        changed, rejected = await self.target.apply_with_retry(
+            records, on_retry=m.sink_retries.labels(target, entity).inc)
+        m.sink_apply.labels(target, entity).observe(time.monotonic() - started)
+        for record, exc in rejected:
+            self._dlq(origin[id(record)], exc)
+        await self.output.flush()
+        now = time.time()
+        latency = m.e2e_latency.labels(entity)
+        for record in records:
+            source = record["envelope"].get("source")
+            if source:
+                latency.observe(max(0.0, now - source["committed_at"].timestamp()))
+        m.events_in.labels(STAGE, entity).inc(len(events))
+        m.sink_rows.labels(target, entity, "applied").inc(changed)
+        m.sink_rows.labels(target, entity, "skipped_stale").inc(
+            max(0, len(records) - len(rejected) - changed))
+        m.batch_size.labels(STAGE).observe(len(events))
+
+
+def register(app: faust.App, settings: Settings, topology: Topology, output: Output,
+             registry: Registry, target: PostgresSink) -> Sink:
+    sink = Sink(topology, "opportunity", target, output, registry)
+    topic = app.topic(topology.canonical("opportunity"), key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw", allow_empty=True)
+
+    @app.agent(topic, name="sink-postgres-opportunity", supervisor_strategy=CrashingSupervisor)
+    async def apply(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        await sink.prepare()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await sink.process(events)
+            yield None
+
+    return sink

@@ -1,0 +1,1 @@
+"""Per-source mappings from raw changes to canonical records."""

@@ -1,0 +1,55 @@
+"""Prometheus metrics. Created on first use, so importing pssync registers nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events_in: Counter
+    events_out: Counter
+    dropped: Counter
+    dlq: Counter
+    batch_size: Histogram
+    e2e_latency: Histogram
+    sink_apply: Histogram
+    sink_rows: Counter
+    sink_retries: Counter
+    consumer_lag: Gauge
+
+
+@cache
+def metrics() -> Metrics:
+    r = CollectorRegistry()
+    return Metrics(
+        registry=r,
+        events_in=Counter("pssync_events_in", "Events read, per stage and entity",
+                          ["stage", "entity"], registry=r),
+        events_out=Counter("pssync_events_out", "Events written, per stage and entity",
+                           ["stage", "entity"], registry=r),
+        dropped=Counter("pssync_events_dropped", "Events dropped on purpose (duplicate, stale, "
+                        "no row), per stage, entity and reason", ["stage", "entity", "reason"],
+                        registry=r),
+        dlq=Counter("pssync_dlq", "Events sent to a dead-letter topic, per stage and error class",
+                    ["stage", "reason"], registry=r),
+        batch_size=Histogram("pssync_batch_size", "Events per processed batch", ["stage"],
+                             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000), registry=r),
+        e2e_latency=Histogram("pssync_end_to_end_latency_seconds",
+                              "Source commit to sink applied", ["entity"],
+                              buckets=LATENCY_BUCKETS, registry=r),
+        sink_apply=Histogram("pssync_sink_apply_seconds", "Time to apply one batch to a target",
+                             ["target", "entity"], registry=r),
+        sink_rows=Counter("pssync_sink_rows", "Rows offered to a target, by result "
+                          "(applied, skipped_stale)", ["target", "entity", "result"], registry=r),
+        sink_retries=Counter("pssync_sink_retries", "Batch retries after a transient target error",
+                             ["target", "entity"], registry=r),
+        consumer_lag=Gauge("pssync_consumer_lag", "Messages behind the end of each partition",
+                           ["topic", "partition"], registry=r),
+    )

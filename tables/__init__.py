@@ -1,0 +1,1 @@
+"""Stream state: Faust tables (changelog-backed) and the decisions made on them."""
