@@ -2,14 +2,33 @@
 
 - Raw topics (written by Debezium / pollers): ``<system prefix>.<schema>.<table>``,
   e.g. ``crm.sales.opportunity``.
-- Canonical topics: ``[<namespace>.]canonical.<entity>``; key = canonical id as UTF-8 string;
-  value = Confluent wire-format Avro.
+- Canonical topics: ``[<namespace>.]canonical.<entity>``, compacted; key = canonical id as
+  UTF-8 string (the enterprise id where one exists, else ``<system>:<entity>:<source key>``);
+  value = Confluent wire-format Avro; a delete is an event with ``data = null`` followed by
+  a tombstone.
+- Reference-data topics: ``[<namespace>.]reference.<set>``, compacted; key = the entry's
+  code as UTF-8 string (``EUR``, ``EMEA``); value as for canonical topics.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
-- Subjects: TopicNameStrategy, ``<topic>-value``.
+- Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
+- Compatibility per subject: BACKWARD_TRANSITIVE for entities (consumers upgrade first and
+  must read every record still on the topic); FULL for reference data (small sets read by
+  everyone, in any order of upgrade).
+- A version is the registry's: version N of a subject is the Nth distinct schema accepted
+  for it, and the schema id in each payload's header names the exact writer schema. It is
+  unrelated to the envelope's ``entity_version``, which orders changes of one record.
 """
 
 from __future__ import annotations
+
+CANONICAL = "canonical"
+REFERENCE = "reference"
+ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
+REFERENCE_COMPATIBILITY = "FULL"
+LEVELS = (
+    "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
+    "FULL", "FULL_TRANSITIVE",
+)
 
 
 def _ns(namespace: str, name: str) -> str:
@@ -21,7 +40,16 @@ def raw_topic(prefix: str, schema: str, table: str) -> str:
 
 
 def canonical_topic(entity: str, namespace: str = "") -> str:
-    return _ns(namespace, f"canonical.{entity}")
+    return _ns(namespace, f"{CANONICAL}.{entity}")
+
+
+def reference_topic(name: str, namespace: str = "") -> str:
+    return _ns(namespace, f"{REFERENCE}.{name}")
+
+
+def contract_topic(name: str, reference: bool, namespace: str = "") -> str:
+    """The topic a contract's events live on."""
+    return reference_topic(name, namespace) if reference else canonical_topic(name, namespace)
 
 
 def dlq_topic(stage: str, namespace: str = "") -> str:
@@ -30,6 +58,15 @@ def dlq_topic(stage: str, namespace: str = "") -> str:
 
 def value_subject(topic: str) -> str:
     return f"{topic}-value"
+
+
+def contract_subject(name: str, reference: bool, namespace: str = "") -> str:
+    return value_subject(contract_topic(name, reference, namespace))
+
+
+def compatibility_level(reference: bool) -> str:
+    """Compatibility level a contract's subject must carry in the registry."""
+    return REFERENCE_COMPATIBILITY if reference else ENTITY_COMPATIBILITY
 
 
 def canonical_id(system: str, entity: str, source_key: str) -> str:

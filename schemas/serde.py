@@ -1,23 +1,52 @@
-"""Confluent wire format on fastavro: magic byte 0, 4-byte big-endian schema id, Avro body."""
+"""Confluent wire format on fastavro: magic byte 0, 4-byte big-endian schema id, Avro body.
+
+Byte-for-byte what confluent-kafka's AvroSerializer writes and AvroDeserializer reads, so
+any Confluent-compatible consumer can decode pssync topics and vice versa.
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import struct
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+from faust.serializers import codecs
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from streams.errors import SerdeError
+from streams.errors import SchemaError, SerdeError
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
+MAX_SCHEMA_ID = 2**32 - 1
+
+
+@lru_cache(maxsize=256)
+def _parse_json(schema_json: str) -> Any:
+    try:
+        return parse_schema(json.loads(schema_json))
+    except Exception as exc:  # fastavro raises several types for a bad schema
+        raise SchemaError(f"not a valid Avro schema: {exc}") from exc
+
+
+def parse(schema: dict[str, Any] | str) -> Any:
+    """fastavro's parsed form of a schema (JSON object or string), cached by its text."""
+    text = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True)
+    return _parse_json(text)
+
+
+@lru_cache(maxsize=1024)
+def _header(schema_id: int) -> bytes:
+    if not 0 <= schema_id <= MAX_SCHEMA_ID:
+        raise SerdeError(f"schema id {schema_id} does not fit the 4-byte wire-format header")
+    return HEADER.pack(MAGIC, schema_id)
 
 
 def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
-    buf.write(HEADER.pack(MAGIC, schema_id))
+    buf.write(_header(schema_id))
     try:
         schemaless_writer(buf, parsed_schema, record)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -41,25 +70,85 @@ def split(data: bytes) -> tuple[int, memoryview]:
 
 
 class Decoder:
-    """Decodes wire-format bytes, resolving writer schemas by id (cached) against a reader schema."""
+    """Decodes wire-format bytes, resolving writer schemas by id (cached) against a reader schema.
+
+    `fetch_schema` returns the writer schema of an id (Registry.schema_by_id) and should raise
+    SerdeError for an id the registry does not know.
+    """
 
     def __init__(self, fetch_schema: Callable[[int], dict[str, Any]],
                  reader_schema: dict[str, Any] | None = None) -> None:
         self._fetch = fetch_schema
-        self._reader = parse_schema(reader_schema) if reader_schema else None
+        self._reader = parse(reader_schema) if reader_schema else None
         self._writers: dict[int, Any] = {}
+
+    def _writer(self, schema_id: int) -> Any:
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = self._writers[schema_id] = parse(self._fetch(schema_id))
+        return writer
 
     def decode(self, data: bytes) -> dict[str, Any]:
         schema_id, body = split(data)
-        writer = self._writers.get(schema_id)
-        if writer is None:
-            writer = self._writers[schema_id] = parse_schema(self._fetch(schema_id))
+        writer = self._writer(schema_id)
         try:
-            record: dict[str, Any] = schemaless_reader(
-                io.BytesIO(body), writer, self._reader
-            )
-        except (EOFError, ValueError, IndexError, StopIteration) as exc:
+            record: dict[str, Any] = schemaless_reader(io.BytesIO(body), writer, self._reader)
+        except (EOFError, ValueError, IndexError, StopIteration, KeyError, TypeError) as exc:
             raise SerdeError(
-                f"Avro body does not decode with schema id {schema_id}: {exc!r} (truncated payload?)"
+                f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "
+                f"{exc!r}; the payload is truncated or was not written with that schema"
             ) from exc
         return record
+
+
+class Encoder:
+    """Encodes records of one subject, registering its schema on first use (id cached)."""
+
+    def __init__(self, register: Callable[[str, str], int], subject: str,
+                 schema: dict[str, Any] | str) -> None:
+        self._register = register
+        self.subject = subject
+        self.schema_str = schema if isinstance(schema, str) else json.dumps(schema)
+        self.parsed = parse(self.schema_str)
+        self._id: int | None = None
+
+    @property
+    def schema_id(self) -> int:
+        if self._id is None:
+            self._id = self._register(self.subject, self.schema_str)
+        return self._id
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        return encode(self.schema_id, self.parsed, record)
+
+
+class AvroCodec(codecs.Codec):
+    """Faust codec: records <-> Confluent wire-format Avro.
+
+    Built from an Encoder (for dumps) and a Decoder (for loads); either may be omitted for a
+    topic that is only read or only written.
+    """
+
+    def __init__(self, children: tuple[codecs.CodecT, ...] | None = None, *,
+                 encoder: Encoder | None = None, decoder: Decoder | None = None) -> None:
+        super().__init__(children, encoder=encoder, decoder=decoder)
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def _dumps(self, obj: Any) -> bytes:
+        if self.encoder is None:
+            raise SerdeError("this Avro codec has no encoder; build it with encoder=Encoder(...)")
+        return self.encoder.encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        if self.decoder is None:
+            raise SerdeError("this Avro codec has no decoder; build it with decoder=Decoder(...)")
+        return self.decoder.decode(s)
+
+
+def register_codec(name: str, codec: AvroCodec) -> None:
+    """Make `codec` usable as ``value_serializer=name`` in Faust topics and agents.
+
+    Called by the app at startup (never at import) because a codec needs a live registry.
+    """
+    codecs.register(name, codec)

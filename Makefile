@@ -1,0 +1,46 @@
+# pssync: `make demo` runs the slice on the local stack, `make test` runs every test.
+# Both set everything up on first use (Python venv, PostgreSQL, Kafka, Connect, registry).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install up down status demo test unit integration lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(BIN)/python docker/local/stack.py up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python docker/local/stack.py down; fi
+
+status: install
+	$(BIN)/python docker/local/stack.py status
+
+demo: up
+	$(BIN)/pssync demo
+
+test: up lint
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: up
+	$(BIN)/pytest tests/integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy streams schemas connectors tables docker/local/stack.py
+
+bench: up
+	$(BIN)/python bench/slice_bench.py
+
+clean: down
+	rm -rf .stack $(VENV)
