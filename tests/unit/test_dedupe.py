@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from tables.dedupe import Position, Verdict, decide
+
+
+def test_first_sight_emits() -> None:
+    assert decide(None, 10, False) == (Verdict.EMIT, Position(10, False))
+
+
+def test_same_position_is_duplicate() -> None:
+    prev = Position(10, False)
+    assert decide(prev, 10, False) == (Verdict.DUPLICATE, prev)
+
+
+def test_older_position_is_stale() -> None:
+    prev = Position(10, False)
+    assert decide(prev, 9, False) == (Verdict.STALE, prev)
+
+
+def test_newer_position_emits_and_tracks_delete() -> None:
+    assert decide(Position(10, False), 11, True) == (Verdict.EMIT, Position(11, True))
+
+
+def test_tombstone_after_delete_is_duplicate() -> None:
+    prev = Position(11, True)
+    assert decide(prev, None, True) == (Verdict.DUPLICATE, prev)
+
+
+def test_tombstone_without_delete_deletes_keeping_position() -> None:
+    # e.g. a compacted topic replayed: only the tombstone survived
+    assert decide(Position(10, False), None, True) == (Verdict.EMIT, Position(10, True))
+    assert decide(None, None, True) == (Verdict.EMIT, Position(None, True))
+
+
+def test_reinsert_after_tombstone_wins() -> None:
+    verdict, pos = decide(Position(10, True), 12, False)
+    assert verdict is Verdict.EMIT and pos == Position(12, False)
+
+
+def test_position_json_round_trip() -> None:
+    pos = Position(42, True)
+    assert Position.from_json(pos.to_json()) == pos
+    assert Position.from_json(None) is None
