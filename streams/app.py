@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication,
         datadir=str(settings.data_dir),
         web_port=settings.web_port,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

@@ -100,6 +100,7 @@ class Settings:
     batch_size: int = 1000
     batch_within: float = 0.2
     web_port: int = 6066
+    web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
 
     @classmethod
@@ -138,6 +139,7 @@ class Settings:
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
+            web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
         )
         settings.validate()

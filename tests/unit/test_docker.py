@@ -1,0 +1,104 @@
+"""docker/compose.yaml cannot run here; keep it in step with the code and the local stack."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connectors.debezium import crm_connector
+from streams.settings import Settings
+from streams.topology import topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_stack() -> Any:
+    # docker/local/stack.py is a script, not a package module.
+    spec = importlib.util.spec_from_file_location("pssync_local_stack",
+                                                  ROOT / "docker" / "local" / "stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_stack = _load_stack()
+APICURIO_VERSION: str = _stack.APICURIO_VERSION
+POM: Path = _stack.POM
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    return data
+
+
+def pom_property(name: str) -> str:
+    match = re.search(rf"<{name}>([^<]+)</{name}>", POM.read_text())
+    assert match, name
+    return match.group(1)
+
+
+def image_tag(service: str) -> str:
+    return str(compose()["services"][service]["image"]).rsplit(":", 1)[1]
+
+
+def pssync_env() -> dict[str, str]:
+    return {k: str(v) for k, v in compose()["services"]["pssync"]["environment"].items()}
+
+
+def test_topology_has_every_component() -> None:
+    services = set(compose()["services"])
+    assert {"kafka", "connect", "registry", "postgres", "pssync", "prometheus"} <= services
+
+
+def test_versions_match_the_local_stack() -> None:
+    assert image_tag("kafka") == pom_property("kafka.version")
+    assert image_tag("connect") == pom_property("debezium.version")
+    assert image_tag("registry") == APICURIO_VERSION
+
+
+def test_worker_env_uses_only_known_settings() -> None:
+    known = set(re.findall(r'"(PSSYNC_[A-Z_]+)"', (ROOT / "streams" / "settings.py").read_text()))
+    assert set(pssync_env()) <= known, set(pssync_env()) - known
+
+
+def test_same_topics_and_connector_config_as_the_code() -> None:
+    local = Settings.from_env({})
+    docker = Settings.from_env(pssync_env())
+    assert topology(docker).routes == topology(local).routes
+    assert topology(docker).canonical("opportunity") == "canonical.opportunity"
+    local_conf = crm_connector(local)["config"]
+    docker_conf = crm_connector(docker)["config"]
+    differing = {k for k in local_conf if local_conf[k] != docker_conf[k]}
+    # Only where the database is reached may differ between the two shapes.
+    assert differing <= {"database.hostname"}
+    assert docker_conf["database.hostname"] == "postgres"
+
+
+def test_connect_storage_topics_match_local_worker() -> None:
+    local = (ROOT / "docker" / "local" / "connect.properties").read_text()
+    env = compose()["services"]["connect"]["environment"]
+    for key, prop in (("CONFIG_STORAGE_TOPIC", "config.storage.topic"),
+                      ("OFFSET_STORAGE_TOPIC", "offset.storage.topic"),
+                      ("STATUS_STORAGE_TOPIC", "status.storage.topic"),
+                      ("GROUP_ID", "group.id")):
+        assert f"{prop}={env[key]}\n" in local
+
+
+def test_prometheus_scrapes_the_worker_metrics_port() -> None:
+    prom = yaml.safe_load((ROOT / "docker" / "prometheus.yml").read_text())
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert targets == [f"pssync:{pssync_env()['PSSYNC_WEB_PORT']}"]
+    assert compose()["services"]["pssync"]["environment"]["PSSYNC_WEB_BIND"] == "0.0.0.0"
+
+
+def test_registry_storage_matches_local_stack() -> None:
+    env = compose()["services"]["registry"]["environment"]
+    assert env["APICURIO_STORAGE_KIND"] == "sql"
+    assert env["APICURIO_RULES_GLOBAL_COMPATIBILITY"] == "BACKWARD_TRANSITIVE"
