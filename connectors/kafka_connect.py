@@ -30,7 +30,9 @@ class ConnectClient:
                 detail = resp.json().get("message", resp.text)
             except ValueError:
                 detail = resp.text
-            raise ConnectError(f"Kafka Connect {method} {path} -> HTTP {resp.status_code}: {detail}")
+            raise ConnectError(
+                f"Kafka Connect {method} {path} -> HTTP {resp.status_code}: {detail}"
+            )
         return resp.json() if resp.content else None
 
     def put(self, name: str, config: dict[str, str]) -> bool:
@@ -63,7 +65,9 @@ class ConnectClient:
         while time.monotonic() < deadline:
             status = self.status(name)
             if status:
-                states = [status["connector"]["state"]] + [t["state"] for t in status.get("tasks", [])]
+                states = [status["connector"]["state"]] + [
+                    t["state"] for t in status.get("tasks", [])
+                ]
                 failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
                 if status["connector"]["state"] == "FAILED" or failed:
                     trace = (failed[0] if failed else status["connector"]).get("trace", "")

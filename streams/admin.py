@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import PssyncError
 
@@ -27,8 +28,11 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0)
         raise PssyncError(
             f"cannot reach Kafka at {bootstrap} ({exc}); check PSSYNC_KAFKA_BOOTSTRAP"
         ) from exc
-    todo = [NewTopic(s.name, s.partitions, s.replication, config=s.config)
-            for s in specs if s.name not in existing]
+    todo = [
+        NewTopic(s.name, s.partitions, s.replication, config=s.config)
+        for s in specs
+        if s.name not in existing
+    ]
     created = []
     for name, fut in admin.create_topics(todo, operation_timeout=timeout).items() if todo else []:
         try:

@@ -42,7 +42,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
         # aiohttp takes the charset separately from the content type.
-        return web.bytes(generate_latest(metrics().registry),
-                         content_type="text/plain; version=0.0.4")
+        return web.bytes(
+            generate_latest(metrics().registry), content_type="text/plain; version=0.0.4"
+        )
 
     return app

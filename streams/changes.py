@@ -42,7 +42,9 @@ def _json(data: bytes | None, what: str) -> Any:
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadEventError(f"{what} is not valid JSON ({exc}); the connector must use JsonConverter") from exc
+        raise BadEventError(
+            f"{what} is not valid JSON ({exc}); the connector must use JsonConverter"
+        ) from exc
 
 
 def key_text(raw_key: bytes | None) -> str:
@@ -53,7 +55,9 @@ def key_text(raw_key: bytes | None) -> str:
         return "|".join(str(v) for v in key.values())
     if isinstance(key, str | int):
         return str(key)
-    raise BadEventError(f"message key {raw_key!r} holds no primary key; Debezium keys are JSON objects")
+    raise BadEventError(
+        f"message key {raw_key!r} holds no primary key; Debezium keys are JSON objects"
+    )
 
 
 def parse(raw_key: bytes | None, raw_value: bytes | None, topic: str) -> Change | None:
@@ -85,7 +89,9 @@ def parse(raw_key: bytes | None, raw_value: bytes | None, topic: str) -> Change 
     elif isinstance(cursor, int):
         position, sequence = str(cursor), cursor
     else:
-        raise BadEventError("source has neither an integer 'lsn' nor a 'cursor'; cannot order the change")
+        raise BadEventError(
+            "source has neither an integer 'lsn' nor a 'cursor'; cannot order the change"
+        )
     ts = source.get("ts_ms", value.get("ts_ms"))
     if not isinstance(ts, int):
         raise BadEventError("source.ts_ms (commit time) is missing")

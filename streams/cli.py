@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-        return args._commands[args.command](args, settings)
+        code: int = args._commands[args.command](args, settings)
+        return code
     except PssyncError as exc:
         print(f"pssync: error: {exc}", file=sys.stderr)
         return 2

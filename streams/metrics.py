@@ -30,26 +30,63 @@ def metrics() -> Metrics:
     r = CollectorRegistry()
     return Metrics(
         registry=r,
-        events_in=Counter("pssync_events_in", "Events read, per stage and entity",
-                          ["stage", "entity"], registry=r),
-        events_out=Counter("pssync_events_out", "Events written, per stage and entity",
-                           ["stage", "entity"], registry=r),
-        dropped=Counter("pssync_events_dropped", "Events dropped on purpose (duplicate, stale, "
-                        "no row), per stage, entity and reason", ["stage", "entity", "reason"],
-                        registry=r),
-        dlq=Counter("pssync_dlq", "Events sent to a dead-letter topic, per stage and error class",
-                    ["stage", "reason"], registry=r),
-        batch_size=Histogram("pssync_batch_size", "Events per processed batch", ["stage"],
-                             buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000), registry=r),
-        e2e_latency=Histogram("pssync_end_to_end_latency_seconds",
-                              "Source commit to sink applied", ["entity"],
-                              buckets=LATENCY_BUCKETS, registry=r),
-        sink_apply=Histogram("pssync_sink_apply_seconds", "Time to apply one batch to a target",
-                             ["target", "entity"], registry=r),
-        sink_rows=Counter("pssync_sink_rows", "Rows offered to a target, by result "
-                          "(applied, skipped_stale)", ["target", "entity", "result"], registry=r),
-        sink_retries=Counter("pssync_sink_retries", "Batch retries after a transient target error",
-                             ["target", "entity"], registry=r),
-        consumer_lag=Gauge("pssync_consumer_lag", "Messages behind the end of each partition",
-                           ["topic", "partition"], registry=r),
+        events_in=Counter(
+            "pssync_events_in", "Events read, per stage and entity", ["stage", "entity"], registry=r
+        ),
+        events_out=Counter(
+            "pssync_events_out",
+            "Events written, per stage and entity",
+            ["stage", "entity"],
+            registry=r,
+        ),
+        dropped=Counter(
+            "pssync_events_dropped",
+            "Events dropped on purpose (duplicate, stale, no row), per stage, entity and reason",
+            ["stage", "entity", "reason"],
+            registry=r,
+        ),
+        dlq=Counter(
+            "pssync_dlq",
+            "Events sent to a dead-letter topic, per stage and error class",
+            ["stage", "reason"],
+            registry=r,
+        ),
+        batch_size=Histogram(
+            "pssync_batch_size",
+            "Events per processed batch",
+            ["stage"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        ),
+        e2e_latency=Histogram(
+            "pssync_end_to_end_latency_seconds",
+            "Source commit to sink applied",
+            ["entity"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        sink_apply=Histogram(
+            "pssync_sink_apply_seconds",
+            "Time to apply one batch to a target",
+            ["target", "entity"],
+            registry=r,
+        ),
+        sink_rows=Counter(
+            "pssync_sink_rows",
+            "Rows offered to a target, by result (applied, skipped_stale)",
+            ["target", "entity", "result"],
+            registry=r,
+        ),
+        sink_retries=Counter(
+            "pssync_sink_retries",
+            "Batch retries after a transient target error",
+            ["target", "entity"],
+            registry=r,
+        ),
+        consumer_lag=Gauge(
+            "pssync_consumer_lag",
+            "Messages behind the end of each partition",
+            ["topic", "partition"],
+            registry=r,
+        ),
     )

@@ -9,31 +9,35 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import PssyncError
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class Output:
     def __init__(self, bootstrap: str, client_id: str = "pssync") -> None:
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "client.id": client_id,
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "batch.num.messages": 10000,
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": client_id,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "batch.num.messages": 10000,
+            }
+        )
         self._errors: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._errors.append(f"{msg.topic()}: {err}")
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: Headers | None = None) -> None:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+    ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain
@@ -52,8 +56,11 @@ class Output:
         self._producer.flush(30)
 
 
-def produce_sync(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
-                 extra: dict[str, Any] | None = None) -> None:
+def produce_sync(
+    bootstrap: str,
+    records: list[tuple[str, bytes | None, bytes | None]],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Small helper for tools and tests: produce and wait."""
     p = Producer({"bootstrap.servers": bootstrap, **(extra or {})})
     for topic, key, value in records:

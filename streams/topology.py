@@ -46,7 +46,9 @@ class Topology:
 def topology(settings: Settings) -> Topology:
     prefix = settings.crm_topic_prefix
     return Topology(
-        routes=[Route(raw_topic(prefix, "sales", "opportunity"), "opportunity", crm.map_opportunity)],
+        routes=[
+            Route(raw_topic(prefix, "sales", "opportunity"), "opportunity", crm.map_opportunity)
+        ],
         namespace=settings.topic_namespace,
     )
 
@@ -56,10 +58,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.replication
     # Raw topics are normally created by Connect; creating them first lets the worker start
     # before the connector and guarantees the partition count the dedupe table relies on.
-    raw = [TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"})
-           for route in t.routes]
-    canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"})
-                 for e in t.entities]
-    dlq = [TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
-           for stage in ("normalize", "sink")]
+    raw = [
+        TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"}) for route in t.routes
+    ]
+    canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
+    dlq = [
+        TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
+        for stage in ("normalize", "sink")
+    ]
     return raw + canonical + dlq

@@ -13,7 +13,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.types import EventT
+from faust.types import EventT, TableT
 
 
 class Verdict(Enum):
@@ -37,7 +37,9 @@ class Position:
         return cls(data.get("seq"), bool(data.get("deleted")))
 
 
-def decide(prev: Position | None, sequence: int | None, is_delete: bool) -> tuple[Verdict, Position]:
+def decide(
+    prev: Position | None, sequence: int | None, is_delete: bool
+) -> tuple[Verdict, Position]:
     """What to do with a change at `sequence`, given the last one applied for its key.
 
     A tombstone (`sequence` None) deletes unless the key is already deleted; it keeps the
@@ -55,7 +57,7 @@ def decide(prev: Position | None, sequence: int | None, is_delete: bool) -> tupl
     return Verdict.EMIT, Position(sequence, is_delete)
 
 
-def dedupe_table(app: faust.App, partitions: int) -> faust.Table:
+def dedupe_table(app: faust.App, partitions: int) -> TableT[str, Any]:
     return app.Table(
         "dedupe-positions",
         default=None,
@@ -65,7 +67,7 @@ def dedupe_table(app: faust.App, partitions: int) -> faust.Table:
     )
 
 
-def write(table: faust.Table, event: EventT, key: str, position: Position) -> None:
+def write(table: TableT[str, Any], event: EventT[Any], key: str, position: Position) -> None:
     """Set table[key] in the context of `event`.
 
     Faust routes a changelog write to the partition of the event being processed; when

@@ -40,13 +40,17 @@ def render(template: str, values: dict[str, str]) -> dict[str, Any]:
     try:
         text = Template(path.read_text()).substitute(values)
     except KeyError as exc:
-        raise ConfigError(f"{path.name} needs a value for {exc}; add it to connector_values") from None
+        raise ConfigError(
+            f"{path.name} needs a value for {exc}; add it to connector_values"
+        ) from None
     rendered: dict[str, Any] = json.loads(text)
     return rendered
 
 
 def crm_connector(settings: Settings) -> dict[str, Any]:
-    return render("crm-postgres", connector_values(settings.crm_db, settings.crm_topic_prefix, settings))
+    return render(
+        "crm-postgres", connector_values(settings.crm_db, settings.crm_topic_prefix, settings)
+    )
 
 
 def all_connectors(settings: Settings) -> list[dict[str, Any]]:

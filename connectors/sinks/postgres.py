@@ -68,14 +68,33 @@ opportunity = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
-DATA_COLUMNS = [c.name for c in opportunity.columns if c.name not in {
-    "opportunity_id", "is_deleted", "deleted_at", "entity_version", "source_position",
-    "correlation_id", "last_event_id", "applied_at"}]
+DATA_COLUMNS = [
+    c.name
+    for c in opportunity.columns
+    if c.name
+    not in {
+        "opportunity_id",
+        "is_deleted",
+        "deleted_at",
+        "entity_version",
+        "source_position",
+        "correlation_id",
+        "last_event_id",
+        "applied_at",
+    }
+]
 
 
 ALL_COLUMNS = [c.name for c in opportunity.columns if c.name != "opportunity_id"]
-DELETE_COLUMNS = ["is_deleted", "deleted_at", "entity_version", "source_position",
-                  "correlation_id", "last_event_id", "applied_at"]
+DELETE_COLUMNS = [
+    "is_deleted",
+    "deleted_at",
+    "entity_version",
+    "source_position",
+    "correlation_id",
+    "last_event_id",
+    "applied_at",
+]
 
 
 def latest_per_key(events: Sequence[dict[str, Any]], key_field: str) -> list[dict[str, Any]]:
@@ -139,9 +158,9 @@ class PostgresSink:
             # A delete keeps the row's last data: only the bookkeeping columns move.
             for rows, columns in ((live, ALL_COLUMNS), (deletes, DELETE_COLUMNS)):
                 for chunk in _chunks(rows, 1000):
-                    stmt = insert(opportunity).values(chunk)
-                    excluded = stmt.excluded
-                    stmt = stmt.on_conflict_do_update(
+                    base = insert(opportunity).values(chunk)
+                    excluded = base.excluded
+                    stmt = base.on_conflict_do_update(
                         index_elements=[opportunity.c.opportunity_id],
                         set_={c: excluded[c] for c in columns},
                         where=opportunity.c.entity_version < excluded.entity_version,
@@ -158,8 +177,9 @@ class PostgresSink:
                 changed += max(result.rowcount, 0)
         return changed
 
-    async def apply_with_retry(self, events: Sequence[dict[str, Any]], attempts: int = 8,
-                               on_retry: Any = None) -> tuple[int, list[tuple[dict[str, Any], Exception]]]:
+    async def apply_with_retry(
+        self, events: Sequence[dict[str, Any]], attempts: int = 8, on_retry: Any = None
+    ) -> tuple[int, list[tuple[dict[str, Any], Exception]]]:
         """Apply a batch; retry transient failures with backoff; isolate poison rows.
 
         Returns (rows changed, [(event, error)] rejected by the target as bad data).
@@ -178,22 +198,29 @@ class PostgresSink:
                         f"target {self.engine.url.render_as_string(hide_password=True)} keeps "
                         f"failing: {exc.orig!r}; fix the target, the batch is retried on restart"
                     ) from exc
-                log.warning("sink: transient error (attempt %d/%d): %s", attempt, attempts, exc.orig)
+                log.warning(
+                    "sink: transient error (attempt %d/%d): %s", attempt, attempts, exc.orig
+                )
                 if on_retry:
                     on_retry()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         raise AssertionError("unreachable")
 
-    async def _apply_one_by_one(self, events: Sequence[dict[str, Any]]
-                                ) -> tuple[int, list[tuple[dict[str, Any], Exception]]]:
-        changed, rejected = 0, []
+    async def _apply_one_by_one(
+        self, events: Sequence[dict[str, Any]]
+    ) -> tuple[int, list[tuple[dict[str, Any], Exception]]]:
+        changed = 0
+        rejected: list[tuple[dict[str, Any], Exception]] = []
         for ev in events:
             try:
                 changed += await self.apply([ev])
             except (IntegrityError, DBAPIError) as exc:
-                if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError) \
-                        and not _is_data_error(exc):
+                if (
+                    isinstance(exc, DBAPIError)
+                    and not isinstance(exc, IntegrityError)
+                    and not _is_data_error(exc)
+                ):
                     raise
                 rejected.append((ev, exc))
         return changed, rejected
@@ -206,4 +233,4 @@ def _is_data_error(exc: DBAPIError) -> bool:
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]

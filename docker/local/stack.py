@@ -10,6 +10,7 @@ component with a timeout; on failure it names the component and prints the tail 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -56,7 +57,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -79,7 +80,9 @@ def java_bin() -> str:
         return str(Path(home) / "bin" / "java")
     found = shutil.which("java")
     if not found:
-        raise StackError("java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)")
+        raise StackError(
+            "java not found: install a JDK 17+ (apt-get install openjdk-17-jre-headless)"
+        )
     return found
 
 
@@ -108,8 +111,13 @@ class Component:
     port: int
     log: Path
     pid_file: Path
+    proc: subprocess.Popen[bytes] | None = None
 
     def pid(self) -> int | None:
+        # A child we started that has exited is a zombie until reaped: os.kill would
+        # still find it, so ask the Popen handle first.
+        if self.proc is not None and self.proc.poll() is not None:
+            return None
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -125,17 +133,29 @@ class Component:
     def running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
-    def spawn(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None,
-              cwd: Path | None = None) -> None:
+    def spawn(
+        self,
+        cmd: list[str],
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
         kwargs: dict[str, object] = {}
         if user is not None:
             kwargs["user"] = user
         proc = subprocess.Popen(  # type: ignore[call-overload]
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True, **kwargs,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+            **kwargs,
         )
+        self.proc = proc
         self.pid_file.write_text(str(proc.pid))
 
     def wait(self, ready: Callable[[], bool], timeout: float) -> float:
@@ -145,7 +165,8 @@ class Component:
                 return time.monotonic() - start
             if self.pid() is None:
                 raise StackError(
-                    f"{self.name} exited during start-up. Last lines of {self.log}:\n{tail(self.log)}"
+                    f"{self.name} exited during start-up. "
+                    f"Last lines of {self.log}:\n{tail(self.log)}"
                 )
             time.sleep(0.3)
         raise StackError(
@@ -159,10 +180,8 @@ class Component:
             self.pid_file.unlink(missing_ok=True)
             return
         log(f"stopping {self.name} (pid {pid})")
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.pid() is not None:
             time.sleep(0.2)
@@ -180,10 +199,18 @@ class Stack:
         self.lib = self.dir / "lib"
         self.conf = self.dir / "conf"
         p = settings.ports
-        self.postgres = Component("postgres", p.postgres, self.logs / "postgres.log", self.run_dir / "postgres.pid")
-        self.kafka = Component("kafka", p.kafka, self.logs / "kafka.log", self.run_dir / "kafka.pid")
-        self.registry = Component("registry", p.registry, self.logs / "registry.log", self.run_dir / "registry.pid")
-        self.connect = Component("connect", p.connect, self.logs / "connect.log", self.run_dir / "connect.pid")
+        self.postgres = Component(
+            "postgres", p.postgres, self.logs / "postgres.log", self.run_dir / "postgres.pid"
+        )
+        self.kafka = Component(
+            "kafka", p.kafka, self.logs / "kafka.log", self.run_dir / "kafka.pid"
+        )
+        self.registry = Component(
+            "registry", p.registry, self.logs / "registry.log", self.run_dir / "registry.pid"
+        )
+        self.connect = Component(
+            "connect", p.connect, self.logs / "connect.log", self.run_dir / "connect.pid"
+        )
 
     # ---------------------------------------------------------------- install
     def install(self) -> None:
@@ -194,22 +221,32 @@ class Stack:
 
     def _pg_bin(self) -> Path | None:
         base = Path("/usr/lib/postgresql")
-        versions = sorted((d for d in base.glob("*") if (d / "bin" / "postgres").exists()),
-                          key=lambda d: int(d.name) if d.name.isdigit() else 0)
+        versions = sorted(
+            (d for d in base.glob("*") if (d / "bin" / "postgres").exists()),
+            key=lambda d: int(d.name) if d.name.isdigit() else 0,
+        )
         return versions[-1] / "bin" if versions else None
 
     def _install_postgres(self) -> None:
         if self._pg_bin() is not None:
             return
         if os.geteuid() != 0:
-            raise StackError("PostgreSQL is not installed; run `sudo apt-get install -y postgresql`")
+            raise StackError(
+                "PostgreSQL is not installed; run `sudo apt-get install -y postgresql`"
+            )
         log("installing PostgreSQL from Debian packages (apt-get)")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run(["apt-get", "update"], "apt-get update", self.logs / "install.log", env=env)
-        run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-            "apt-get install postgresql", self.logs / "install.log", env=env)
+        run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+            "apt-get install postgresql",
+            self.logs / "install.log",
+            env=env,
+        )
         if self._pg_bin() is None:
-            raise StackError("apt-get installed postgresql but no server binary is under /usr/lib/postgresql")
+            raise StackError(
+                "apt-get installed postgresql but no server binary is under /usr/lib/postgresql"
+            )
 
     def _install_jars(self) -> None:
         stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
@@ -224,14 +261,27 @@ class Stack:
         for d in (kafka_libs, plugin):
             shutil.rmtree(d, ignore_errors=True)
         mvn = ["mvn", "-q", "-B", "-f", str(POM)]
-        run([*mvn, "-Pkafka", "dependency:copy-dependencies", f"-DoutputDirectory={kafka_libs}"],
-            "resolving Kafka jars", self.logs / "install.log")
-        run([*mvn, "-Pdebezium", "dependency:copy-dependencies", f"-DoutputDirectory={plugin}"],
-            "resolving the Debezium PostgreSQL connector", self.logs / "install.log")
+        run(
+            [*mvn, "-Pkafka", "dependency:copy-dependencies", f"-DoutputDirectory={kafka_libs}"],
+            "resolving Kafka jars",
+            self.logs / "install.log",
+        )
+        run(
+            [*mvn, "-Pdebezium", "dependency:copy-dependencies", f"-DoutputDirectory={plugin}"],
+            "resolving the Debezium PostgreSQL connector",
+            self.logs / "install.log",
+        )
         tgz_dir = self.lib / "download"
-        run([*mvn, "dependency:copy",
-             f"-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all",
-             f"-DoutputDirectory={tgz_dir}"], "downloading Apicurio Registry", self.logs / "install.log")
+        run(
+            [
+                *mvn,
+                "dependency:copy",
+                f"-Dartifact=io.apicurio:apicurio-registry-app:{APICURIO_VERSION}:tar.gz:all",
+                f"-DoutputDirectory={tgz_dir}",
+            ],
+            "downloading Apicurio Registry",
+            self.logs / "install.log",
+        )
         app_dir = self.lib / "apicurio"
         shutil.rmtree(app_dir, ignore_errors=True)
         app_dir.mkdir(parents=True)
@@ -271,8 +321,22 @@ class Stack:
                         f"the postgres user cannot reach {data.parent}; make the path traversable "
                         f"(chmod o+x on its parents) or set PSSYNC_STACK_DIR to a path it can reach"
                     )
-            run([str(pg_bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                 "-E", "UTF8", "--no-instructions"], "initdb", c.log, user=user)
+            run(
+                [
+                    str(pg_bin / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ],
+                "initdb",
+                c.log,
+                user=user,
+            )
         conf = data / "pssync.conf"
         conf.write_text(
             "listen_addresses = '127.0.0.1'\n"
@@ -300,8 +364,23 @@ class Stack:
 
     def _psql(self, pg_bin: Path, sql: str, db: str = "postgres") -> str:
         proc = subprocess.run(
-            [str(pg_bin / "psql"), "-h", "127.0.0.1", "-p", str(self.postgres.port), "-U", "postgres",
-             "-d", db, "-tAc", sql], capture_output=True, text=True, check=False)
+            [
+                str(pg_bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.postgres.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-tAc",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
             raise StackError(f"psql failed on {db!r}: {proc.stderr.strip()}")
         return proc.stdout.strip()
@@ -309,7 +388,9 @@ class Stack:
     def _pg_ready(self, pg_bin: Path) -> bool:
         proc = subprocess.run(
             [str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres.port)],
-            capture_output=True, check=False)
+            capture_output=True,
+            check=False,
+        )
         return proc.returncode == 0
 
     def _ensure_databases(self, pg_bin: Path) -> None:
@@ -322,17 +403,27 @@ class Stack:
 
     # ---------------------------------------------------------------- kafka
     def _render(self, name: str, **values: object) -> Path:
-        text = Template((HERE / name).read_text()).substitute({k: str(v) for k, v in values.items()})
+        text = Template((HERE / name).read_text()).substitute(
+            {k: str(v) for k, v in values.items()}
+        )
         out = self.conf / name
         out.write_text(text)
         return out
 
-    def _java(self, component: Component, main: list[str], heap: str,
-              java: str | None = None) -> list[str]:
-        return [java or java_bin(), f"-Xmx{heap}", "-Xms64m", "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
-                f"-Dpssync.log.file={component.log}", *main]
+    def _java(
+        self, component: Component, main: list[str], heap: str, java: str | None = None
+    ) -> list[str]:
+        return [
+            java or java_bin(),
+            f"-Xmx{heap}",
+            "-Xms64m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+            f"-Dpssync.log.file={component.log}",
+            *main,
+        ]
 
     def start_kafka(self) -> None:
         c = self.kafka
@@ -340,16 +431,43 @@ class Stack:
             log(f"kafka already running on {c.port}")
             return
         data = self.dir / "kafka" / "data"
-        conf = self._render("server.properties", kafka_port=c.port,
-                            controller_port=self.s.ports.controller, data_dir=data)
+        conf = self._render(
+            "server.properties",
+            kafka_port=c.port,
+            controller_port=self.s.ports.controller,
+            data_dir=data,
+        )
         cp = str(self.lib / "kafka" / "*")
         if not (data / "meta.properties").exists():
             log("formatting KRaft storage")
-            cluster_id = subprocess.run(
-                [java_bin(), "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-            run(self._java(c, ["-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(conf)], "256m"), "formatting Kafka storage", c.log)
+            cluster_id = (
+                subprocess.run(
+                    [java_bin(), "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            run(
+                self._java(
+                    c,
+                    [
+                        "-cp",
+                        cp,
+                        "kafka.tools.StorageTool",
+                        "format",
+                        "-t",
+                        cluster_id,
+                        "-c",
+                        str(conf),
+                    ],
+                    "256m",
+                ),
+                "formatting Kafka storage",
+                c.log,
+            )
         c.spawn(self._java(c, ["-cp", cp, "kafka.Kafka", str(conf)], "768m"))
         took = c.wait(lambda: port_open(c.port) and self._kafka_ready(), 90)
         log(f"kafka ready on {c.port} in {took:.1f}s")
@@ -358,7 +476,9 @@ class Stack:
         from confluent_kafka.admin import AdminClient
 
         try:
-            md = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.kafka.port}"}).list_topics(timeout=2)
+            md = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.kafka.port}"}).list_topics(
+                timeout=2
+            )
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
         return bool(md.brokers)
@@ -403,11 +523,18 @@ class Stack:
         if c.running():
             log(f"connect already running on {c.port}")
             return
-        conf = self._render("connect.properties", kafka_port=self.kafka.port, connect_port=c.port,
-                            plugin_path=self.lib / "plugins")
+        conf = self._render(
+            "connect.properties",
+            kafka_port=self.kafka.port,
+            connect_port=c.port,
+            plugin_path=self.lib / "plugins",
+        )
         cp = str(self.lib / "kafka" / "*")
-        c.spawn(self._java(c, ["-cp", cp, "org.apache.kafka.connect.cli.ConnectDistributed",
-                               str(conf)], "512m"))
+        c.spawn(
+            self._java(
+                c, ["-cp", cp, "org.apache.kafka.connect.cli.ConnectDistributed", str(conf)], "512m"
+            )
+        )
         url = f"http://127.0.0.1:{c.port}/connector-plugins"
         took = c.wait(lambda: self._connect_ready(url), 120)
         log(f"connect ready on {c.port} in {took:.1f}s")
@@ -415,7 +542,7 @@ class Stack:
     @staticmethod
     def _connect_ready(url: str) -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 return b"PostgresConnector" in resp.read()
         except (urllib.error.URLError, OSError, ValueError):
             return False
@@ -446,8 +573,9 @@ class Stack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("verb", choices=["up", "down", "status", "install"])
     args = parser.parse_args(argv)
     stack = Stack(Settings.from_env())

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import EventT, TableT
 from mode import CrashingSupervisor
 
 from schemas import contracts
@@ -28,8 +28,9 @@ STAGE = "normalize"
 
 
 class Normalizer:
-    def __init__(self, topology: Topology, output: Output, registry: Registry,
-                 table: faust.Table) -> None:
+    def __init__(
+        self, topology: Topology, output: Output, registry: Registry, table: TableT[str, Any]
+    ) -> None:
         self.topology = topology
         self.routes: dict[str, Route] = {r.raw_topic: r for r in topology.routes}
         self.output = output
@@ -42,17 +43,19 @@ class Normalizer:
         for entity in self.topology.entities:
             if entity not in self.schema_ids:
                 self.schema_ids[entity] = await asyncio.to_thread(
-                    self.registry.register, self.topology.subject(entity),
-                    contracts.schema_str(entity))
+                    self.registry.register,
+                    self.topology.subject(entity),
+                    contracts.schema_str(entity),
+                )
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, events: Sequence[EventT[Any]]) -> None:
         m = metrics()
         seen: Counter[str] = Counter()
         out: Counter[str] = Counter()
         dropped: Counter[tuple[str, str]] = Counter()
         # Positions are recorded only after the batch is acknowledged by Kafka: a crash in
         # between re-emits (harmless, sinks are idempotent) instead of losing events.
-        pending: dict[str, tuple[EventT, Position]] = {}
+        pending: dict[str, tuple[EventT[Any], Position]] = {}
         for event in events:
             msg = event.message
             route = self.routes[msg.topic]
@@ -63,20 +66,26 @@ class Normalizer:
                     dropped[(route.entity, "no_row")] += 1
                     continue
                 state_key = f"{change.connector}/{change.entity}/{change.key}"
-                prev = (pending[state_key][1] if state_key in pending
-                        else Position.from_json(self.table.get(state_key)))
+                prev = (
+                    pending[state_key][1]
+                    if state_key in pending
+                    else Position.from_json(self.table.get(state_key))
+                )
                 verdict, position = decide(prev, change.sequence, change.op == "delete")
                 if verdict is not Verdict.EMIT:
                     dropped[(route.entity, verdict.value)] += 1
                     continue
                 key, record = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
-                value = encode(self.schema_ids[route.entity], contracts.parsed(route.entity), record)
+                value = encode(
+                    self.schema_ids[route.entity], contracts.parsed(route.entity), record
+                )
                 self.output.send(self.topology.canonical(route.entity), key.encode(), value)
                 pending[state_key] = (event, position)
                 out[route.entity] += 1
             except Exception as exc:  # noqa: BLE001 - poison must never stop the line
-                log.warning("normalize: %s/%s@%s to DLQ: %s", msg.topic, msg.partition,
-                            msg.offset, exc)
+                log.warning(
+                    "normalize: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc
+                )
                 send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
                 m.dlq.labels(STAGE, type(exc).__name__).inc()
         await self.output.flush()
@@ -91,17 +100,31 @@ class Normalizer:
         m.batch_size.labels(STAGE).observe(len(events))
 
 
-def register(app: faust.App, settings: Settings, topology: Topology, output: Output,
-             registry: Registry, table: faust.Table) -> Normalizer:
+def register(
+    app: faust.App,
+    settings: Settings,
+    topology: Topology,
+    output: Output,
+    registry: Registry,
+    table: TableT[str, Any],
+) -> Normalizer:
     normalizer = Normalizer(topology, output, registry, table)
-    raw = app.topic(*[r.raw_topic for r in topology.routes], key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw", allow_empty=True)
+    raw = app.topic(
+        *[r.raw_topic for r in topology.routes],
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
 
     # A crash stops the worker instead of restarting the agent past unacknowledged events.
     @app.agent(raw, name="normalize", supervisor_strategy=CrashingSupervisor)
     async def normalize(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         await normalizer.prepare()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_within
+        ):
             await normalizer.process(events)
             yield None
 

@@ -30,8 +30,14 @@ def _tombstone(key: str) -> dict[str, Any]:
 
 
 class Sink:
-    def __init__(self, topology: Topology, entity: str, target: PostgresSink, output: Output,
-                 registry: Registry) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        entity: str,
+        target: PostgresSink,
+        output: Output,
+        registry: Registry,
+    ) -> None:
         self.topology = topology
         self.entity = entity
         self.target = target
@@ -46,7 +52,7 @@ class Sink:
         send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
         metrics().dlq.labels(STAGE, type(exc).__name__).inc()
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, events: Sequence[EventT[Any]]) -> None:
         m = metrics()
         records: list[dict[str, Any]] = []
         origin: dict[int, Any] = {}
@@ -65,10 +71,11 @@ class Sink:
         target, entity = self.target.name, self.entity
         started = time.monotonic()
         changed, rejected = await self.target.apply_with_retry(
-            records, on_retry=m.sink_retries.labels(target, entity).inc)
+            records, on_retry=m.sink_retries.labels(target, entity).inc
+        )
         m.sink_apply.labels(target, entity).observe(time.monotonic() - started)
-        for record, exc in rejected:
-            self._dlq(origin[id(record)], exc)
+        for record, error in rejected:
+            self._dlq(origin[id(record)], error)
         await self.output.flush()
         now = time.time()
         latency = m.e2e_latency.labels(entity)
@@ -79,20 +86,35 @@ class Sink:
         m.events_in.labels(STAGE, entity).inc(len(events))
         m.sink_rows.labels(target, entity, "applied").inc(changed)
         m.sink_rows.labels(target, entity, "skipped_stale").inc(
-            max(0, len(records) - len(rejected) - changed))
+            max(0, len(records) - len(rejected) - changed)
+        )
         m.batch_size.labels(STAGE).observe(len(events))
 
 
-def register(app: faust.App, settings: Settings, topology: Topology, output: Output,
-             registry: Registry, target: PostgresSink) -> Sink:
+def register(
+    app: faust.App,
+    settings: Settings,
+    topology: Topology,
+    output: Output,
+    registry: Registry,
+    target: PostgresSink,
+) -> Sink:
     sink = Sink(topology, "opportunity", target, output, registry)
-    topic = app.topic(topology.canonical("opportunity"), key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw", allow_empty=True)
+    topic = app.topic(
+        topology.canonical("opportunity"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
 
     @app.agent(topic, name="sink-postgres-opportunity", supervisor_strategy=CrashingSupervisor)
     async def apply(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
         await sink.prepare()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, within=settings.batch_within
+        ):
             await sink.process(events)
             yield None
 

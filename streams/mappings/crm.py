@@ -109,8 +109,9 @@ def map_opportunity(change: Change, causation: str) -> tuple[str, dict[str, Any]
         "currency": currency,
         "close_date": _date(row.get("close_date"), "close_date"),
         "probability": None if probability is None else round(float(probability)),
-        "billing_type": BILLING_TYPES.get(str(row.get("billing_type__c") or "").strip().lower(),
-                                          "unknown"),
+        "billing_type": BILLING_TYPES.get(
+            str(row.get("billing_type__c") or "").strip().lower(), "unknown"
+        ),
         "delivery_region": row.get("delivery_region__c"),
         "project_manager": row.get("project_manager_email__c"),
         "sow_reference": row.get("sow_reference__c"),

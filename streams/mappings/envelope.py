@@ -22,8 +22,14 @@ def correlation_id(root_key: str) -> str:
     return str(uuid.uuid5(_NS, f"correlation|{root_key}"))
 
 
-def envelope(change: Change, system: str, canonical_key: str, root_key: str,
-             causation: str, now: datetime | None = None) -> dict[str, Any]:
+def envelope(
+    change: Change,
+    system: str,
+    canonical_key: str,
+    root_key: str,
+    causation: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     return {
         "event_id": event_id(change, canonical_key),
         "correlation_id": correlation_id(root_key),

@@ -43,9 +43,16 @@ def _reachable(port: int) -> bool:
 def base_settings() -> Settings:
     settings = Settings.from_env()
     p = settings.ports
-    down = [n for n, port in (("postgres", p.postgres), ("kafka", p.kafka),
-                              ("registry", p.registry), ("connect", p.connect))
-            if not _reachable(port)]
+    down = [
+        n
+        for n, port in (
+            ("postgres", p.postgres),
+            ("kafka", p.kafka),
+            ("registry", p.registry),
+            ("connect", p.connect),
+        )
+        if not _reachable(port)
+    ]
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
     return settings
@@ -61,7 +68,8 @@ def _admin_engine(settings: Settings) -> Any:
     db = settings.crm_db
     return create_engine(
         f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
-        isolation_level="AUTOCOMMIT")
+        isolation_level="AUTOCOMMIT",
+    )
 
 
 @dataclass
@@ -74,9 +82,13 @@ class Worker:
     def start(self) -> None:
         self.starts += 1
         out = self.log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                     env=self.env, cwd=REPO, stdout=out,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            env=self.env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -114,9 +126,12 @@ class SliceEnv:
                 exists = conn.execute(text("SELECT to_regclass('opportunity')")).scalar()
                 if exists is None:
                     return []
-                return list(conn.execute(
-                    text(f"SELECT * FROM opportunity WHERE {where} ORDER BY opportunity_id"),
-                    params or {}).mappings())
+                return list(
+                    conn.execute(
+                        text(f"SELECT * FROM opportunity WHERE {where} ORDER BY opportunity_id"),
+                        params or {},
+                    ).mappings()
+                )
         finally:
             engine.dispose()
 
@@ -150,8 +165,7 @@ def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
         "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}",
         "PSSYNC_TOPIC_NAMESPACE": sfx,
         "PSSYNC_APP_ID": f"pssync-{sfx}",
-        "PSSYNC_TARGET_URL":
-            f"postgresql+psycopg://postgres:postgres@127.0.0.1:{s.ports.postgres}/{target_db}",
+        "PSSYNC_TARGET_URL": f"postgresql+psycopg://postgres:postgres@127.0.0.1:{s.ports.postgres}/{target_db}",
         "PSSYNC_WEB_PORT": str(_free_port()),
         "PSSYNC_DATA_DIR": str(tmp_path / "worker-data"),
         "PSSYNC_BATCH_WITHIN": "0.1",
@@ -175,9 +189,13 @@ def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
             for _ in range(30):
                 # The slot stays active until the connector task has really stopped.
                 try:
-                    conn.execute(text("SELECT pg_drop_replication_slot(slot_name) FROM "
-                                      "pg_replication_slots WHERE slot_name = :s"),
-                                 {"s": slot_name(settings.crm_topic_prefix)})
+                    conn.execute(
+                        text(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM "
+                            "pg_replication_slots WHERE slot_name = :s"
+                        ),
+                        {"s": slot_name(settings.crm_topic_prefix)},
+                    )
                     break
                 except Exception:  # noqa: BLE001 - slot still in use, retry
                     time.sleep(1)
@@ -185,6 +203,8 @@ def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()
         names = [t.name for t in topic_specs(settings)]
-        names += [f"{settings.app_id}-dedupe-positions-changelog",
-                  f"{settings.app_id}-__assignor-__leader"]
+        names += [
+            f"{settings.app_id}-dedupe-positions-changelog",
+            f"{settings.app_id}-__assignor-__leader",
+        ]
         delete_topics(settings.kafka_bootstrap, names)

@@ -9,8 +9,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Message]:
     """Every message currently in `topic` (all partitions), in partition/offset order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"assert-{uuid.uuid4()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"assert-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=timeout).topics[topic]
         ends = {}

@@ -43,21 +43,27 @@ def test_insert_update_delete_reach_target_and_decode_with_registry(slice_env: S
     assert row["billing_type"] == "time_and_materials"
     assert row["service_lines"] == ["CONSULT", "ARCH"]
 
-    env.crm("UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
-            "is_won = true WHERE id = '006X1'")
-    env.wait_for(lambda: (_row(env, "006X1") or {}).get("stage") == "closed_won",
-                 what="update applied")
+    env.crm(
+        "UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
+        "is_won = true WHERE id = '006X1'"
+    )
+    env.wait_for(
+        lambda: (_row(env, "006X1") or {}).get("stage") == "closed_won", what="update applied"
+    )
     env.crm("DELETE FROM sales.opportunity WHERE id = '006X1'")
-    env.wait_for(lambda: (_row(env, "006X1") or {}).get("is_deleted") is True,
-                 what="delete applied")
+    env.wait_for(
+        lambda: (_row(env, "006X1") or {}).get("is_deleted") is True, what="delete applied"
+    )
     deleted = _row(env, "006X1")
     assert deleted is not None and deleted["name"] == "Data platform"  # soft delete keeps data
 
     # Every canonical event decodes with confluent-kafka's own deserializer via the registry.
     topic = topology(env.settings).canonical("opportunity")
     deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
-    events = [deserializer(m.value(), SerializationContext(topic, MessageField.VALUE))
-              for m in read_all(env.settings.kafka_bootstrap, topic)]
+    events = [
+        deserializer(m.value(), SerializationContext(topic, MessageField.VALUE))
+        for m in read_all(env.settings.kafka_bootstrap, topic)
+    ]
     assert [e["envelope"]["op"] for e in events] == ["create", "update", "delete"]
     assert events[0]["data"]["amount"] == Decimal("125000.50")
     assert events[1]["data"]["stage"] == "closed_won" and events[1]["data"]["is_won"] is True
@@ -92,15 +98,22 @@ def test_poison_events_go_to_dlq_and_stream_goes_on(slice_env: SliceEnv) -> None
     env.worker().start()
     topo = topology(env.settings)
     raw_topic = topo.routes[0].raw_topic
-    no_after = json.dumps({"op": "c", "before": None, "after": None,
-                           "source": {"lsn": 1, "ts_ms": 1}}).encode()
-    no_name = json.dumps({"op": "c", "before": None, "after": {"id": "006P3", "stage_name": "x",
-                          "currency_iso_code": "USD"},
-                          "source": {"lsn": 2, "ts_ms": 1, "schema": "sales",
-                                     "table": "opportunity"}}).encode()
-    poison = [(raw_topic, b'{"id":"006P1"}', b"{not json"),
-              (raw_topic, b'{"id":"006P2"}', no_after),
-              (raw_topic, b'{"id":"006P3"}', no_name)]
+    no_after = json.dumps(
+        {"op": "c", "before": None, "after": None, "source": {"lsn": 1, "ts_ms": 1}}
+    ).encode()
+    no_name = json.dumps(
+        {
+            "op": "c",
+            "before": None,
+            "after": {"id": "006P3", "stage_name": "x", "currency_iso_code": "USD"},
+            "source": {"lsn": 2, "ts_ms": 1, "schema": "sales", "table": "opportunity"},
+        }
+    ).encode()
+    poison = [
+        (raw_topic, b'{"id":"006P1"}', b"{not json"),
+        (raw_topic, b'{"id":"006P2"}', no_after),
+        (raw_topic, b'{"id":"006P3"}', no_name),
+    ]
     produce_sync(env.settings.kafka_bootstrap, poison)
     env.crm(INSERT, {"id": "006OK", "name": "Healthy", "amount": "5.00"})
     env.wait_for(lambda: _row(env, "006OK") is not None, what="healthy row after poison")
@@ -111,8 +124,7 @@ def test_poison_events_go_to_dlq_and_stream_goes_on(slice_env: SliceEnv) -> None
     contexts = [read_context(m.headers()) for m in dlq]
     assert [c["topic"] for c in contexts] == [raw_topic] * 3
     assert [int(c["offset"]) for c in contexts] == [0, 1, 2]
-    assert all(c["stage"] == "normalize" and c["error.class"] == "BadEventError"
-               for c in contexts)
+    assert all(c["stage"] == "normalize" and c["error.class"] == "BadEventError" for c in contexts)
     assert "not valid JSON" in contexts[0]["error.message"]
     assert "'after'" in contexts[1]["error.message"]
     assert "'name'" in contexts[2]["error.message"]
@@ -123,17 +135,24 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(slice_env: SliceEnv)
     total = 3000
     rows = [{"id": f"006K{i:05d}", "name": f"Deal {i}", "amount": f"{i}.25"} for i in range(total)]
     for start in range(0, total, 500):
-        env.crm(INSERT, rows[start:start + 500])
-    env.crm("UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
-            "is_won = true WHERE id < '006K01000'")
+        env.crm(INSERT, rows[start : start + 500])
+    env.crm(
+        "UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
+        "is_won = true WHERE id < '006K01000'"
+    )
     worker = env.worker()
     worker.start()
     env.wait_for(lambda: len(env.target_rows()) >= 300, timeout=120, what="first rows applied")
     worker.kill()  # SIGKILL: no flush, no commit, no goodbye
     applied_at_kill = len(env.target_rows())
     worker.start()
-    env.wait_for(lambda: len(env.target_rows("stage = 'closed_won'")) == 1000
-                 and len(env.target_rows()) == total, timeout=180, what="all rows after restart")
+    env.wait_for(
+        lambda: (
+            len(env.target_rows("stage = 'closed_won'")) == 1000 and len(env.target_rows()) == total
+        ),
+        timeout=180,
+        what="all rows after restart",
+    )
     assert applied_at_kill < total or worker.starts == 2
     target = env.target_rows()
     assert len(target) == total
@@ -145,6 +164,10 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(slice_env: SliceEnv)
     # event ids, so every consumer can drop them; nothing is missing.
     canonical = topology(env.settings).canonical("opportunity")
     deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
-    ids = [deserializer(m.value(), SerializationContext(canonical, MessageField.VALUE))
-           ["envelope"]["event_id"] for m in read_all(env.settings.kafka_bootstrap, canonical)]
+    ids = [
+        deserializer(m.value(), SerializationContext(canonical, MessageField.VALUE))["envelope"][
+            "event_id"
+        ]
+        for m in read_all(env.settings.kafka_bootstrap, canonical)
+    ]
     assert len(set(ids)) == total + 1000

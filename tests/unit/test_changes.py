@@ -9,19 +9,32 @@ from streams.errors import BadEventError
 
 
 def debezium(op: str = "c", after: dict[str, object] | None = None, lsn: int = 100) -> bytes:
-    return json.dumps({
-        "op": op, "before": None, "after": after if after is not None else {"id": "006A"},
-        "source": {"name": "crm", "schema": "sales", "table": "opportunity", "lsn": lsn,
-                   "ts_ms": 1700000000000},
-        "ts_ms": 1700000000100,
-    }).encode()
+    return json.dumps(
+        {
+            "op": op,
+            "before": None,
+            "after": after if after is not None else {"id": "006A"},
+            "source": {
+                "name": "crm",
+                "schema": "sales",
+                "table": "opportunity",
+                "lsn": lsn,
+                "ts_ms": 1700000000000,
+            },
+            "ts_ms": 1700000000100,
+        }
+    ).encode()
 
 
 def test_parses_debezium_envelope() -> None:
     change = parse(b'{"id":"006A"}', debezium(), "crm.sales.opportunity")
     assert change is not None
     assert (change.op, change.key, change.entity, change.connector) == (
-        "create", "006A", "sales.opportunity", "crm")
+        "create",
+        "006A",
+        "sales.opportunity",
+        "crm",
+    )
     assert change.sequence == 100 and change.position == "0/64"
     assert change.committed_at_ms == 1700000000000 and not change.tombstone
 
@@ -47,15 +60,20 @@ def test_schema_wrapped_json_is_unwrapped() -> None:
     assert change is not None and change.key == "006A"
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (b"{nope", "not valid JSON"),
-    (b"[1,2]", "not a JSON object"),
-    (json.dumps({"op": "x", "source": {}}).encode(), "unknown op"),
-    (json.dumps({"op": "c", "after": {"id": 1}}).encode(), "no 'source'"),
-    (json.dumps({"op": "u", "after": None, "source": {"lsn": 1, "ts_ms": 1}}).encode(),
-     "without an 'after'"),
-    (json.dumps({"op": "c", "after": {}, "source": {"ts_ms": 1}}).encode(), "cannot order"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"{nope", "not valid JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (json.dumps({"op": "x", "source": {}}).encode(), "unknown op"),
+        (json.dumps({"op": "c", "after": {"id": 1}}).encode(), "no 'source'"),
+        (
+            json.dumps({"op": "u", "after": None, "source": {"lsn": 1, "ts_ms": 1}}).encode(),
+            "without an 'after'",
+        ),
+        (json.dumps({"op": "c", "after": {}, "source": {"ts_ms": 1}}).encode(), "cannot order"),
+    ],
+)
 def test_bad_events_raise_with_reason(value: bytes, message: str) -> None:
     with pytest.raises(BadEventError, match=message):
         parse(b'{"id":"006A"}', value, "crm.sales.opportunity")

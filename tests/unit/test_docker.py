@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _load_stack() -> Any:
     # docker/local/stack.py is a script, not a package module.
-    spec = importlib.util.spec_from_file_location("pssync_local_stack",
-                                                  ROOT / "docker" / "local" / "stack.py")
+    spec = importlib.util.spec_from_file_location(
+        "pssync_local_stack", ROOT / "docker" / "local" / "stack.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -84,10 +85,12 @@ def test_same_topics_and_connector_config_as_the_code() -> None:
 def test_connect_storage_topics_match_local_worker() -> None:
     local = (ROOT / "docker" / "local" / "connect.properties").read_text()
     env = compose()["services"]["connect"]["environment"]
-    for key, prop in (("CONFIG_STORAGE_TOPIC", "config.storage.topic"),
-                      ("OFFSET_STORAGE_TOPIC", "offset.storage.topic"),
-                      ("STATUS_STORAGE_TOPIC", "status.storage.topic"),
-                      ("GROUP_ID", "group.id")):
+    for key, prop in (
+        ("CONFIG_STORAGE_TOPIC", "config.storage.topic"),
+        ("OFFSET_STORAGE_TOPIC", "offset.storage.topic"),
+        ("STATUS_STORAGE_TOPIC", "status.storage.topic"),
+        ("GROUP_ID", "group.id"),
+    ):
         assert f"{prop}={env[key]}\n" in local
 
 

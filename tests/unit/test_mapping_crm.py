@@ -15,13 +15,33 @@ from streams.mappings.crm import map_opportunity
 
 
 def change(op: str = "create", **after: Any) -> Change:
-    row = {"id": "006A", "account_id": "001A", "name": "Rollout", "stage_name": "Closed Won",
-           "amount": "1200.5", "currency_iso_code": "eur", "close_date": 20000,
-           "probability": "75.00", "is_closed": True, "is_won": True,
-           "billing_type__c": "Time & Materials", "service_lines__c": "CONSULT; PM;",
-           "last_modified_date": "2026-11-29T10:00:00.123456Z", **after}
-    return Change(op, None, None if op == "delete" else row, "crm", "sales.opportunity", "006A",
-                  "0/64", 100, 1_700_000_000_000)
+    row = {
+        "id": "006A",
+        "account_id": "001A",
+        "name": "Rollout",
+        "stage_name": "Closed Won",
+        "amount": "1200.5",
+        "currency_iso_code": "eur",
+        "close_date": 20000,
+        "probability": "75.00",
+        "is_closed": True,
+        "is_won": True,
+        "billing_type__c": "Time & Materials",
+        "service_lines__c": "CONSULT; PM;",
+        "last_modified_date": "2026-11-29T10:00:00.123456Z",
+        **after,
+    }
+    return Change(
+        op,
+        None,
+        None if op == "delete" else row,
+        "crm",
+        "sales.opportunity",
+        "006A",
+        "0/64",
+        100,
+        1_700_000_000_000,
+    )
 
 
 def test_maps_salesforce_row_to_canonical_opportunity() -> None:
@@ -62,12 +82,15 @@ def test_unknown_stage_and_billing_type_fall_back() -> None:
     assert record["data"]["stage"] == "unknown" and record["data"]["billing_type"] == "unknown"
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("name", None, "'name'"),
-    ("currency_iso_code", "EURO", "ISO 4217"),
-    ("amount", "12,5", "decimal"),
-    ("last_modified_date", "yesterday", "timestamp"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", None, "'name'"),
+        ("currency_iso_code", "EURO", "ISO 4217"),
+        ("amount", "12,5", "decimal"),
+        ("last_modified_date", "yesterday", "timestamp"),
+    ],
+)
 def test_bad_rows_raise_with_field(field: str, value: Any, message: str) -> None:
     with pytest.raises(BadEventError, match=message):
         map_opportunity(change(**{field: value}), "c")

@@ -14,8 +14,9 @@ def test_defaults_point_at_local_stack() -> None:
 
 
 def test_ports_flow_into_urls() -> None:
-    s = Settings.from_env({"PSSYNC_KAFKA_PORT": "19092", "PSSYNC_REGISTRY_PORT": "18081",
-                           "PSSYNC_PG_PORT": "15432"})
+    s = Settings.from_env(
+        {"PSSYNC_KAFKA_PORT": "19092", "PSSYNC_REGISTRY_PORT": "18081", "PSSYNC_PG_PORT": "15432"}
+    )
     assert s.kafka_bootstrap == "127.0.0.1:19092"
     assert s.registry_url.startswith("http://127.0.0.1:18081/")
     assert s.crm_db.port == 15432 and ":15432/" in s.target_url

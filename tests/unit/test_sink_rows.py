@@ -7,9 +7,16 @@ from connectors.sinks.postgres import latest_per_key, to_row
 
 
 def ev(key: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"key": key, "data": data, "envelope": {
-        "entity_version": version, "event_id": f"e{version}", "correlation_id": "c",
-        "source": {"position": f"p{version}"}}}
+    return {
+        "key": key,
+        "data": data,
+        "envelope": {
+            "entity_version": version,
+            "event_id": f"e{version}",
+            "correlation_id": "c",
+            "source": {"position": f"p{version}"},
+        },
+    }
 
 
 def test_latest_per_key_keeps_newest() -> None:
