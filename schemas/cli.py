@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from schemas import compat, conventions
 from schemas.contracts import AVRO_DIR, Catalog
@@ -73,25 +73,31 @@ def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_commands(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--namespace", default=None,
-                   help="topic namespace (default: PSSYNC_TOPIC_NAMESPACE)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--namespace", default=None,
+                        help="topic namespace (default: PSSYNC_TOPIC_NAMESPACE)")
     sub = p.add_subparsers(dest="schemas_command", required=True)
-    sub.add_parser("list", help="subjects, versions and compatibility levels in the registry")
-    c = sub.add_parser("register", help="register every contract and set its subject's level")
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, parents=[common])
+        return parser
+
+    add("list", "subjects, versions and compatibility levels in the registry")
+    c = add("register", "register every contract and set its subject's level")
     _contracts_args(c)
-    c = sub.add_parser("check", help="check contracts against the registry without registering")
+    c = add("check", "check contracts against the registry without registering")
     _contracts_args(c)
-    c = sub.add_parser("show", help="print a registered schema")
+    c = add("show", "print a registered schema")
     c.add_argument("subject", help="subject, or a contract name such as time_entry")
     c.add_argument("--version", default="latest")
-    c = sub.add_parser("diff", help="field-level diff between two versions of a subject")
+    c = add("diff", "field-level diff between two versions of a subject")
     c.add_argument("subject", help="subject, or a contract name such as time_entry")
     c.add_argument("--from", dest="from_", default=None,
                    help="version number, latest or local (default: latest)")
     c.add_argument("--to", default=None,
                    help="version number, latest or local (default: local, the working tree)")
     _contracts_args(c)
-    c = sub.add_parser("compat", help="set a subject's compatibility level")
+    c = add("compat", "set a subject's compatibility level")
     c.add_argument("subject", help="subject, or a contract name such as time_entry")
     c.add_argument("level", type=str.upper, choices=conventions.LEVELS)
 
@@ -177,22 +183,28 @@ def cmd_check(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
     subject = ctx.resolve_subject(args.subject)
-    v = ctx.registry.version(subject, _version_arg(args.version))
+    which = _version_arg(args.version)
+    if which == "local":
+        raise ConfigError("show reads the registry; use a version number or latest")
+    v = ctx.registry.version(subject, which)
     ctx.say(f"{subject} version {v.version} (id {v.schema_id})")
     ctx.say(json.dumps(v.schema, indent=2))
     return OK
 
 
-def _version_arg(raw: str) -> int | str:
-    if raw in ("latest", "local"):
-        return raw
+def _version_arg(raw: str) -> int | Literal["latest", "local"]:
+    if raw == "latest":
+        return "latest"
+    if raw == "local":
+        return "local"
     try:
         return int(raw)
     except ValueError:
         raise ConfigError(f"version {raw!r}: use a number, latest or local") from None
 
 
-def _schema_at(ctx: Context, subject: str, which: int | str) -> tuple[str, Any]:
+def _schema_at(ctx: Context, subject: str, which: int | Literal["latest", "local"]
+               ) -> tuple[str, Any]:
     if which == "local":
         name = ctx.local_name(subject)
         if name is None:

@@ -10,7 +10,7 @@ default, and every writer union branch must be readable by the reader.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.errors import SchemaError
@@ -134,11 +134,15 @@ class _Checker:
                                self.w.describe(wnode, wns)))
 
         if wt.kind == "union":
+            whole = self.w.describe(wnode, wns)
             for branch in wt.node:
-                out += self._branch(rnode, rns, branch, wt.ns, path, reader_side=False)
-            return out
+                for p in self._branch(rnode, rns, branch, wt.ns, path):
+                    # Name the writer's whole union, not the one branch, at this field.
+                    fix = p.kind == "type" and p.path == path
+                    out.append(replace(p, writer=whole) if fix else p)
+            return list(dict.fromkeys(out))
         if rt.kind == "union":
-            return self._branch(rnode, rns, wnode, wns, path, reader_side=True)
+            return self._branch(rnode, rns, wnode, wns, path)
         if rt.kind in PRIMITIVES or wt.kind in PRIMITIVES:
             if rt.kind != wt.kind and rt.kind not in PROMOTIONS.get(wt.kind, set()):
                 mismatch()
@@ -176,8 +180,7 @@ class _Checker:
             out += self.check(rt.node["values"], rt.ns, wt.node["values"], wt.ns, path + "{}")
         return out
 
-    def _branch(self, rnode: Any, rns: str, wnode: Any, wns: str, path: str,
-                reader_side: bool) -> list[Problem]:
+    def _branch(self, rnode: Any, rns: str, wnode: Any, wns: str, path: str) -> list[Problem]:
         """Writer type `wnode` (one branch) against reader `rnode` (a union or not)."""
         rt = self.r.resolve(rnode, rns)
         if rt.kind != "union":
@@ -235,8 +238,9 @@ def explain(problem: Problem, reader_is_new: bool) -> str:
         return (f"{where} removed without default: readers still on the old schema need it; "
                 "keep it, or give it a default in the old schema first")
     if problem.kind == "type":
-        return (f"{where} changed type from {old} to {new}: Avro cannot convert between them; "
-                "add a new field instead")
+        why = ("data written as the old type cannot be read as the new one" if reader_is_new
+               else "readers on the old schema cannot read the new type")
+        return f"{where} changed type from {old} to {new}: {why}; add a new field instead"
     if problem.kind == "enum_symbols":
         listed = ", ".join(f"`{s}`" for s in problem.symbols)
         if reader_is_new:

@@ -4,8 +4,8 @@
   e.g. ``crm.sales.opportunity``.
 - Canonical topics: ``[<namespace>.]canonical.<entity>``, compacted; key = canonical id as
   UTF-8 string (the enterprise id where one exists, else ``<system>:<entity>:<source key>``);
-  value = Confluent wire-format Avro; a delete is an event with ``data = null`` followed by
-  a tombstone.
+  value = Confluent wire-format Avro; a delete is an event with ``data = null`` (consumers
+  should also accept a tombstone, a null value, for the same key).
 - Reference-data topics: ``[<namespace>.]reference.<set>``, compacted; key = the entry's
   code as UTF-8 string (``EUR``, ``EMEA``); value as for canonical topics.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,

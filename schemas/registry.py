@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -98,8 +98,9 @@ class Registry:
                     f"{exc.error_message} (HTTP {exc.http_status_code})"
                 ) from exc
             except Exception as exc:
-                raise RegistryError(f"cannot reach the schema registry at {self.url}: {exc}") from exc
-            self._schemas[schema_id] = json.loads(found.schema_str)
+                raise RegistryError(
+                    f"cannot reach the schema registry at {self.url}: {exc}") from exc
+            self._schemas[schema_id] = json.loads(found.schema_str or "null")
         return self._schemas[schema_id]
 
     def subjects(self) -> list[str]:
@@ -118,7 +119,7 @@ class Registry:
         except Exception as exc:
             raise RegistryError(f"cannot reach the schema registry at {self.url}: {exc}") from exc
 
-    def version(self, subject: str, version: int | str = "latest") -> Version:
+    def version(self, subject: str, version: int | Literal["latest"] = "latest") -> Version:
         found = self._call(f"get version {version} of {subject!r}",
                            lambda: self.client.get_version(subject, version))
         schema_str = found.schema.schema_str if found.schema else ""

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from faust.serializers import codecs
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streams.errors import SchemaError, SerdeError
@@ -92,12 +91,15 @@ class Decoder:
         schema_id, body = split(data)
         writer = self._writer(schema_id)
         try:
-            record: dict[str, Any] = schemaless_reader(io.BytesIO(body), writer, self._reader)
+            record: Any = schemaless_reader(io.BytesIO(body), writer, self._reader)
         except (EOFError, ValueError, IndexError, StopIteration, KeyError, TypeError) as exc:
             raise SerdeError(
                 f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "
                 f"{exc!r}; the payload is truncated or was not written with that schema"
             ) from exc
+        if not isinstance(record, dict):
+            raise SerdeError(f"schema id {schema_id} is not a record schema; pssync topics carry "
+                             "records")
         return record
 
 
@@ -120,35 +122,3 @@ class Encoder:
 
     def encode(self, record: dict[str, Any]) -> bytes:
         return encode(self.schema_id, self.parsed, record)
-
-
-class AvroCodec(codecs.Codec):
-    """Faust codec: records <-> Confluent wire-format Avro.
-
-    Built from an Encoder (for dumps) and a Decoder (for loads); either may be omitted for a
-    topic that is only read or only written.
-    """
-
-    def __init__(self, children: tuple[codecs.CodecT, ...] | None = None, *,
-                 encoder: Encoder | None = None, decoder: Decoder | None = None) -> None:
-        super().__init__(children, encoder=encoder, decoder=decoder)
-        self.encoder = encoder
-        self.decoder = decoder
-
-    def _dumps(self, obj: Any) -> bytes:
-        if self.encoder is None:
-            raise SerdeError("this Avro codec has no encoder; build it with encoder=Encoder(...)")
-        return self.encoder.encode(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        if self.decoder is None:
-            raise SerdeError("this Avro codec has no decoder; build it with decoder=Decoder(...)")
-        return self.decoder.decode(s)
-
-
-def register_codec(name: str, codec: AvroCodec) -> None:
-    """Make `codec` usable as ``value_serializer=name`` in Faust topics and agents.
-
-    Called by the app at startup (never at import) because a codec needs a live registry.
-    """
-    codecs.register(name, codec)
