@@ -7,9 +7,10 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from schemas import contracts
 from schemas.registry import client_config
 from streams.dlq import read_context
 from streams.output import produce_sync
@@ -171,3 +172,41 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(slice_env: SliceEnv)
         for m in read_all(env.settings.kafka_bootstrap, canonical)
     ]
     assert len(set(ids)) == total + 1000
+
+
+def test_sink_isolates_rows_the_target_rejects(slice_env: SliceEnv) -> None:
+    env = slice_env
+    env.worker().start()
+    env.crm(INSERT, {"id": "006S0", "name": "Before", "amount": "1.00"})
+    env.wait_for(lambda: _row(env, "006S0") is not None, what="first row")
+    topo = topology(env.settings)
+    canonical = topo.canonical("opportunity")
+    good = read_all(env.settings.kafka_bootstrap, canonical)[0]
+    # Same writer schema, but a currency the target's char(3) column cannot hold.
+    deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
+    record = deserializer(good.value(), SerializationContext(canonical, MessageField.VALUE))
+    record["data"]["currency"] = "EUROS"
+    record["data"]["opportunity_id"] = "crm:opportunity:006BAD"
+    record["envelope"]["entity_version"] += 1
+    serializer = AvroSerializer(
+        SchemaRegistryClient(client_config(env.settings)),
+        contracts.schema_str("opportunity"),
+        conf={"auto.register.schemas": True},
+    )
+    bad = serializer(record, SerializationContext(canonical, MessageField.VALUE))
+    produce_sync(
+        env.settings.kafka_bootstrap,
+        [
+            (canonical, b"crm:opportunity:006BAD", bad),
+            (canonical, b"crm:opportunity:006JUNK", b"\x00\x00\x00"),
+        ],
+    )
+    env.crm(INSERT, {"id": "006S1", "name": "After", "amount": "2.00"})
+    env.wait_for(lambda: _row(env, "006S1") is not None, what="row after poison")
+    assert _row(env, "006BAD") is None
+    dlq = read_all(env.settings.kafka_bootstrap, topo.dlq("sink"))
+    assert sorted(m.key() for m in dlq) == [b"crm:opportunity:006BAD", b"crm:opportunity:006JUNK"]
+    by_key = {m.key(): read_context(m.headers()) for m in dlq}
+    assert by_key[b"crm:opportunity:006JUNK"]["error.class"] == "SerdeError"
+    assert "character" in by_key[b"crm:opportunity:006BAD"]["error.message"]
+    assert {m.value() for m in dlq} == {bad, b"\x00\x00\x00"}
