@@ -75,6 +75,22 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, count=args.count)
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.replay import Replayer, describe
+
+    group = args.group or settings.app_id
+    replayer = Replayer(settings.kafka_bootstrap)
+    moves = replayer.plan(group, args.topic, args.to)
+    print(f"group {group}, topic {args.topic}, to {args.to}:")
+    print(describe(moves))
+    if not args.execute:
+        print("dry run: nothing changed; add --execute (with the workers stopped) to apply")
+        return 0
+    replayer.execute(group, args.topic, moves)
+    print("offsets moved; start the workers to replay")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
@@ -103,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the CRM -> target slice on the local stack")
     p.add_argument("--count", type=int, default=200)
     commands["demo"] = cmd_demo
+
+    p = sub.add_parser("replay", help="reset a consumer group on a topic (dry run by default)")
+    p.add_argument("--topic", required=True, help="e.g. canonical.opportunity")
+    p.add_argument("--to", default="earliest", help="earliest | latest | ISO datetime | offset")
+    p.add_argument("--group", help="consumer group (default: PSSYNC_APP_ID)")
+    p.add_argument("--execute", action="store_true", help="apply the plan (workers stopped)")
+    commands["replay"] = cmd_replay
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

@@ -98,15 +98,30 @@ DELETE_COLUMNS = [
 ]
 
 
-def latest_per_key(events: Sequence[dict[str, Any]], key_field: str) -> list[dict[str, Any]]:
-    """Keep the newest event per key: one statement cannot touch a row twice."""
-    best: dict[str, dict[str, Any]] = {}
+def _version(ev: dict[str, Any]) -> int:
+    return int(ev["envelope"]["entity_version"])
+
+
+def plan_batch(
+    events: Sequence[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """(live upserts, deletes, blind-delete keys), at most one of each per key.
+
+    One statement cannot touch a row twice, so keep the newest live and newest delete per
+    key. A delete newer than the live image is applied after it, so a row created and
+    deleted within one batch still keeps its data, exactly as if applied one by one: a
+    replay converges to the same rows whatever the batch boundaries.
+    """
+    live: dict[str, dict[str, Any]] = {}
+    dead: dict[str, dict[str, Any]] = {}
     for ev in events:
-        key = ev["key"]
-        cur = best.get(key)
-        if cur is None or ev["envelope"]["entity_version"] >= cur["envelope"]["entity_version"]:
-            best[key] = ev
-    return list(best.values())
+        best = dead if ev.get("data") is None else live
+        cur = best.get(ev["key"])
+        if cur is None or _version(ev) >= _version(cur):
+            best[ev["key"]] = ev
+    deletes = [d for k, d in dead.items() if k not in live or _version(d) > _version(live[k])]
+    blind = [d["key"] for d in deletes if _version(d) < 0]
+    return list(live.values()), [d for d in deletes if _version(d) >= 0], blind
 
 
 def to_row(ev: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -121,8 +136,10 @@ def to_row(ev: dict[str, Any], now: datetime) -> dict[str, Any]:
         "applied_at": now,
     }
     if data is None:
+        # The source's commit time, not ours: a replay must write the same row.
+        committed = env.get("source", {}).get("committed_at") or now
         row.update({c: None for c in DATA_COLUMNS})
-        row.update({"is_deleted": True, "deleted_at": now})
+        row.update({"is_deleted": True, "deleted_at": committed})
     else:
         row.update({c: data.get(c) for c in DATA_COLUMNS})
         row.update({"is_deleted": False, "deleted_at": None})
@@ -147,13 +164,10 @@ class PostgresSink:
         """Apply decoded events ({"key", "envelope", "data"}); returns rows changed."""
         if not events:
             return 0
-        latest = latest_per_key(events, "opportunity_id")
+        live_events, delete_events, blind = plan_batch(events)
         now = datetime.now(UTC)
-        upserts = [to_row(e, now) for e in latest if e["envelope"]["entity_version"] >= 0]
-        # Tombstones with no known version delete without moving the version.
-        blind = [e["key"] for e in latest if e["envelope"]["entity_version"] < 0]
-        live = [r for r in upserts if not r["is_deleted"]]
-        deletes = [r for r in upserts if r["is_deleted"]]
+        live = [to_row(e, now) for e in live_events]
+        deletes = [to_row(e, now) for e in delete_events]
         changed = 0
         async with self.engine.begin() as conn:
             raw = await conn.get_raw_connection()
@@ -162,6 +176,7 @@ class PostgresSink:
             for rows, columns in ((live, ALL_COLUMNS), (deletes, DELETE_COLUMNS)):
                 if rows:
                     changed += await _copy_upsert(pg, rows, columns)
+            # Tombstones with no known version delete without moving the version.
             if blind:
                 result = await conn.execute(
                     update(opportunity)

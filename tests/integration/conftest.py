@@ -119,6 +119,12 @@ class SliceEnv:
             conn.execute(text(sql), params or {})
         engine.dispose()
 
+    def crm_target(self, sql: str) -> None:
+        engine = create_engine(self.settings.target_url)
+        with engine.begin() as conn:
+            conn.execute(text(sql))
+        engine.dispose()
+
     def target_rows(self, where: str = "true", params: Any = None) -> list[Any]:
         engine = create_engine(self.settings.target_url)
         try:

@@ -71,8 +71,14 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 
 def add_optional(fields: list[Data]) -> None:
-    fields.append({"name": "cost_center", "type": ["null", "string"], "default": None,
-                   "doc": "ERP cost center."})
+    fields.append(
+        {
+            "name": "cost_center",
+            "type": ["null", "string"],
+            "default": None,
+            "doc": "ERP cost center.",
+        }
+    )
 
 
 def add_required(fields: list[Data]) -> None:
@@ -93,8 +99,9 @@ def remove_field(fields: list[Data]) -> None:
     fields.remove(field(fields, "description"))
 
 
-def test_compatible_evolution_is_accepted(registry: Registry, namespace: str, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_compatible_evolution_is_accepted(
+    registry: Registry, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = scratch(tmp_path, "time_entry")
     args = ("--dir", str(d), "--namespace", namespace)
     assert run(capsys, "register", *args)[0] == 0
@@ -115,16 +122,28 @@ def test_compatible_evolution_is_accepted(registry: Registry, namespace: str, tm
     assert run(capsys, "check", *args)[0] == 0
 
 
-@pytest.mark.parametrize(("stem", "change", "expected"), [
-    ("time_entry", add_required, "new field `data.cost_center` has no default"),
-    ("time_entry", change_type, "field `data.hours` changed type from double to string"),
-    ("time_entry", drop_enum_symbol, "enum symbol(s) `withdrawn` removed"),
-    ("ref_currency", lambda fs: fs.remove(field(fs, "name")),
-     "field `data.name` removed without default"),
-])
+@pytest.mark.parametrize(
+    ("stem", "change", "expected"),
+    [
+        ("time_entry", add_required, "new field `data.cost_center` has no default"),
+        ("time_entry", change_type, "field `data.hours` changed type from double to string"),
+        ("time_entry", drop_enum_symbol, "enum symbol(s) `withdrawn` removed"),
+        (
+            "ref_currency",
+            lambda fs: fs.remove(field(fs, "name")),
+            "field `data.name` removed without default",
+        ),
+    ],
+)
 def test_breaking_change_is_rejected_and_explained(
-        registry: Registry, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        stem: str, change: Callable[[list[Data]], None], expected: str) -> None:
+    registry: Registry,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    stem: str,
+    change: Callable[[list[Data]], None],
+    expected: str,
+) -> None:
     d = scratch(tmp_path, stem)
     args = ("--dir", str(d), "--namespace", namespace)
     assert run(capsys, "register", *args)[0] == 0
@@ -141,8 +160,9 @@ def test_breaking_change_is_rejected_and_explained(
     assert registry.versions(subject) == [1]
 
 
-def test_show_list_and_compat(registry: Registry, namespace: str, tmp_path: Path,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_list_and_compat(
+    registry: Registry, namespace: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     d = scratch(tmp_path, "ref_region")
     args = ("--dir", str(d), "--namespace", namespace)
     run(capsys, "register", *args)

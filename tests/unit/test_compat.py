@@ -76,7 +76,8 @@ def test_making_a_field_optional_is_backward_not_forward() -> None:
     new = record(f("x", ["null", "string"], default=None))
     assert can_read(new, old)
     assert "changed type from string to null | string: readers on the old" in one(
-        breaking_changes(new, [(1, old)], "FORWARD"))
+        breaking_changes(new, [(1, old)], "FORWARD")
+    )
 
 
 def test_enum_symbol_removed_without_default() -> None:
@@ -130,8 +131,11 @@ def test_transitive_checks_every_version() -> None:
 
 
 def test_recursive_types_terminate() -> None:
-    node = {"type": "record", "name": "Node", "fields": [
-        f("v", "int"), f("next", ["null", "Node"], default=None)]}
+    node = {
+        "type": "record",
+        "name": "Node",
+        "fields": [f("v", "int"), f("next", ["null", "Node"], default=None)],
+    }
     assert can_read(node, copy.deepcopy(node))
 
 
@@ -142,8 +146,12 @@ def test_shipped_contracts_read_themselves(name: str) -> None:
 
 def test_diff_lists_field_changes() -> None:
     old = record(f("id", "string"), f("hours", "double"), f("s", enum("a", "b")))
-    new = record(f("id", "string"), f("hours", "string"), f("s", enum("a", "c")),
-                 f("note", ["null", "string"], default=None))
+    new = record(
+        f("id", "string"),
+        f("hours", "string"),
+        f("s", enum("a", "c")),
+        f("note", ["null", "string"], default=None),
+    )
     assert diff(old, new) == [
         "~ hours: type double -> string",
         "+ note: null | string (default null)",

@@ -56,15 +56,21 @@ def test_contract_shape(name: str) -> None:
         assert field.get("doc"), f"{name}: field {path} has no doc"
         if t.kind == "enum":
             assert "default" in t.node, f"{name}: enum at {path} has no default to grow with"
-        if isinstance(t.node, dict) and t.node.get("logicalType") == "decimal" \
-                and t.node.get("scale") == 2:
+        if (
+            isinstance(t.node, dict)
+            and t.node.get("logicalType") == "decimal"
+            and t.node.get("scale") == 2
+        ):
             assert t.node == MONEY, f"{name}: money at {path} is not decimal(18,2)"
 
 
 @pytest.mark.parametrize("name", sorted(contracts.ENTITIES))
 def test_money_comes_with_a_currency(name: str) -> None:
-    paths = [p for p, _, t in _fields(contracts.schema(name))
-             if isinstance(t.node, dict) and t.node == MONEY]
+    paths = [
+        p
+        for p, _, t in _fields(contracts.schema(name))
+        if isinstance(t.node, dict) and t.node == MONEY
+    ]
     if paths:
         names = {p.rsplit(".", 1)[-1] for p, _, _ in _fields(contracts.schema(name))}
         assert "currency" in names
@@ -92,8 +98,16 @@ def test_delete_event_has_null_data(name: str) -> None:
 def test_opportunity_keeps_its_fields_and_gains_milestones() -> None:
     data = contracts.schema("opportunity")["fields"][1]["type"][1]
     names = [f["name"] for f in data["fields"]]
-    for required in ("stage", "amount", "close_date", "billing_type", "service_lines",
-                     "sow_reference", "delivery_region", "project_manager"):
+    for required in (
+        "stage",
+        "amount",
+        "close_date",
+        "billing_type",
+        "service_lines",
+        "sow_reference",
+        "delivery_region",
+        "project_manager",
+    ):
         assert required in names
     milestones = next(f for f in data["fields"] if f["name"] == "billing_milestones")
     assert milestones["default"] == []

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.sinks.postgres import latest_per_key, to_row
+from connectors.sinks.postgres import plan_batch, to_row
 
 
 def ev(key: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -19,10 +19,21 @@ def ev(key: str, version: int, data: dict[str, Any] | None = None) -> dict[str, 
     }
 
 
-def test_latest_per_key_keeps_newest() -> None:
-    events = [ev("a", 1, {}), ev("b", 5, {}), ev("a", 3), ev("a", 2, {})]
-    latest = {e["key"]: e["envelope"]["entity_version"] for e in latest_per_key(events, "k")}
-    assert latest == {"a": 3, "b": 5}
+def versions(events: list[dict[str, Any]]) -> dict[str, int]:
+    return {e["key"]: e["envelope"]["entity_version"] for e in events}
+
+
+def test_plan_keeps_newest_live_and_newer_delete() -> None:
+    events = [ev("a", 1, {}), ev("b", 5, {}), ev("a", 3), ev("a", 2, {}), ev("b", 4)]
+    live, deletes, blind = plan_batch(events)
+    assert versions(live) == {"a": 2, "b": 5}
+    assert versions(deletes) == {"a": 3}  # b's delete is older than its live image
+    assert blind == []
+
+
+def test_plan_routes_unknown_version_tombstones_to_blind_delete() -> None:
+    live, deletes, blind = plan_batch([ev("a", -1), ev("b", 2, {})])
+    assert blind == ["a"] and deletes == [] and versions(live) == {"b": 2}
 
 
 def test_delete_row_is_soft() -> None:
