@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import faust
@@ -12,9 +14,23 @@ from schemas.registry import Registry
 from streams.agents import normalize, sink
 from streams.metrics import metrics
 from streams.output import Output
+from streams.replay import Replayer
 from streams.settings import Settings
 from streams.topology import topology
 from tables.dedupe import dedupe_table
+
+log = logging.getLogger(__name__)
+
+
+def _report_lag(settings: Settings, topics: list[str]) -> None:
+    gauge = metrics().consumer_lag
+    replayer = Replayer(settings.kafka_bootstrap, timeout=10)
+    for topic in topics:
+        try:
+            for partition, lag in replayer.lag(settings.app_id, topic).items():
+                gauge.labels(topic, str(partition)).set(lag)
+        except Exception as exc:  # noqa: BLE001 - a metrics hiccup must not stop the worker
+            log.warning("consumer lag of %s not measured: %s", topic, exc)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -38,6 +54,13 @@ def create_app(settings: Settings) -> faust.App:
     table = dedupe_table(app, settings.partitions)
     normalize.register(app, settings, topo, output, registry, table)
     sink.register(app, settings, topo, output, registry, PostgresSink(settings.target_url))
+
+    lag_topics = [r.raw_topic for r in topo.routes] + [topo.canonical(e) for e in topo.entities]
+
+    # Committed-offset lag, as a Kafka exporter would report it for this group.
+    @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
+    async def report_lag() -> None:
+        await asyncio.to_thread(_report_lag, settings, lag_topics)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:

@@ -65,6 +65,21 @@ class Replayer:
         desc = self.admin.describe_consumer_groups([group])[group].result()
         return len(desc.members)
 
+    def committed(self, group: str, topic: str, parts: list[int]) -> dict[int, int | None]:
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
+        found = self.admin.list_consumer_group_offsets([request])[group].result()
+        return {
+            tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found.topic_partitions
+        }
+
+    def lag(self, group: str, topic: str) -> dict[int, int]:
+        """Messages between the group's committed offset and the end, per partition."""
+        parts = self._partitions(topic)
+        ends = self._offsets(topic, parts, OffsetSpec.latest())
+        starts = self._offsets(topic, parts, OffsetSpec.earliest())
+        committed = self.committed(group, topic, parts)
+        return {p: ends[p] - (committed.get(p) or starts[p]) for p in parts}
+
     def plan(self, group: str, topic: str, to: str) -> list[Move]:
         parts = self._partitions(topic)
         target = parse_target(to)
@@ -75,12 +90,7 @@ class Replayer:
             wanted = self._offsets(topic, parts, target)
             # No record at or after the timestamp: start at the end.
             wanted = {p: ends[p] if o < 0 else o for p, o in wanted.items()}
-        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
-        committed = self.admin.list_consumer_group_offsets([request])[group].result()
-        current = {
-            tp.partition: (tp.offset if tp.offset >= 0 else None)
-            for tp in committed.topic_partitions
-        }
+        current = self.committed(group, topic, parts)
         return [Move(p, current.get(p), wanted[p], ends[p]) for p in parts]
 
     def execute(self, group: str, topic: str, moves: list[Move]) -> None:

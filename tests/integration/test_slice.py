@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from decimal import Decimal
 
 import pytest
@@ -27,6 +28,11 @@ INSERT = (
     "close_date, billing_type__c, service_lines__c) VALUES (:id, NULL, :name, 'Prospecting', "
     ":amount, 'EUR', '2027-02-01', 'Time and Materials', 'CONSULT;ARCH')"
 )
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return str(resp.read().decode())
 
 
 def _row(env: SliceEnv, crm_id: str) -> dict[str, object] | None:
@@ -74,6 +80,17 @@ def test_insert_update_delete_reach_target_and_decode_with_registry(slice_env: S
     versions = [e["envelope"]["entity_version"] for e in events]
     assert versions == sorted(versions) and len(set(versions)) == 3
     assert len({e["envelope"]["correlation_id"] for e in events}) == 1
+
+    # The worker's Prometheus endpoint reports what happened, lag included.
+    url = f"http://127.0.0.1:{env.settings.web_port}/metrics"
+    env.wait_for(lambda: "pssync_consumer_lag{" in _get(url), timeout=40, what="lag metric")
+    text = _get(url)
+    assert 'pssync_events_out_total{entity="opportunity",stage="normalize"} 3.0' in text
+    assert (
+        'pssync_sink_rows_total{entity="opportunity",result="applied",target="postgres"} 3.0'
+        in (text)
+    )
+    assert f'pssync_consumer_lag{{partition="0",topic="{topic}"}} 0.0' in text
 
 
 def test_same_raw_event_twice_has_one_effect(slice_env: SliceEnv) -> None:
