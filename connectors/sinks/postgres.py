@@ -69,24 +69,8 @@ opportunity = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False),
 )
 
-DATA_COLUMNS = [
-    c.name
-    for c in opportunity.columns
-    if c.name
-    not in {
-        "opportunity_id",
-        "is_deleted",
-        "deleted_at",
-        "entity_version",
-        "source_position",
-        "correlation_id",
-        "last_event_id",
-        "applied_at",
-    }
-]
-
-
 ALL_COLUMNS = [c.name for c in opportunity.columns if c.name != "opportunity_id"]
+# What a delete moves: the flag and the bookkeeping. Everything else is the entity's data.
 DELETE_COLUMNS = [
     "is_deleted",
     "deleted_at",
@@ -96,6 +80,7 @@ DELETE_COLUMNS = [
     "last_event_id",
     "applied_at",
 ]
+DATA_COLUMNS = [c for c in ALL_COLUMNS if c not in DELETE_COLUMNS]
 
 
 def _version(ev: dict[str, Any]) -> int:

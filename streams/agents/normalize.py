@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
-from mode import CrashingSupervisor
 
 from schemas import contracts
 from schemas.registry import Registry
 from schemas.serde import encode
+from streams.agents.batching import batch_agent, bytes_topic
 from streams.changes import parse
 from streams.dlq import send_to_dlq
 from streams.metrics import metrics
@@ -109,23 +109,6 @@ def register(
     table: TableT[str, Any],
 ) -> Normalizer:
     normalizer = Normalizer(topology, output, registry, table)
-    raw = app.topic(
-        *[r.raw_topic for r in topology.routes],
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,
-    )
-
-    # A crash stops the worker instead of restarting the agent past unacknowledged events.
-    @app.agent(raw, name="normalize", supervisor_strategy=CrashingSupervisor)
-    async def normalize(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        await normalizer.prepare()
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_size, within=settings.batch_within
-        ):
-            await normalizer.process(events)
-            yield None
-
+    raw = bytes_topic(app, *[r.raw_topic for r in topology.routes])
+    batch_agent(app, raw, "normalize", normalizer, settings)
     return normalizer

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import faust
 from faust.types import EventT
-from mode import CrashingSupervisor
 
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
 from schemas.serde import Decoder
+from streams.agents.batching import batch_agent, bytes_topic
 from streams.dlq import send_to_dlq
 from streams.errors import SerdeError
 from streams.metrics import metrics
@@ -100,22 +100,6 @@ def register(
     target: PostgresSink,
 ) -> Sink:
     sink = Sink(topology, "opportunity", target, output, registry)
-    topic = app.topic(
-        topology.canonical("opportunity"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,
-    )
-
-    @app.agent(topic, name="sink-postgres-opportunity", supervisor_strategy=CrashingSupervisor)
-    async def apply(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
-        await sink.prepare()
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_size, within=settings.batch_within
-        ):
-            await sink.process(events)
-            yield None
-
+    topic = bytes_topic(app, topology.canonical("opportunity"))
+    batch_agent(app, topic, "sink-postgres-opportunity", sink, settings)
     return sink
