@@ -266,3 +266,22 @@ def test_replay_canonical_topic_rebuilds_a_lost_target(slice_env: SliceEnv) -> N
     env.wait_for(lambda: len(env.target_rows()) == 5, what="target rebuilt by replay")
     after = [{k: v for k, v in r.items() if k not in ignore} for r in env.target_rows()]
     assert after == before
+
+
+def test_lone_tombstone_deletes_and_a_later_reinsert_wins(slice_env: SliceEnv) -> None:
+    # After compaction a raw topic may hold only the tombstone of a deleted row.
+    env = slice_env
+    env.worker().start()
+    env.crm(INSERT, {"id": "006T1", "name": "Compacted", "amount": "3.00"})
+    env.wait_for(lambda: _row(env, "006T1") is not None, what="row in target")
+    version = (_row(env, "006T1") or {})["entity_version"]
+    raw_topic = topology(env.settings).routes[0].raw_topic
+    produce_sync(env.settings.kafka_bootstrap, [(raw_topic, b'{"id":"006T1"}', None)])
+    env.wait_for(lambda: (_row(env, "006T1") or {}).get("is_deleted") is True, what="delete")
+    assert (_row(env, "006T1") or {})["entity_version"] == version  # position unknown: kept
+    # The CRM restores the record (a Salesforce undelete keeps the id): newer position wins.
+    env.crm("UPDATE sales.opportunity SET name = 'Restored' WHERE id = '006T1'")
+    env.wait_for(
+        lambda: (_row(env, "006T1") or {}).get("is_deleted") is False, what="re-insert applied"
+    )
+    assert (_row(env, "006T1") or {})["name"] == "Restored"
