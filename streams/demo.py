@@ -105,6 +105,9 @@ def wait_target(
     try:
         while time.monotonic() < deadline:
             with engine.connect() as conn:
+                if conn.execute(text("SELECT to_regclass('opportunity')")).scalar() is None:
+                    time.sleep(0.5)  # the sink creates its table when it starts
+                    continue
                 row = conn.execute(
                     text(
                         "SELECT count(*), count(*) FILTER (WHERE stage = 'closed_won' AND NOT "
