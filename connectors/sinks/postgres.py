@@ -139,8 +139,15 @@ class PostgresSink:
         self.engine = engine or create_async_engine(url, pool_size=2, pool_pre_ping=True)
 
     async def ensure_schema(self) -> None:
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        except (DBAPIError, OSError) as exc:
+            raise SinkError(
+                f"cannot prepare the target {self.engine.url.render_as_string(hide_password=True)}"
+                f": {getattr(exc, 'orig', exc)}; check PSSYNC_TARGET_URL and that the database "
+                "exists and accepts connections"
+            ) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -47,3 +47,17 @@ def test_live_row_carries_data() -> None:
     row = to_row(ev("a", 4, {"name": "n", "stage": "proposal"}), datetime.now(UTC))
     assert row["is_deleted"] is False and row["name"] == "n" and row["stage"] == "proposal"
     assert row["opportunity_id"] == "a" and row["last_event_id"] == "e4"
+
+
+def test_unreachable_target_says_what_to_check() -> None:
+    import asyncio
+
+    import pytest
+
+    from connectors.sinks.postgres import PostgresSink
+    from streams.errors import SinkError
+
+    sink = PostgresSink("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    with pytest.raises(SinkError, match="PSSYNC_TARGET_URL") as err:
+        asyncio.run(sink.ensure_schema())
+    assert "secret" not in str(err.value)
