@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.sinks.postgres import plan_batch, to_row
+import pytest
+
+from connectors.sinks.postgres import PostgresSink, plan_batch, to_row
+from streams.errors import SinkError
 
 
 def ev(key: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,13 +54,6 @@ def test_live_row_carries_data() -> None:
 
 
 def test_unreachable_target_says_what_to_check() -> None:
-    import asyncio
-
-    import pytest
-
-    from connectors.sinks.postgres import PostgresSink
-    from streams.errors import SinkError
-
     sink = PostgresSink("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
     with pytest.raises(SinkError, match="PSSYNC_TARGET_URL") as err:
         asyncio.run(sink.ensure_schema())
