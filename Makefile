@@ -37,7 +37,7 @@ integration: up
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy streams schemas connectors tables docker/local/stack.py
+	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py
 
 bench: up
 	$(BIN)/python bench/slice_bench.py

@@ -214,9 +214,10 @@ def sink_only(settings: Settings, scratch: str, sfx: str, run: int) -> float:
     records: list[dict[str, Any]] = []
     while len(records) < n:
         for m in c.consume(1000, 5):
-            if not m.error():
-                rec = decoder.decode(m.value())
-                rec["key"] = m.key().decode()
+            value, key = m.value(), m.key()
+            if not m.error() and value is not None and key is not None:
+                rec = decoder.decode(value)
+                rec["key"] = key.decode()
                 records.append(rec)
     c.close()
     db = f"target_{sfx}s{run}"
