@@ -133,6 +133,13 @@ class Component:
     def running(self) -> bool:
         return self.pid() is not None and port_open(self.port)
 
+    def ensure_port_free(self, env_var: str) -> None:
+        if self.pid() is None and port_open(self.port):
+            raise StackError(
+                f"{self.name}: port {self.port} is already in use by another process (another "
+                f"stack from a different folder?); stop it, or set {env_var} to a free port"
+            )
+
     def spawn(
         self,
         cmd: list[str],
@@ -306,6 +313,7 @@ class Stack:
         if c.running():
             log(f"postgres already running on {c.port}")
             return
+        c.ensure_port_free("PSSYNC_PG_PORT")
         pg_bin = self._pg_bin()
         assert pg_bin is not None
         data = self._pg_data()
@@ -430,6 +438,7 @@ class Stack:
         if c.running():
             log(f"kafka already running on {c.port}")
             return
+        c.ensure_port_free("PSSYNC_KAFKA_PORT")
         data = self.dir / "kafka" / "data"
         conf = self._render(
             "server.properties",
@@ -489,6 +498,7 @@ class Stack:
         if c.running():
             log(f"registry already running on {c.port}")
             return
+        c.ensure_port_free("PSSYNC_REGISTRY_PORT")
         jar = next((self.lib / "apicurio").rglob("quarkus-run.jar"))
         db = f"jdbc:postgresql://127.0.0.1:{self.postgres.port}/registry"
         props = {
@@ -523,6 +533,7 @@ class Stack:
         if c.running():
             log(f"connect already running on {c.port}")
             return
+        c.ensure_port_free("PSSYNC_CONNECT_PORT")
         conf = self._render(
             "connect.properties",
             kafka_port=self.kafka.port,
