@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--records", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--namespace", default="bench",
-                   help="topic namespace of the benchmark subject, kept apart from live ones")
+    p.add_argument(
+        "--namespace",
+        default="bench",
+        help="topic namespace of the benchmark subject, kept apart from live ones",
+    )
     args = p.parse_args(argv)
 
     settings = Settings.from_env()
@@ -57,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     records = Sampler(contracts.schema(ENTITY), seed=1).records(args.records)
 
     client = SchemaRegistryClient(client_config(settings))
-    ser = AvroSerializer(client, schema_str, conf={"auto.register.schemas": False,
-                                                   "use.latest.version": False})
+    ser = AvroSerializer(
+        client, schema_str, conf={"auto.register.schemas": False, "use.latest.version": False}
+    )
     de = AvroDeserializer(client)
     ctx = SerializationContext(topic, MessageField.VALUE)
     decoder = Decoder(registry.schema_by_id)
@@ -69,14 +73,20 @@ def main(argv: list[str] | None = None) -> int:
 
     n, runs = args.records, args.runs
     results = {
-        "encode": (rate(lambda: [encode(schema_id, parsed, r) for r in records], n, runs),
-                   rate(lambda: [ser(r, ctx) for r in records], n, runs)),
-        "decode": (rate(lambda: [decoder.decode(b) for b in ours], n, runs),
-                   rate(lambda: [de(b, ctx) for b in theirs], n, runs)),
+        "encode": (
+            rate(lambda: [encode(schema_id, parsed, r) for r in records], n, runs),
+            rate(lambda: [ser(r, ctx) for r in records], n, runs),
+        ),
+        "decode": (
+            rate(lambda: [decoder.decode(b) for b in ours], n, runs),
+            rate(lambda: [de(b, ctx) for b in theirs], n, runs),
+        ),
     }
     size = statistics.mean(len(b) for b in ours)
-    print(f"{ENTITY}: {n} records x {runs} runs (median), {size:.0f} bytes/record, "
-          f"schema id {schema_id} on {subject}")
+    print(
+        f"{ENTITY}: {n} records x {runs} runs (median), {size:.0f} bytes/record, "
+        f"schema id {schema_id} on {subject}"
+    )
     print(f"{'op':<8}{'pssync rec/s':>15}{'confluent rec/s':>18}{'ratio':>8}")
     for op, (a, b) in results.items():
         print(f"{op:<8}{a:>15,.0f}{b:>18,.0f}{a / b:>7.2f}x")

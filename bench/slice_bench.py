@@ -6,6 +6,8 @@ Measured in one run, side by side:
             Avro, sink), from worker start and in steady state (first to last row)
   loop      the same per-event work (parse, dedupe, map, Avro encode, produce) in a plain
             confluent-kafka loop without Faust, as a ceiling for the normalize stage
+  faust     a bare Faust agent that only batches and counts the same raw events: the
+            framework's own ceiling
   sink      PostgresSink.apply alone on decoded batches of 1000
 
 Usage: python bench/slice_bench.py [--events 20000] [--runs 3]
@@ -199,6 +201,26 @@ def plain_loop(settings: Settings, messages: list[Any], scratch: str) -> float:
     return len(messages) / (time.monotonic() - started)
 
 
+def faust_ceiling(settings: Settings, n: int) -> float:
+    """A bare Faust agent (take_events, no work) on the same raw topic; NaN if it stalls."""
+    raw = topology(settings).routes[0].raw_topic
+    group = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "faust_ceiling.py"), raw, str(n), group],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PSSYNC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap},
+        )
+    except subprocess.TimeoutExpired:
+        return float("nan")
+    rates = [line.split("RATE ")[1] for line in done.stdout.splitlines() if "RATE " in line]
+    return float(rates[0]) if rates else float("nan")
+
+
 def sink_only(settings: Settings, scratch: str, sfx: str, run: int) -> float:
     registry = Registry(settings)
     decoder = Decoder(registry.schema_by_id)
@@ -253,12 +275,13 @@ def main() -> int:
     try:
         messages = read_raw(settings, n)
         scratch = f"bench.{sfx}.loop"
-        loop_rates, sink_rates, total_rates, steady_rates = [], [], [], []
+        loop_rates, sink_rates, total_rates, steady_rates, faust_rates = [], [], [], [], []
         for run in range(args.runs):
             ensure_topics(settings.kafka_bootstrap, [TopicSpec(scratch, 1, 1)])
             loop_rates.append(plain_loop(settings, messages, scratch))
             sink_rates.append(sink_only(settings, scratch, sfx, run))
             delete_topics(settings.kafka_bootstrap, [scratch])
+            faust_rates.append(faust_ceiling(settings, n))
             total, steady = run_worker(env, sfx, run, n)
             total_rates.append(total)
             steady_rates.append(steady)
@@ -269,6 +292,7 @@ def main() -> int:
             ("worker: start -> all rows in target", total_rates),
             ("worker: first -> last row (steady state)", steady_rates),
             ("loop: normalize work, plain client, no Faust", loop_rates),
+            ("faust: bare take_events agent, no work", faust_rates),
             ("sink: PostgresSink.apply, batches of 1000", sink_rates),
         ]
         for name, rates in rows:
@@ -276,6 +300,7 @@ def main() -> int:
             print(f"{name:<46} {med(rates):>12,.0f} {runs:>28}")
         print(
             f"ratio worker steady / plain loop: {med(steady_rates) / med(loop_rates):.2f}; "
+            f"worker steady / bare Faust agent: {med(steady_rates) / med(faust_rates):.2f}; "
             f"worker steady / sink alone: {med(steady_rates) / med(sink_rates):.2f}"
         )
     finally:

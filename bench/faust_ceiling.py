@@ -1,0 +1,49 @@
+"""A Faust agent that only batches events (take_events) and counts them: the framework's
+ceiling on a topic, for comparison with the pssync worker. Prints `RATE <events/s>`.
+
+    python bench/faust_ceiling.py <topic> <events> <group>
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import faust
+from faust.worker import Worker
+
+
+def main() -> None:
+    topic_name, total, group = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    app = faust.App(
+        group,
+        broker="kafka://" + os.environ.get("PSSYNC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        store="memory://",
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
+    seen = {"n": 0, "start": 0.0}
+
+    @app.agent(topic)
+    async def count(stream: faust.StreamT[Any]) -> AsyncIterator[None]:
+        async for events in stream.take_events(1000, within=0.2):  # type: ignore[attr-defined]
+            if not seen["n"]:
+                seen["start"] = time.monotonic()
+            seen["n"] += len(events)
+            # The rate is read once 99% are in: the tail batch may wait for a fetch timeout.
+            if seen["n"] >= total * 0.99:
+                print(f"RATE {seen['n'] / (time.monotonic() - seen['start']):.0f}", flush=True)
+                os._exit(0)  # a measuring tool: nothing to clean up
+            yield None
+
+    # The figure goes to stdout for the benchmark to read, not into the log.
+    Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
