@@ -52,9 +52,6 @@ class Output:
                 "check the Kafka brokers; the batch will be reprocessed after restart"
             )
 
-    def close(self) -> None:
-        self._producer.flush(30)
-
 
 def produce_sync(
     bootstrap: str,

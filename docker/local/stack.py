@@ -364,7 +364,8 @@ class Stack:
                 f.write("\ninclude_if_exists = 'pssync.conf'\n")
         if user:
             shutil.chown(conf, user)
-        (data / "postmaster.pid").unlink(missing_ok=True) if not port_open(c.port) else None
+        # A stale pid file from a killed server would stop PostgreSQL from starting.
+        (data / "postmaster.pid").unlink(missing_ok=True)
         c.spawn([str(pg_bin / "postgres"), "-D", str(data)], user=user)
         took = c.wait(lambda: self._pg_ready(pg_bin), 60)
         log(f"postgres ready on {c.port} in {took:.1f}s")

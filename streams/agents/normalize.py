@@ -36,16 +36,23 @@ class Normalizer:
         self.output = output
         self.registry = registry
         self.table = table
-        self.schema_ids: dict[str, int] = {}
+        self.dlq_topic = topology.dlq(STAGE)
+        # entity -> (canonical topic, schema id, parsed schema), resolved once in prepare().
+        self.outputs: dict[str, tuple[str, int, Any]] = {}
 
     async def prepare(self) -> None:
         """Register the canonical schemas once, before the first batch."""
         for entity in self.topology.entities:
-            if entity not in self.schema_ids:
-                self.schema_ids[entity] = await asyncio.to_thread(
+            if entity not in self.outputs:
+                schema_id = await asyncio.to_thread(
                     self.registry.register,
                     self.topology.subject(entity),
                     contracts.schema_str(entity),
+                )
+                self.outputs[entity] = (
+                    self.topology.canonical(entity),
+                    schema_id,
+                    contracts.parsed(entity),
                 )
 
     async def process(self, events: Sequence[EventT[Any]]) -> None:
@@ -76,17 +83,15 @@ class Normalizer:
                     dropped[(route.entity, verdict.value)] += 1
                     continue
                 key, record = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
-                value = encode(
-                    self.schema_ids[route.entity], contracts.parsed(route.entity), record
-                )
-                self.output.send(self.topology.canonical(route.entity), key.encode(), value)
+                topic, schema_id, parsed = self.outputs[route.entity]
+                self.output.send(topic, key.encode(), encode(schema_id, parsed, record))
                 pending[state_key] = (event, position)
                 out[route.entity] += 1
             except Exception as exc:  # noqa: BLE001 - poison must never stop the line
                 log.warning(
                     "normalize: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc
                 )
-                send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
+                send_to_dlq(self.output, self.dlq_topic, STAGE, msg, exc)
                 m.dlq.labels(STAGE, type(exc).__name__).inc()
         await self.output.flush()
         for state_key, (event, position) in pending.items():
