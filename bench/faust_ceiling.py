@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,8 @@ def main() -> None:
         group,
         broker="kafka://" + os.environ.get("PSSYNC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
         store="memory://",
+        # Faust creates its data dir even for the memory store; keep it out of the repo.
+        datadir=tempfile.mkdtemp(prefix="pssync-ceiling-"),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,

@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
 from streams.agents import normalize, sink
+from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
 from streams.output import Output
 from streams.replay import Replayer
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         autodiscover=False,
     )
+    hold_flow_until_streams_resume(app)
     topo = topology(settings)
     output = Output(settings.kafka_bootstrap, client_id=settings.app_id)
     registry = Registry(settings)

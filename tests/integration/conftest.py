@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from connectors.debezium import crm_connector, slot_name
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema, db_url
 from streams.admin import delete_topics, ensure_topics
+from streams.replay import Replayer
 from streams.settings import Settings
 from streams.topology import topic_specs
 
@@ -79,16 +81,30 @@ class Worker:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
-    def start(self) -> None:
+    def start(self, ready_timeout: float = 120) -> None:
+        """Start the worker and wait until it has joined its group and recovered its tables."""
         self.starts += 1
+        seen = self.log.stat().st_size if self.log.exists() else 0
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"],
             env=self.env,
             cwd=REPO,
+            stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as f:
+                f.seek(seen)
+                if b"[^Worker]: Ready" in f.read():
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"worker not ready (exit code {self.proc.poll()}):\n{tail}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -102,6 +118,7 @@ class Worker:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(30)
 
 
 @dataclass
@@ -147,8 +164,34 @@ class SliceEnv:
             if check():
                 return
             time.sleep(0.3)
-        logs = "\n".join(w.log.read_text(errors="replace")[-3000:] for w in self.workers)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.diagnose()}")
+
+    def diagnose(self) -> str:
+        """Where the events are: group offsets against topic ends, worker counters, log tails."""
+        lines = [f"now {time.strftime('%H:%M:%S')}; group {self.settings.app_id}"]
+        replayer = Replayer(self.settings.kafka_bootstrap, timeout=10)
+        for spec in topic_specs(self.settings):
+            try:
+                plan = replayer.plan(self.settings.app_id, spec.name, "latest")
+                lines += [
+                    f"  {spec.name}[{m.partition}] committed {m.current} end {m.end}" for m in plan
+                ]
+            except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the failure
+                lines.append(f"  {spec.name}: {exc}")
+        try:
+            port = self.env["PSSYNC_WEB_PORT"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                lines += [
+                    ln
+                    for ln in r.read().decode().splitlines()
+                    if ln.startswith(("pssync_events", "pssync_sink_rows", "pssync_dlq"))
+                ]
+        except OSError as exc:
+            lines.append(f"  metrics: {exc}")
+        for w in self.workers:
+            lines.append(f"--- {w.log.name} (last 6000 chars)")
+            lines.append(w.log.read_text(errors="replace")[-6000:])
+        return "\n".join(lines)
 
     def worker(self) -> Worker:
         w = Worker(self.env, self.tmp / f"worker{len(self.workers)}.log")
