@@ -40,6 +40,13 @@ def _row(env: SliceEnv, crm_id: str) -> dict[str, object] | None:
     return dict(rows[0]) if rows else None
 
 
+def _replay(env: SliceEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pssync replay` on the canonical opportunity topic, as a user runs it."""
+    canonical = topology(env.settings).canonical("opportunity")
+    cli = [sys.executable, "-m", "streams.cli", "replay", "--topic", canonical, *args]
+    return subprocess.run(cli, env=env.env, capture_output=True, text=True)
+
+
 def test_insert_update_delete_reach_target_and_decode_with_registry(slice_env: SliceEnv) -> None:
     env = slice_env
     env.worker().start()
@@ -249,18 +256,17 @@ def test_replay_canonical_topic_rebuilds_a_lost_target(slice_env: SliceEnv) -> N
     )
     ignore = {"applied_at"}
     before = [{k: v for k, v in r.items() if k not in ignore} for r in env.target_rows()]
-    canonical = topology(env.settings).canonical("opportunity")
-    cli = [sys.executable, "-m", "streams.cli", "replay", "--topic", canonical]
 
     # Dry run changes nothing; executing while the worker runs is refused.
-    dry = subprocess.run(cli, env=env.env, capture_output=True, text=True, check=True)
+    dry = _replay(env)
+    assert dry.returncode == 0, dry.stderr
     assert "dry run" in dry.stdout and "to replay" in dry.stdout
-    busy = subprocess.run([*cli, "--execute"], env=env.env, capture_output=True, text=True)
+    busy = _replay(env, "--execute")
     assert busy.returncode == 2 and "active member" in busy.stderr
 
     worker.stop()
     env.crm_target("DELETE FROM opportunity")  # the target lost everything
-    done = subprocess.run([*cli, "--execute"], env=env.env, capture_output=True, text=True)
+    done = _replay(env, "--execute")
     assert done.returncode == 0, done.stderr
     worker.start()
     env.wait_for(
@@ -280,12 +286,10 @@ def test_restarts_after_replay_lose_nothing(slice_env: SliceEnv) -> None:
     n = 2000
     env.crm(INSERT, [{"id": f"006L{i}", "name": f"L {i}", "amount": f"{i}.00"} for i in range(n)])
     env.wait_for(lambda: len(env.target_rows()) == n, timeout=180, what=f"{n} rows")
-    canonical = topology(env.settings).canonical("opportunity")
-    replay = [sys.executable, "-m", "streams.cli", "replay", "--topic", canonical, "--execute"]
     for round_ in range(1, 5):
         worker.stop()
         env.crm_target("DELETE FROM opportunity")
-        done = subprocess.run(replay, env=env.env, capture_output=True, text=True)
+        done = _replay(env, "--execute")
         assert done.returncode == 0, done.stderr
         worker.start()
         env.wait_for(
