@@ -11,6 +11,7 @@ import faust
 from faust.types import EventT
 
 from connectors.sinks.postgres import PostgresSink
+from connectors.sinks.resilient import RetryPolicy, apply_isolating
 from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.agents.batching import batch_agent, bytes_topic
@@ -37,8 +38,10 @@ class Sink:
         target: PostgresSink,
         output: Output,
         registry: Registry,
+        retry: RetryPolicy,
     ) -> None:
         self.topology = topology
+        self.retry = retry
         self.entity = entity
         self.target = target
         self.output = output
@@ -70,9 +73,10 @@ class Sink:
                 self._dlq(msg, exc)
         target, entity = self.target.name, self.entity
         started = time.monotonic()
-        changed, rejected = await self.target.apply_with_retry(
-            records, on_retry=m.sink_retries.labels(target, entity).inc
+        outcome = await apply_isolating(
+            self.target, records, self.retry, on_retry=m.sink_retries.labels(target, entity).inc
         )
+        changed, rejected = outcome.changed, outcome.rejected
         m.sink_apply.labels(target, entity).observe(time.monotonic() - started)
         for record, error in rejected:
             self._dlq(origin[id(record)], error)
@@ -99,7 +103,8 @@ def register(
     registry: Registry,
     target: PostgresSink,
 ) -> Sink:
-    sink = Sink(topology, "opportunity", target, output, registry)
+    retry = RetryPolicy(retry_for=settings.sink_retry_for)
+    sink = Sink(topology, "opportunity", target, output, registry, retry)
     topic = bytes_topic(app, topology.canonical("opportunity"))
     batch_agent(app, topic, "sink-postgres-opportunity", sink, settings)
     return sink

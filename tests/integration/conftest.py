@@ -200,6 +200,24 @@ class SliceEnv:
 
 
 @pytest.fixture
+def target_url(base_settings: Settings) -> Iterator[str]:
+    """A fresh, empty target database of its own."""
+    name = "target_t" + uuid.uuid4().hex[:10]
+    admin = _admin_engine(base_settings)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            f"postgresql+psycopg://postgres:postgres@127.0.0.1:"
+            f"{base_settings.ports.postgres}/{name}"
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
 def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
     sfx = "t" + uuid.uuid4().hex[:10]
     crm_db, target_db = f"crm_{sfx}", f"target_{sfx}"
