@@ -283,9 +283,12 @@ class Stack:
         self.connect = Component(
             "connect", p.connect, self.logs / "connect.log", self.run_dir / "connect.pid"
         )
-        self.pg_data = pg_data_dir(self.dir, settings.pg_data_dir, self._pg_user() is not None)
-        # Points at the cluster when it is outside the stack folder: for people, and for `clean`.
+        # Points at the cluster when it is outside the stack folder: for people, for `clean`,
+        # and to find the cluster again after the clone moved (its hash changed).
         self.pg_link = self.dir / "postgres-cluster"
+        self.pg_data = pg_data_dir(self.dir, settings.pg_data_dir, self._pg_user() is not None)
+        if settings.pg_data_dir is None and not (self.pg_data / "PG_VERSION").exists():
+            self.pg_data = self._cluster_of_moved_clone() or self.pg_data
 
     def components(self, only: tuple[str, ...] = COMPONENTS) -> list[Component]:
         by_name = {c.name: c for c in (self.postgres, self.kafka, self.registry, self.connect)}
@@ -395,9 +398,27 @@ class Stack:
         if user:
             shutil.chown(owner, user, user)
 
-    def _owned_here(self, data: Path) -> bool:
+    def _owner_of(self, data: Path) -> str | None:
         owner = self._owner_file(data)
-        return owner.exists() and owner.read_text().strip() == str(self.dir.resolve())
+        return owner.read_text().strip() if owner.exists() else None
+
+    def _owned_here(self, data: Path) -> bool:
+        return self._owner_of(data) == str(self.dir.resolve())
+
+    def _cluster_of_moved_clone(self) -> Path | None:
+        """The cluster our link points at when the stack folder that made it is gone: this
+        clone was moved, and the link with it. (A copied clone's original still exists: the
+        copy gets a cluster of its own, never a shared one.)"""
+        if not self.pg_link.is_symlink():
+            return None
+        data = Path(os.readlink(self.pg_link))
+        owner = self._owner_of(data) if (data / "PG_VERSION").exists() else None
+        if owner is None or owner == str(self.dir.resolve()) or Path(owner).exists():
+            return None
+        return data
+
+    def _removable(self, data: Path) -> bool:
+        return self._owned_here(data) or data == self._cluster_of_moved_clone()
 
     def _outside_stack(self, data: Path) -> bool:
         return not data.resolve().is_relative_to(self.dir.resolve())
@@ -476,6 +497,9 @@ class Stack:
         if (self.pg_data / "PG_VERSION").exists():
             if user:
                 self._move_unreachable_cluster(user)
+            if self.pg_data == self._cluster_of_moved_clone():
+                log(f"taking over {self.pg_data}: this clone was moved from where it was made")
+                self._claim(self.pg_data, user)
         else:
             self._init_cluster(pg_bin, user)
         data = self.pg_data
@@ -732,7 +756,7 @@ class Stack:
         for data in sorted(candidates):
             if not data.exists() or not self._outside_stack(data):
                 continue
-            if not self._owned_here(data):
+            if not self._removable(data):
                 log(f"leaving {data}: it is not this stack's cluster (see {PG_OWNER_FILE} in it)")
                 continue
             shutil.rmtree(data)

@@ -190,3 +190,24 @@ def test_a_cluster_left_in_a_now_private_clone_moves_out(private_clone: Clone) -
     _assert_serves(clone, data)
     assert clone.stack("clean").returncode == 0
     assert not data.exists()
+
+
+def test_a_moved_clone_keeps_its_cluster(private_clone: Clone) -> None:
+    clone = private_clone
+    assert clone.stack("up", "--only", "postgres").returncode == 0
+    data = _cluster_of(clone)
+    _assert_serves(clone, data)
+    assert clone.stack("down", "--only", "postgres").returncode == 0
+
+    moved = clone.path.parent / "moved"
+    clone.path.rename(moved)
+    clone.path = moved
+    clone.env["PYTHONPATH"] = str(moved)
+    up = clone.stack("up", "--only", "postgres")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "taking over" in up.stdout and _cluster_of(clone) == data
+    assert (data / "pssync.stack").read_text().strip() == str(moved / ".stack")
+    with clone.connect() as conn:
+        assert conn.execute("SELECT v FROM probe").fetchall() == [("from a private clone",)]
+    assert clone.stack("clean").returncode == 0
+    assert not data.exists()

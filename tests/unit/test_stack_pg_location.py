@@ -115,7 +115,9 @@ def test_clean_removes_only_this_stacks_cluster(tmp_path: Path) -> None:
     stack_dir = tmp_path / "clone" / ".stack"
     stack_dir.mkdir(parents=True)
     own = _cluster(tmp_path / "pg" / "own", stack_dir)
-    foreign = _cluster(tmp_path / "pg" / "foreign", tmp_path / "other" / ".stack")
+    other = tmp_path / "other" / ".stack"
+    other.mkdir(parents=True)
+    foreign = _cluster(tmp_path / "pg" / "foreign", other)
     # A link left by an earlier run, pointing at a cluster another stack owns.
     (stack_dir / "postgres-cluster").symlink_to(foreign)
     s = stack.Stack(
@@ -125,3 +127,28 @@ def test_clean_removes_only_this_stacks_cluster(tmp_path: Path) -> None:
     assert not own.exists()
     assert (foreign / "PG_VERSION").read_text() == "15\n"
     assert not (stack_dir / "postgres-cluster").is_symlink()
+
+
+def test_a_moved_clone_finds_its_cluster_and_clean_removes_it(tmp_path: Path) -> None:
+    old_place = tmp_path / "old" / "clone" / ".stack"
+    stack_dir = tmp_path / "new" / "clone" / ".stack"
+    stack_dir.mkdir(parents=True)
+    data = _cluster(tmp_path / "pg" / "moved", old_place)  # old_place no longer exists
+    (stack_dir / "postgres-cluster").symlink_to(data)
+    s = stack.Stack(Settings.from_env({"PSSYNC_STACK_DIR": str(stack_dir)}))
+    assert s.pg_data == data
+    s.clean()
+    assert not data.exists()
+
+
+def test_a_copied_clone_does_not_share_the_originals_cluster(tmp_path: Path) -> None:
+    original = tmp_path / "original" / ".stack"
+    original.mkdir(parents=True)
+    copy = tmp_path / "copy" / ".stack"
+    copy.mkdir(parents=True)
+    data = _cluster(tmp_path / "pg" / "original", original)
+    (copy / "postgres-cluster").symlink_to(data)
+    s = stack.Stack(Settings.from_env({"PSSYNC_STACK_DIR": str(copy)}))
+    assert s.pg_data != data
+    s.clean()
+    assert (data / "PG_VERSION").exists()
