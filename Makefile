@@ -42,5 +42,9 @@ lint: install
 bench: up
 	$(BIN)/python bench/slice_bench.py
 
-clean: down
+# stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
+# .stack (see README); without the venv, the system Python runs it (it needs no packages).
+clean:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python docker/local/stack.py clean; \
+	elif [ -d .stack ]; then PYTHONPATH=. $(PYTHON) docker/local/stack.py clean; fi
 	rm -rf .stack $(VENV)

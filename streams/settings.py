@@ -104,6 +104,9 @@ class Settings:
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
+    # Where the local stack keeps its PostgreSQL cluster; None: chosen by the stack (see
+    # docker/local/stack.py), outside the clone when it must run as the postgres user.
+    pg_data_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +147,7 @@ class Settings:
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
+            pg_data_dir=Path(e["PSSYNC_PG_DATA_DIR"]) if e.get("PSSYNC_PG_DATA_DIR") else None,
         )
         settings.validate()
         return settings
