@@ -34,14 +34,19 @@ def _report_lag(settings: Settings, topics: list[str]) -> None:
             log.warning("consumer lag of %s not measured: %s", topic, exc)
 
 
+# Faust 0.15's "rocksdb://" store runs on rocksdict (it has no "rocksdict://" scheme).
+STORE_URLS = {"rocksdb": "rocksdb://", "memory": "memory://"}
+
+
 def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
-        store="memory://",
+        store=STORE_URLS[settings.store],
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        datadir=str(settings.data_dir),
+        # Per app id: RocksDB files remember changelog offsets of this app id's topics only.
+        datadir=str(settings.state_dir),
         web_port=settings.web_port,
         web_bind=settings.web_bind,
         web_host="127.0.0.1",

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 from streams.errors import ConfigError
 
@@ -39,6 +40,25 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name)
     return default if raw is None or raw == "" else raw
+
+
+# Where Faust keeps table state: RocksDB files under the data dir (survive restarts, so a
+# restart only reads the changelog written since), or memory (rebuilt from the whole
+# changelog on every start).
+Store = Literal["rocksdb", "memory"]
+STORES: tuple[Store, ...] = ("rocksdb", "memory")
+
+
+def _store(env: Mapping[str, str], name: str, default: Store) -> Store:
+    raw = _str(env, name, default).strip().lower()
+    for store in STORES:
+        if raw == store:
+            return store
+    raise ConfigError(
+        f"{name}={env.get(name)!r} is not a table store; set it to rocksdb (state kept on "
+        "disk under PSSYNC_DATA_DIR, fast restarts) or memory (state rebuilt from the "
+        "changelog on every start)"
+    )
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,7 @@ class Settings:
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
+    store: Store = "rocksdb"
     # Where the local stack keeps its PostgreSQL cluster; None: chosen by the stack (see
     # docker/local/stack.py), outside the clone when it must run as the postgres user.
     pg_data_dir: Path | None = None
@@ -147,6 +168,7 @@ class Settings:
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
+            store=_store(e, "PSSYNC_STORE", "rocksdb"),
             pg_data_dir=Path(e["PSSYNC_PG_DATA_DIR"]) if e.get("PSSYNC_PG_DATA_DIR") else None,
         )
         settings.validate()
@@ -162,6 +184,11 @@ class Settings:
                 f"PSSYNC_TARGET_URL={self.target_url!r}: only PostgreSQL targets are supported "
                 "so far; use a postgresql+psycopg:// URL"
             )
+
+    @property
+    def state_dir(self) -> Path:
+        """This app id's table state; another app id has other changelogs, so other files."""
+        return self.data_dir / self.app_id
 
     def describe(self) -> dict[str, str]:
         """Settings as printable strings, secrets masked."""

@@ -105,3 +105,13 @@ def test_registry_storage_matches_local_stack() -> None:
     env = compose()["services"]["registry"]["environment"]
     assert env["APICURIO_STORAGE_KIND"] == "sql"
     assert env["APICURIO_RULES_GLOBAL_COMPATIBILITY"] == "BACKWARD_TRANSITIVE"
+
+
+def test_worker_state_survives_container_restarts() -> None:
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    data_dir = re.search(r"PSSYNC_DATA_DIR=(\S+)", dockerfile)
+    assert data_dir, "the image sets PSSYNC_DATA_DIR"
+    service = compose()["services"]["pssync"]
+    assert Settings.from_env(pssync_env()).store == "rocksdb"
+    assert f"workerdata:{data_dir.group(1)}" in service["volumes"]
+    assert "workerdata" in compose()["volumes"]

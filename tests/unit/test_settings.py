@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streams.errors import ConfigError
@@ -35,3 +37,19 @@ def test_non_postgres_target_is_refused() -> None:
 def test_describe_masks_secrets() -> None:
     s = Settings.from_env({"PSSYNC_REGISTRY_PASSWORD": "s3cret", "PSSYNC_REGISTRY_USER": "u"})
     assert s.describe()["registry_password"] == "***"
+
+
+def test_store_defaults_to_rocksdb_and_memory_stays_available() -> None:
+    assert Settings.from_env({}).store == "rocksdb"
+    assert Settings.from_env({"PSSYNC_STORE": "memory"}).store == "memory"
+    assert Settings.from_env({"PSSYNC_STORE": "RocksDB"}).store == "rocksdb"
+
+
+def test_unknown_store_names_the_variable_and_the_choices() -> None:
+    with pytest.raises(ConfigError, match=r"PSSYNC_STORE='redis'.*rocksdb.*memory"):
+        Settings.from_env({"PSSYNC_STORE": "redis"})
+
+
+def test_table_state_is_kept_per_app_id() -> None:
+    s = Settings.from_env({"PSSYNC_DATA_DIR": "/srv/pssync", "PSSYNC_APP_ID": "staging"})
+    assert s.state_dir == Path("/srv/pssync/staging")
