@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from streams.errors import PssyncError
+from streams.errors import ConfigError, PssyncError
 from streams.settings import Settings
 
 
@@ -20,6 +20,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topology import topic_specs
 
     ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    _make_state_dir(settings)
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
@@ -33,6 +34,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_CRASHED
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
+
+
+def _make_state_dir(settings: Settings) -> None:
+    # Faust creates only the last level of its data directory.
+    try:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the worker's state directory {settings.state_dir} ({exc}); "
+            "set PSSYNC_DATA_DIR to a writable directory"
+        ) from exc
 
 
 # A worker that stopped on an error it could not handle (the reason is its last line).
