@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench clean
+.PHONY: install up down status demo test unit integration lint bench bench-restart clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: install
 
 bench: up
 	$(BIN)/python bench/slice_bench.py
+
+# Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
+bench-restart: up
+	$(BIN)/python bench/restart_bench.py
 
 # stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
 # .stack (see README); without the venv, the system Python runs it (it needs no packages).

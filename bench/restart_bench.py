@@ -57,10 +57,11 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 
-from streams.admin import TopicSpec, delete_topics, ensure_topics
+from streams.admin import delete_topics, ensure_topics
 from streams.settings import Settings
+from streams.state import changelog_specs
 from streams.topology import topic_specs, topology
-from tables.dedupe import Position, dedupe_table
+from tables.dedupe import Position, changelog_topic, dedupe_table
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = b"[^Worker]: Ready"
@@ -82,10 +83,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def changelog_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-dedupe-positions-changelog"
 
 
 def source_id(i: int) -> str:
@@ -118,7 +115,7 @@ def check_encoding(settings: Settings) -> None:
     )
     if (faust_key, faust_value) != (encode_key(key), encode_value(SEQUENCE_BASE + 7)):
         raise SystemExit(f"changelog encoding differs from Faust's: {faust_key!r} {faust_value!r}")
-    if topic.get_topic_name() != changelog_topic(settings):
+    if topic.get_topic_name() != changelog_topic(settings.app_id):
         raise SystemExit(f"changelog topic is {topic.get_topic_name()}, not ours")
 
 
@@ -132,7 +129,7 @@ def fill_changelog(settings: Settings, keys: int) -> float:
             "acks": "all",
         }
     )
-    topic = changelog_topic(settings)
+    topic = changelog_topic(settings.app_id)
     started = time.monotonic()
     for i in range(keys):
         record = (encode_key(state_key(settings, i)), encode_value(SEQUENCE_BASE + i))
@@ -326,9 +323,7 @@ def main() -> int:
     base["PSSYNC_TARGET_URL"] = settings.target_url.rsplit("/", 1)[0] + f"/target_{tag}"
     check_encoding(settings)
     admin_exec(settings, f'CREATE DATABASE "target_{tag}"')
-    changelog = TopicSpec(
-        changelog_topic(settings), 1, settings.replication, {"cleanup.policy": "compact"}
-    )
+    [changelog] = changelog_specs(settings)
     ensure_topics(settings.kafka_bootstrap, [*topic_specs(settings), changelog])
     modes = [
         Mode("memory", "memory", wipe=True),

@@ -20,7 +20,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topology import topic_specs
 
     ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
-    _make_state_dir(settings)
+    _prepare_state_dir(settings)
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
@@ -36,7 +36,9 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _make_state_dir(settings: Settings) -> None:
+def _prepare_state_dir(settings: Settings) -> None:
+    from streams.state import check_local_state
+
     # Faust creates only the last level of its data directory.
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,8 @@ def _make_state_dir(settings: Settings) -> None:
             f"cannot create the worker's state directory {settings.state_dir} ({exc}); "
             "set PSSYNC_DATA_DIR to a writable directory"
         ) from exc
+    if settings.store == "rocksdb":
+        check_local_state(settings)
 
 
 # A worker that stopped on an error it could not handle (the reason is its last line).

@@ -57,9 +57,17 @@ def decide(
     return Verdict.EMIT, Position(sequence, is_delete)
 
 
+NAME = "dedupe-positions"
+
+
+def changelog_topic(app_id: str) -> str:
+    """Faust's name for the table's changelog topic."""
+    return f"{app_id}-{NAME}-changelog"
+
+
 def dedupe_table(app: faust.App, partitions: int) -> TableT[str, Any]:
     return app.Table(
-        "dedupe-positions",
+        NAME,
         default=None,
         partitions=partitions,
         key_type=str,

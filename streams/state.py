@@ -1,0 +1,73 @@
+"""Local table state must come from the changelog topics that exist now.
+
+RocksDB table files remember up to which changelog offset they hold, and a restart reads only
+the changelog after it. If a changelog topic was deleted (e.g. to reset the app's state) and
+created again, those files describe a topic that no longer exists: the worker would keep
+dropping changes as duplicates of positions nobody can see, or stop on offsets beyond the end
+of the new topic. Each topic has a new id when it is created again, so the ids the files were
+built from are kept beside them, and files of another topic id are removed before the worker
+starts; it then restores them from the changelog, as the memory store always does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient
+
+from streams.admin import TopicSpec, ensure_topics
+from streams.errors import PssyncError
+from streams.settings import Settings
+from tables.dedupe import changelog_topic
+
+log = logging.getLogger(__name__)
+MARKER = "changelog-topic-ids.json"
+
+
+def changelog_specs(settings: Settings) -> list[TopicSpec]:
+    # As Faust would create it on first start; created here first so its id is known.
+    return [
+        TopicSpec(
+            changelog_topic(settings.app_id),
+            settings.partitions,
+            settings.replication,
+            {"cleanup.policy": "compact"},
+        )
+    ]
+
+
+def topic_ids(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, str]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
+    try:
+        return {name: str(fut.result().topic_id) for name, fut in futures.items()}
+    except KafkaException as exc:
+        raise PssyncError(f"cannot describe the changelog topics {names}: {exc}") from exc
+
+
+def check_local_state(settings: Settings) -> bool:
+    """Remove local table files not built from today's changelog topics; True if removed."""
+    specs = changelog_specs(settings)
+    ensure_topics(settings.kafka_bootstrap, specs)
+    current = topic_ids(settings.kafka_bootstrap, [s.name for s in specs])
+    state = settings.state_dir
+    marker = state / MARKER
+    removed = False
+    has_files = state.exists() and any(p.name != MARKER for p in state.iterdir())
+    recorded = json.loads(marker.read_text()) if marker.exists() else None
+    if has_files and recorded != current:
+        log.warning(
+            "table state in %s was built from changelog topics %s, which are now %s: "
+            "removed, restoring it from the changelog",
+            state,
+            recorded or "unknown",
+            current,
+        )
+        shutil.rmtree(state)
+        removed = True
+    state.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(current, sort_keys=True) + "\n")
+    return removed
