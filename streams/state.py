@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from pathlib import Path
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
@@ -48,26 +49,33 @@ def topic_ids(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[s
         raise PssyncError(f"cannot describe the changelog topics {names}: {exc}") from exc
 
 
+def built_from_other_topics(state: Path, current: dict[str, str]) -> bool:
+    """True if `state` holds table files not recorded as built from the `current` topic ids."""
+    if not state.exists() or all(p.name == MARKER for p in state.iterdir()):
+        return False
+    marker = state / MARKER
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return True  # unknown origin: rebuilding from the changelog is always safe
+    return bool(recorded != current)
+
+
 def check_local_state(settings: Settings) -> bool:
     """Remove local table files not built from today's changelog topics; True if removed."""
     specs = changelog_specs(settings)
     ensure_topics(settings.kafka_bootstrap, specs)
     current = topic_ids(settings.kafka_bootstrap, [s.name for s in specs])
     state = settings.state_dir
-    marker = state / MARKER
-    removed = False
-    has_files = state.exists() and any(p.name != MARKER for p in state.iterdir())
-    recorded = json.loads(marker.read_text()) if marker.exists() else None
-    if has_files and recorded != current:
+    removed = built_from_other_topics(state, current)
+    if removed:
         log.warning(
-            "table state in %s was built from changelog topics %s, which are now %s: "
+            "table state in %s was built from other changelog topics than today's %s: "
             "removed, restoring it from the changelog",
             state,
-            recorded or "unknown",
             current,
         )
         shutil.rmtree(state)
-        removed = True
     state.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(current, sort_keys=True) + "\n")
+    (state / MARKER).write_text(json.dumps(current, sort_keys=True) + "\n")
     return removed
