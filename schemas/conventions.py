@@ -56,6 +56,10 @@ def dlq_topic(stage: str, namespace: str = "") -> str:
     return _ns(namespace, f"dlq.{stage}")
 
 
+def audit_topic(stage: str, namespace: str = "") -> str:
+    return _ns(namespace, f"audit.{stage}")
+
+
 def value_subject(topic: str) -> str:
     return f"{topic}-value"
 

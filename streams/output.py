@@ -7,7 +7,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.errors import PssyncError
+from streams.errors import DeliveryError
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -47,7 +47,7 @@ class Output:
         left = await asyncio.to_thread(self._producer.flush, timeout)
         if left or self._errors:
             errors, self._errors = self._errors, []
-            raise PssyncError(
+            raise DeliveryError(
                 f"{left} record(s) undelivered after {timeout}s, errors: {errors[:5]}; "
                 "check the Kafka brokers; the batch will be reprocessed after restart"
             )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.conventions import canonical_topic, dlq_topic, raw_topic, value_subject
+from schemas.conventions import audit_topic, canonical_topic, dlq_topic, raw_topic, value_subject
 from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.mappings import crm
@@ -38,6 +38,9 @@ class Topology:
     def dlq(self, stage: str) -> str:
         return dlq_topic(stage, self.namespace)
 
+    def audit(self, stage: str) -> str:
+        return audit_topic(stage, self.namespace)
+
     @property
     def entities(self) -> list[str]:
         return sorted({r.entity for r in self.routes})
@@ -66,4 +69,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
         for stage in ("normalize", "sink")
     ]
-    return raw + canonical + dlq
+    # Every target write, kept like an audit log: by time, not compacted.
+    audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
+    return raw + canonical + dlq + audit

@@ -15,6 +15,7 @@ from connectors.sinks.resilient import RetryPolicy, apply_isolating
 from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.agents.batching import batch_agent, bytes_topic
+from streams.audit import SinkAudit
 from streams.dlq import send_to_dlq
 from streams.errors import SerdeError
 from streams.metrics import metrics
@@ -42,6 +43,10 @@ class Sink:
     ) -> None:
         self.topology = topology
         self.retry = retry
+        self.audit = SinkAudit(
+            output, registry, topology.audit(STAGE), target.object_name(), entity
+        )
+        target.before_commit = self.audit
         self.entity = entity
         self.target = target
         self.output = output
@@ -49,6 +54,7 @@ class Sink:
 
     async def prepare(self) -> None:
         await self.target.ensure_schema()
+        await self.audit.prepare()
 
     def _dlq(self, msg: Any, exc: BaseException) -> None:
         log.warning("sink: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc)
@@ -76,7 +82,7 @@ class Sink:
         outcome = await apply_isolating(
             self.target, records, self.retry, on_retry=m.sink_retries.labels(target, entity).inc
         )
-        changed, rejected = outcome.changed, outcome.rejected
+        changed, rejected = len(outcome.writes), outcome.rejected
         m.sink_apply.labels(target, entity).observe(time.monotonic() - started)
         for record, error in rejected:
             self._dlq(origin[id(record)], error)

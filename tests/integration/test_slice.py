@@ -88,6 +88,21 @@ def test_insert_update_delete_reach_target_and_decode_with_registry(slice_env: S
     assert versions == sorted(versions) and len(set(versions)) == 3
     assert len({e["envelope"]["correlation_id"] for e in events}) == 1
 
+    # Each target write has one audit record, decodable through the registry.
+    audit_topic = topology(env.settings).audit("sink")
+    audits = [
+        deserializer(m.value(), SerializationContext(audit_topic, MessageField.VALUE))
+        for m in read_all(env.settings.kafka_bootstrap, audit_topic)
+    ]
+    assert [(a["op"], a["version_before"], a["version_after"]) for a in audits] == [
+        ("create", None, versions[0]),
+        ("update", versions[0], versions[1]),
+        ("delete", versions[1], versions[2]),
+    ]
+    assert [a["event_id"] for a in audits] == [str(e["envelope"]["event_id"]) for e in events]
+    assert audits[0]["target"].endswith(f"/{env.settings.target_url.rsplit('/', 1)[1]}/opportunity")
+    assert "postgres:postgres" not in audits[0]["target"]  # no credentials
+
     # The worker's Prometheus endpoint reports what happened, lag included.
     url = f"http://127.0.0.1:{env.settings.web_port}/metrics"
     env.wait_for(lambda: "pssync_consumer_lag{" in _get(url), timeout=40, what="lag metric")
