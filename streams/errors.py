@@ -41,3 +41,7 @@ class DeliveryError(PssyncError):
 
 class SinkError(PssyncError):
     """A target system rejected a write."""
+
+
+class DeadLetterError(PssyncError):
+    """A dead letter cannot be found, read or rerun (`pssync dlq`)."""
