@@ -137,7 +137,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     from streams.deadletters.decode import Kind, decode_bytes, plain
     from streams.deadletters.model import parse_ref
     from streams.deadletters.reader import TopicReader
-    from streams.errors import DeadLetterError
+    from streams.errors import DeadLetterError, RegistryError
     from streams.topology import topology
 
     ref = parse_ref(args.ref)
@@ -163,7 +163,13 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     else:
         decoder = Decoder(Registry(settings).schema_by_id)
         key = decode_bytes(d.key, "auto", None)
-        value = decode_bytes(d.value, value_kind, decoder)
+        try:
+            value = decode_bytes(d.value, value_kind, decoder)
+        except RegistryError as exc:
+            raise RegistryError(
+                f"{exc}; check PSSYNC_REGISTRY_URL and that the registry is up, or add --raw "
+                "to see the bytes undecoded"
+            ) from exc
     headers = [(k, plain(v)) for k, v in d.original_headers]
     if args.json:
         out = {
