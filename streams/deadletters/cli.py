@@ -185,8 +185,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     lines = [
         f"dead letter  {ref}",
         f"stage        {d.stage}",
-        f"origin       {origin or '?'}"
-        + (f" (record time {ctx['timestamp']} ms)" if ctx.get("timestamp") else ""),
+        f"origin       {origin or '?'}" + _record_time(ctx.get("timestamp", "")),
         f"failed at    {d.failed_at.isoformat()}",
         f"error        {d.error_class}: {d.error_message}",
         "rerun        "
@@ -199,11 +198,18 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     if d.rerun_of:
         lines.append(f"rerun of     {d.rerun_of}")
     lines.append("headers      " + (", ".join(f"{k}={v.value}" for k, v in headers) or "none"))
-    lines.append(f"key ({key.encoding})  {key.render()}")
-    lines.append(f"value ({value.encoding})")
-    lines.append(value.render())
+    for name, part in (("key", key), ("value", value)):
+        text = part.render()
+        lines.append(f"{name} ({part.encoding})" + ("\n" if "\n" in text else "  ") + text)
     print("\n".join(lines))
     return 0
+
+
+def _record_time(ms: str) -> str:
+    if not ms.isdigit():
+        return ""
+    when = datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
+    return f", record time {when}"
 
 
 def _load_rerun(reader: Any, topic: str, ref: str) -> Any:

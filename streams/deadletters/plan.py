@@ -117,7 +117,7 @@ def format_records(
     return "\n".join(lines)
 
 
-def format_plan(plan: Plan, message_width: int = 60) -> str:
+def format_plan(plan: Plan, message_width: int = 60, max_skipped: int = 20) -> str:
     lines = []
     if plan.todo:
         lines.append(f"{len(plan.todo)} dead letter(s) to rerun:")
@@ -125,10 +125,12 @@ def format_plan(plan: Plan, message_width: int = 60) -> str:
             f"  {d.ref} -> {d.origin}  {d.error_class}: {_truncate(d.error_message, message_width)}"
             for d in plan.todo
         ]
-    for d, r in plan.already:
-        lines.append(f"  skip {d.ref}: already rerun {r.rerun_at} -> {r.landed}")
-    for d in plan.unroutable:
-        lines.append(f"  skip {d.ref}: no pssync.dlq.* headers, origin unknown")
+    skipped = [
+        f"  skip {d.ref}: already rerun {r.rerun_at} -> {r.landed}" for d, r in plan.already
+    ] + [f"  skip {d.ref}: no pssync.dlq.* headers, origin unknown" for d in plan.unroutable]
+    lines += skipped[:max_skipped]
+    if len(skipped) > max_skipped:
+        lines.append(f"  ... and {len(skipped) - max_skipped} more skipped")
     if not plan.todo:
         what = f" ({len(plan.already)} selected already rerun)" if plan.already else ""
         lines.insert(0, f"nothing to rerun{what}")

@@ -149,9 +149,9 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
     assert listed["records"][0]["origin"] == f"{raw}:0:7"
     table = ok(e.env, "dlq", "list", "--records")
     assert "BadEventError" in table and f"{n0}  <- {raw}:0:7" in table and "not rerun" in table
-    assert [r["dead_letter"] for r in ok_json(e.env, "dlq", "list", "--stage", "sink")[
-        "records"
-    ]] == [s0, s1]
+    assert [
+        r["dead_letter"] for r in ok_json(e.env, "dlq", "list", "--stage", "sink")["records"]
+    ] == [s0, s1]
     only = ok_json(e.env, "dlq", "list", "--error-class", "serdeerror")["records"]
     assert [r["dead_letter"] for r in only] == [s1]
     assert ok_json(e.env, "dlq", "list", "--older-than", "1h")["records"] == []
@@ -160,8 +160,10 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
 
     # show: raw JSON pretty-printed, canonical Avro through the registry, junk as hex.
     shown = ok_json(e.env, "dlq", "show", n1)
-    assert shown["value"] == {"encoding": "json", "decoded": {"op": "c", "before": None,
-                                                               "after": None}}
+    assert shown["value"] == {
+        "encoding": "json",
+        "decoded": {"op": "c", "before": None, "after": None},
+    }
     assert shown["key"]["decoded"] == {"id": "006B"}
     assert shown["context"]["error.class"] == "KeyError" and shown["rerun"] is None
     shown = ok_json(e.env, "dlq", "show", n0)
@@ -169,9 +171,10 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
     assert shown["headers"][0] == {"name": "trace", "encoding": "hex", "decoded": "00 ff 62 69 6e"}
     shown = ok_json(e.env, "dlq", "show", s0)
     assert shown["value"]["encoding"] == "avro"
-    assert shown["value"]["decoded"]["data"]["opportunity_id"] == Sampler(
-        contracts.schema("opportunity"), seed=3
-    ).record()["data"]["opportunity_id"]
+    assert (
+        shown["value"]["decoded"]["data"]["opportunity_id"]
+        == Sampler(contracts.schema("opportunity"), seed=3).record()["data"]["opportunity_id"]
+    )
     shown = ok_json(e.env, "dlq", "show", s1)
     assert shown["value"]["encoding"] == "hex" and shown["value"]["decoded"] == "00 00 00"
     assert "not decodable as Avro" in shown["value"]["note"]
@@ -200,12 +203,10 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
         assert [c.headers()[-1] for c in copies] == [(RERUN_HEADER, r.encode()) for r in refs]
         for copy, ref in zip(copies, refs, strict=True):
             origin, key, value, headers = letters[ref]
-            assert (copy.key(), copy.value()) == (key, value)
+            assert (origin, copy.key(), copy.value()) == (topic, key, value)
             assert copy.headers()[:-1] == headers
             assert read_context(copy.headers()) == {}
-    reruns = {
-        m.key().decode(): json.loads(m.value()) for m in read_all(boot, e.topo.dlq_reruns)
-    }
+    reruns = {m.key().decode(): json.loads(m.value()) for m in read_all(boot, e.topo.dlq_reruns)}
     assert set(reruns) == set(letters)
     assert reruns[n1]["topic"] == raw and reruns[n1]["offset"] == 1
     assert reruns[s0]["topic"] == canonical and reruns[s0]["offset"] == 0
