@@ -222,7 +222,7 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
     from streams.admin import ensure_topics
     from streams.deadletters.plan import build_plan, format_plan
     from streams.deadletters.reader import TopicReader
-    from streams.deadletters.rerun import check_origins, execute
+    from streams.deadletters.rerun import check_origins, compacted, compaction_note, execute
     from streams.topology import topic_specs, topology
 
     topo = topology(settings)
@@ -232,6 +232,9 @@ def _rerun(args: argparse.Namespace, settings: Settings) -> int:
         print(format_plan(plan))
         if not plan.todo:
             return 0
+        origins = {d.origin.topic for d in plan.todo if d.origin is not None}
+        for topic in compacted(settings.kafka_bootstrap, origins):
+            print(compaction_note(topic))
         if not args.execute:
             print("dry run: nothing produced; add --execute to rerun")
             return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from streams.deadletters.ledger import Rerun
 from streams.deadletters.model import DeadLetter, Ref
@@ -28,6 +29,32 @@ def check_origins(reader: TopicReader, letters: list[DeadLetter]) -> None:
                 f"{d.ref} came from partition {origin.partition} of {origin.topic}, which now "
                 f"has partitions {parts[origin.topic]}; it cannot go back where it came from"
             )
+
+
+def compacted(bootstrap: str, topics: set[str], timeout: float = 30.0) -> list[str]:
+    """Which of `topics` are compacted (a rerun becomes the newest record of its key there)."""
+    if not topics:
+        return []
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resources = [ConfigResource("topic", t) for t in sorted(topics)]
+    found = []
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+        try:
+            policy = future.result()["cleanup.policy"].value or ""
+        except (KafkaException, KeyError):
+            continue  # unknown: check_origins reports missing topics
+        if "compact" in policy:
+            found.append(resource.name)
+    return sorted(found)
+
+
+def compaction_note(topic: str) -> str:
+    return (
+        f"note: {topic} is compacted: a rerun becomes the newest record of its key. If the "
+        "key changed after the dead letter, the live pipeline drops the older rerun (stale), "
+        "but compaction may later keep it instead of the newer record, so a rebuild from the "
+        "topic would miss the newer one; rerun only keys that have not changed since."
+    )
 
 
 def execute(

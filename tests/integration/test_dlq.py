@@ -184,6 +184,7 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
     # Dry run by default: a plan, nothing produced.
     plan = ok(e.env, "dlq", "rerun")
     assert "4 dead letter(s) to rerun" in plan and "dry run" in plan
+    assert f"note: {canonical} is compacted" in plan
     assert _end(boot, raw) == 0 and _end(boot, canonical) == 0
     assert _end(boot, e.topo.dlq_reruns) == 0
 
