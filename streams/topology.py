@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.conventions import (
+    DLQ_STAGES,
     audit_topic,
     canonical_topic,
     dlq_reruns_topic,
@@ -19,7 +20,6 @@ from streams.changes import Change
 from streams.mappings import crm
 from streams.settings import Settings
 
-DLQ_STAGES = ("normalize", "sink")
 Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
 
 

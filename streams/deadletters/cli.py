@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-from datetime import UTC, datetime
 from typing import Any
 
+from schemas.conventions import DLQ_STAGES
 from streams.settings import Settings
-
-STAGES = ("normalize", "sink")
 
 
 def _add_selectors(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--stage", choices=STAGES, help="only this stage's DLQ topic")
+    p.add_argument("--stage", choices=DLQ_STAGES, help="only this stage's DLQ topic")
     p.add_argument("--error-class", help="only this error class, e.g. BadEventError")
     age = p.add_mutually_exclusive_group()
     age.add_argument("--older-than", metavar="AGE", help="failed longer ago than e.g. 30m, 1h, 2d")
@@ -46,204 +43,8 @@ def add_subcommands(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.dlq_action == "list":
-        return _list(args, settings)
-    if args.dlq_action == "show":
-        return _show(args, settings)
-    return _rerun(args, settings)
+    # Imported here: building the parser must not load Kafka clients for other commands.
+    from streams.deadletters import commands
 
-
-def _selection(args: argparse.Namespace) -> Any:
-    from streams.deadletters.model import parse_refs
-    from streams.deadletters.selection import Selection, parse_age, parse_since
-
-    offsets = getattr(args, "offsets", None)
-    return Selection(
-        stages=(args.stage,) if args.stage else (),
-        error_class=args.error_class,
-        older_than=parse_age(args.older_than) if args.older_than else None,
-        since=parse_since(args.since) if args.since else None,
-        refs=tuple(parse_refs(offsets)) if offsets is not None else None,
-    )
-
-
-def _load(args: argparse.Namespace, settings: Settings, reader: Any) -> tuple[list[Any], Any]:
-    """The selected dead letters and every recorded rerun."""
-    from streams.deadletters.ledger import read_reruns
-    from streams.topology import topology
-
-    selection = _selection(args)
-    topo = topology(settings)
-    if selection.refs is not None:
-        letters = [reader.read_one(ref) for ref in selection.refs]
-    else:
-        hint = "create pssync's topics with `pssync topics`, or check PSSYNC_TOPIC_NAMESPACE"
-        stages = selection.stages or STAGES
-        letters = [d for stage in stages for d in reader.read(topo.dlq(stage), hint)]
-    now = datetime.now(UTC)
-    selected = [d for d in letters if selection.matches(d, now)]
-    return selected, read_reruns(reader, topo.dlq_reruns)
-
-
-def _record_json(d: Any, reruns: dict[str, Any]) -> dict[str, Any]:
-    rerun = reruns.get(str(d.ref))
-    return {
-        "dead_letter": str(d.ref),
-        "stage": d.stage,
-        "origin": None if d.origin is None else str(d.origin),
-        "error_class": d.error_class,
-        "error_message": d.error_message,
-        "failed_at": d.failed_at.isoformat(),
-        "rerun": None if rerun is None else {"at": rerun.rerun_at, "to": str(rerun.landed)},
-        "rerun_of": d.rerun_of,
-    }
-
-
-def _list(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.deadletters.plan import format_groups, format_records, summarize
-    from streams.deadletters.reader import TopicReader
-
-    with TopicReader(settings.kafka_bootstrap) as reader:
-        letters, reruns = _load(args, settings, reader)
-    groups = summarize(letters, reruns)
-    now = datetime.now(UTC)
-    if args.json:
-        out = {
-            "groups": [
-                {
-                    "stage": g.stage,
-                    "error_class": g.error_class,
-                    "count": g.count,
-                    "rerun": g.rerun,
-                    "oldest": g.oldest.isoformat(),
-                    "newest": g.newest.isoformat(),
-                }
-                for g in groups
-            ],
-            "records": [_record_json(d, reruns) for d in letters],
-        }
-        print(json.dumps(out, indent=2))
-        return 0
-    print(format_groups(groups, now))
-    if args.records and letters:
-        print()
-        print(format_records(letters, reruns))
-    return 0
-
-
-def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.registry import Registry
-    from schemas.serde import Decoder
-    from streams.deadletters.decode import Kind, decode_bytes, plain
-    from streams.deadletters.model import parse_ref
-    from streams.deadletters.reader import TopicReader
-    from streams.errors import DeadLetterError, RegistryError
-    from streams.topology import topology
-
-    ref = parse_ref(args.ref)
-    topo = topology(settings)
-    with TopicReader(settings.kafka_bootstrap) as reader:
-        d = reader.read_one(ref)
-        if not d.is_dead_letter:
-            raise DeadLetterError(
-                f"{ref} has no pssync.dlq.* headers: not a dead letter; dead-letter topics "
-                f"are {', '.join(topo.dlq(s) for s in STAGES)}"
-            )
-        rerun = _load_rerun(reader, topo.dlq_reruns, str(ref))
-    origin = d.origin
-    canonical = {topo.canonical(e) for e in topo.entities}
-    raw = {r.raw_topic for r in topo.routes}
-    value_kind: Kind = "auto"
-    if (origin is not None and origin.topic in canonical) or d.stage == "sink":
-        value_kind = "avro"
-    elif (origin is not None and origin.topic in raw) or d.stage == "normalize":
-        value_kind = "json"
-    if args.raw:
-        key, value = plain(d.key), plain(d.value)
-    else:
-        decoder = Decoder(Registry(settings).schema_by_id)
-        key = decode_bytes(d.key, "auto", None)
-        try:
-            value = decode_bytes(d.value, value_kind, decoder)
-        except RegistryError as exc:
-            raise RegistryError(
-                f"{exc}; check PSSYNC_REGISTRY_URL and that the registry is up, or add --raw "
-                "to see the bytes undecoded"
-            ) from exc
-    headers = [(k, plain(v)) for k, v in d.original_headers]
-    if args.json:
-        out = {
-            **_record_json(d, {str(ref): rerun} if rerun else {}),
-            "context": d.context,
-            "headers": [{"name": k, **v.to_json()} for k, v in headers],
-            "key": key.to_json(),
-            "value": value.to_json(),
-        }
-        print(json.dumps(out, indent=2, default=str, ensure_ascii=False))
-        return 0
-    ctx = d.context
-    lines = [
-        f"dead letter  {ref}",
-        f"stage        {d.stage}",
-        f"origin       {origin or '?'}" + _record_time(ctx.get("timestamp", "")),
-        f"failed at    {d.failed_at.isoformat()}",
-        f"error        {d.error_class}: {d.error_message}",
-        "rerun        "
-        + (
-            f"{rerun.rerun_at} -> {rerun.landed}"
-            if rerun
-            else f"no (pssync dlq rerun --offsets {ref})"
-        ),
-    ]
-    if d.rerun_of:
-        lines.append(f"rerun of     {d.rerun_of}")
-    lines.append("headers      " + (", ".join(f"{k}={v.value}" for k, v in headers) or "none"))
-    for name, part in (("key", key), ("value", value)):
-        text = part.render()
-        lines.append(f"{name} ({part.encoding})" + ("\n" if "\n" in text else "  ") + text)
-    print("\n".join(lines))
-    return 0
-
-
-def _record_time(ms: str) -> str:
-    if not ms.isdigit():
-        return ""
-    when = datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="milliseconds")
-    return f", record time {when}"
-
-
-def _load_rerun(reader: Any, topic: str, ref: str) -> Any:
-    from streams.deadletters.ledger import read_reruns
-
-    return read_reruns(reader, topic).get(ref)
-
-
-def _rerun(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.admin import ensure_topics
-    from streams.deadletters.plan import build_plan, format_plan
-    from streams.deadletters.reader import TopicReader
-    from streams.deadletters.rerun import check_origins, compacted, compaction_note, execute
-    from streams.topology import topic_specs, topology
-
-    topo = topology(settings)
-    with TopicReader(settings.kafka_bootstrap) as reader:
-        letters, reruns = _load(args, settings, reader)
-        plan = build_plan(letters, reruns)
-        print(format_plan(plan))
-        if not plan.todo:
-            return 0
-        origins = {d.origin.topic for d in plan.todo if d.origin is not None}
-        for topic in compacted(settings.kafka_bootstrap, origins):
-            print(compaction_note(topic))
-        if not args.execute:
-            print("dry run: nothing produced; add --execute to rerun")
-            return 0
-        check_origins(reader, plan.todo)
-    ensure_topics(
-        settings.kafka_bootstrap, [s for s in topic_specs(settings) if s.name == topo.dlq_reruns]
-    )
-    done = execute(settings.kafka_bootstrap, plan.todo, topo.dlq_reruns)
-    for r in done:
-        print(f"rerun {r.dead_letter} -> {r.landed}")
-    print(f"{len(done)} dead letter(s) rerun and recorded in {topo.dlq_reruns}")
-    return 0
+    actions = {"list": commands.cmd_list, "show": commands.cmd_show, "rerun": commands.cmd_rerun}
+    return actions[args.dlq_action](args, settings)
