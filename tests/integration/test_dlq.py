@@ -279,3 +279,34 @@ def test_poison_rerun_goes_back_to_the_worker_and_dead_letters_again(
     again = ok(env.env, "dlq", "rerun", "--offsets", first, "--execute")
     assert "nothing to rerun (1 selected already rerun)" in again
     assert count(boot, raw) == 2
+
+
+def test_sink_dead_letter_lands_after_the_target_is_fixed(slice_env: SliceEnv) -> None:
+    """The use the tool is for: the target rejected a row, it is fixed, the row is rerun."""
+    env = slice_env
+    boot = env.settings.kafka_bootstrap
+    topo = topology(env.settings)
+    canonical, dlq = topo.canonical("opportunity"), topo.dlq("sink")
+    env.worker().start()
+    insert = (
+        "INSERT INTO sales.opportunity (id, name, stage_name, amount, currency_iso_code, "
+        "close_date) VALUES (:id, :name, 'Prospecting', 1, 'EUR', '2027-02-01')"
+    )
+    env.crm(insert, {"id": "006F0", "name": "First"})
+    env.wait_for(lambda: len(env.target_rows()) == 1, what="the sink's table")
+    env.crm_target("ALTER TABLE opportunity ADD CONSTRAINT not_blocked CHECK (name <> 'Blocked')")
+    env.crm(insert, {"id": "006F1", "name": "Blocked"})
+    env.wait_for(lambda: count(boot, dlq) == 1, what="the rejected row dead-lettered")
+    listed = ok_json(env.env, "dlq", "list", "--stage", "sink")["records"]
+    assert "not_blocked" in listed[0]["error_message"]
+
+    env.crm_target("ALTER TABLE opportunity DROP CONSTRAINT not_blocked")
+    out = ok(env.env, "dlq", "rerun", "--stage", "sink", "--execute")
+    assert f"rerun {dlq}:0:0 -> {canonical}:0:2" in out
+    env.wait_for(
+        lambda: len(env.target_rows("name = 'Blocked'")) == 1, what="the rerun row in the target"
+    )
+    events = read_all(boot, canonical)
+    assert events[2].value() == events[1].value() and events[2].key() == events[1].key()
+    assert count(boot, dlq) == 1  # it did not fail again
+    assert "nothing to rerun" in ok(env.env, "dlq", "rerun", "--stage", "sink", "--execute")
