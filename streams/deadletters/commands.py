@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,20 +43,26 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 def _load(
-    args: argparse.Namespace, settings: Settings, reader: TopicReader
+    args: argparse.Namespace, settings: Settings, reader: TopicReader, payloads: bool = True
 ) -> tuple[list[DeadLetter], dict[str, Rerun]]:
-    """The selected dead letters and every recorded rerun."""
+    """The selected dead letters (without key and value unless `payloads`) and every rerun."""
     selection = _selection(args)
     topo = topology(settings)
+    letters: Iterable[DeadLetter]
     if selection.refs is not None:
         letters = [reader.read_one(ref) for ref in selection.refs]
     else:
         hint = "create pssync's topics with `pssync topics`, or check PSSYNC_TOPIC_NAMESPACE"
         stages = selection.stages or DLQ_STAGES
-        letters = [d for stage in stages for d in reader.read(topo.dlq(stage), hint)]
+        letters = (d for stage in stages for d in reader.scan(topo.dlq(stage), hint))
     now = datetime.now(UTC)
-    selected = [d for d in letters if selection.matches(d, now)]
-    return selected, read_reruns(reader, topo.dlq_reruns)
+    # Filtered while scanning, payloads dropped when not needed: memory follows the selection.
+    selected = [
+        d if payloads else replace(d, key=None, value=None)
+        for d in letters
+        if selection.matches(d, now)
+    ]
+    return sorted(selected, key=lambda d: d.ref), read_reruns(reader, topo.dlq_reruns)
 
 
 def _record_json(d: DeadLetter, reruns: dict[str, Rerun]) -> dict[str, Any]:
@@ -74,7 +82,7 @@ def _record_json(d: DeadLetter, reruns: dict[str, Rerun]) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     """Counts and ages by stage and error class; with --records, one line per dead letter."""
     with TopicReader(settings.kafka_bootstrap) as reader:
-        letters, reruns = _load(args, settings, reader)
+        letters, reruns = _load(args, settings, reader, payloads=False)
     groups = summarize(letters, reruns)
     now = datetime.now(UTC)
     if args.json:

@@ -48,7 +48,7 @@ def read_reruns(reader: TopicReader, topic: str) -> dict[str, Rerun]:
     if reader.partitions(topic) is None:
         return {}
     out: dict[str, Rerun] = {}
-    for record in reader.read(topic):
+    for record in reader.scan(topic):  # offset order: the last record of a key wins
         if record.key is None:
             continue
         key = record.key.decode(errors="replace")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from types import TracebackType
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -69,22 +70,25 @@ class TopicReader:
         )
         return int(low), int(high)
 
-    def read(self, topic: str, hint: str = "check the name") -> list[DeadLetter]:
-        """Every record of an existing topic, partition by partition, in offset order."""
+    def scan(self, topic: str, hint: str = "check the name") -> Iterator[DeadLetter]:
+        """Every record of an existing topic up to its end offsets when the scan began.
+
+        Offset order within a partition. Fails when no record arrives for `timeout`
+        seconds, however long the whole topic takes.
+        """
         parts = self.require(topic, hint)
         ends = {p: self._bounds(topic, p) for p in parts}
         todo = {p: high for p, (low, high) in ends.items() if high > low}
         if not todo:
-            return []
+            return
         self._consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
-        out: list[DeadLetter] = []
-        deadline = time.monotonic() + self.timeout
+        stalled_at = time.monotonic() + self.timeout
         try:
             while todo:
-                if time.monotonic() > deadline:
+                if time.monotonic() > stalled_at:
                     raise DeadLetterError(
-                        f"reading {topic} took more than {self.timeout:.0f}s, still missing "
-                        f"partitions {sorted(todo)}; check the Kafka brokers"
+                        f"reading {topic}: nothing received for {self.timeout:.0f}s, still "
+                        f"missing partitions {sorted(todo)}; check the Kafka brokers"
                     )
                 msg = self._consumer.poll(0.5)
                 if msg is None:
@@ -95,15 +99,15 @@ class TopicReader:
                     continue
                 if msg.error():
                     continue
+                stalled_at = time.monotonic() + self.timeout
                 p, offset = msg.partition() or 0, msg.offset() or 0
                 if p not in todo or offset >= todo[p]:
-                    continue  # written after the read began: not part of this snapshot
-                out.append(_letter(msg))
+                    continue  # written after the scan began: not part of this snapshot
+                yield _letter(msg)
                 if offset + 1 >= todo[p]:
                     del todo[p]
         finally:
             self._consumer.unassign()
-        return sorted(out, key=lambda d: d.ref)
 
     def read_one(self, ref: Ref) -> DeadLetter:
         parts = self.require(ref.topic, "check the dead letter's topic name (pssync dlq list)")
