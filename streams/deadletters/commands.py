@@ -14,7 +14,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.admin import ensure_topics
 from streams.deadletters.decode import Kind, decode_bytes, plain
-from streams.deadletters.ledger import Rerun, read_reruns
+from streams.deadletters.ledger import Rerun, read_reruns, rerun_for
 from streams.deadletters.model import DeadLetter, parse_ref, parse_refs
 from streams.deadletters.plan import (
     build_plan,
@@ -66,7 +66,7 @@ def _load(
 
 
 def _record_json(d: DeadLetter, reruns: dict[str, Rerun]) -> dict[str, Any]:
-    rerun = reruns.get(str(d.ref))
+    rerun = rerun_for(d, reruns)
     return {
         "dead_letter": str(d.ref),
         "stage": d.stage,
@@ -120,7 +120,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
                 f"{ref} has no pssync.dlq.* headers: not a dead letter; dead-letter topics "
                 f"are {', '.join(topo.dlq(s) for s in DLQ_STAGES)}"
             )
-        rerun = read_reruns(reader, topo.dlq_reruns).get(str(ref))
+        rerun = rerun_for(d, read_reruns(reader, topo.dlq_reruns))
     origin = d.origin
     canonical = {topo.canonical(e) for e in topo.entities}
     raw = {r.raw_topic for r in topo.routes}

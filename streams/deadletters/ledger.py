@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from streams.deadletters.model import Ref
+from streams.deadletters.model import DeadLetter, Ref
 from streams.deadletters.reader import TopicReader
 from streams.errors import DeadLetterError
 
@@ -17,6 +18,9 @@ class Rerun:
     topic: str  # where the copy was produced, and at which position
     partition: int
     offset: int
+    # The dead letter's own record time: a DLQ topic deleted and recreated reuses offsets,
+    # and a rerun recorded for the old record must not stand for the new one.
+    dead_letter_ts: int | None = None
 
     @property
     def landed(self) -> Ref:
@@ -35,6 +39,7 @@ class Rerun:
                 str(d["topic"]),
                 int(d["partition"]),
                 int(d["offset"]),
+                None if d.get("dead_letter_ts") is None else int(d["dead_letter_ts"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DeadLetterError(
@@ -57,3 +62,11 @@ def read_reruns(reader: TopicReader, topic: str) -> dict[str, Rerun]:
         else:
             out[key] = Rerun.from_bytes(record.value)
     return out
+
+
+def rerun_for(letter: DeadLetter, reruns: Mapping[str, Rerun]) -> Rerun | None:
+    """The rerun recorded for this very dead letter, if any."""
+    rerun = reruns.get(str(letter.ref))
+    if rerun is None or rerun.dead_letter_ts not in (None, letter.timestamp_ms):
+        return None
+    return rerun

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from streams.deadletters.ledger import Rerun
+from streams.deadletters.ledger import Rerun, rerun_for
 from streams.deadletters.model import DeadLetter
 from streams.deadletters.selection import format_age
 
@@ -27,8 +27,9 @@ def build_plan(letters: Iterable[DeadLetter], reruns: Mapping[str, Rerun]) -> Pl
         if ref in seen:
             continue
         seen.add(ref)
-        if ref in reruns:
-            plan.already.append((letter, reruns[ref]))
+        rerun = rerun_for(letter, reruns)
+        if rerun is not None:
+            plan.already.append((letter, rerun))
         elif letter.origin is None:
             plan.unroutable.append(letter)
         else:
@@ -56,7 +57,7 @@ def summarize(letters: Iterable[DeadLetter], reruns: Mapping[str, Rerun]) -> lis
             stage,
             error_class,
             len(members),
-            sum(str(m.ref) in reruns for m in members),
+            sum(rerun_for(m, reruns) is not None for m in members),
             min(m.failed_at for m in members),
             max(m.failed_at for m in members),
         )
@@ -105,7 +106,7 @@ def format_records(
 ) -> str:
     lines = []
     for d in letters:
-        rerun = reruns.get(str(d.ref))
+        rerun = rerun_for(d, reruns)
         state = f"rerun {rerun.rerun_at} -> {rerun.landed}" if rerun else "not rerun"
         if d.rerun_of:
             state += f"; itself a rerun of {d.rerun_of}"

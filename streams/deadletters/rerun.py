@@ -95,8 +95,9 @@ def execute(
         )
     producer.flush(timeout)
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    stamps = {d.ref: d.timestamp_ms for d in letters}
     done = [
-        Rerun(str(ref), now, to.topic, to.partition, to.offset)
+        Rerun(str(ref), now, to.topic, to.partition, to.offset, stamps[ref])
         for ref, to in sorted(landed.items())
     ]
     recorded: list[str] = []

@@ -211,6 +211,7 @@ def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
     assert set(reruns) == set(letters)
     assert reruns[n1]["topic"] == raw and reruns[n1]["offset"] == 1
     assert reruns[s0]["topic"] == canonical and reruns[s0]["offset"] == 0
+    assert all(r["dead_letter_ts"] > 0 for r in reruns.values())
 
     listed = ok_json(e.env, "dlq", "list")
     assert all(g["rerun"] == g["count"] == 1 for g in listed["groups"])

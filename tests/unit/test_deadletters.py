@@ -153,6 +153,15 @@ def test_plan_skips_what_was_rerun_and_what_has_no_origin() -> None:
     assert "skip dlq.normalize:0:3: no pssync.dlq.* headers" in text
 
 
+def test_a_rerun_recorded_for_an_older_record_at_the_same_offset_does_not_count() -> None:
+    # The DLQ topic was deleted and recreated: offsets start again at 0.
+    d = letter(0)
+    old = Rerun(str(d.ref), NOW.isoformat(), "crm.sales.opportunity", 2, 500, d.timestamp_ms - 1)
+    assert build_plan([d], {str(d.ref): old}).todo == [d]
+    same = Rerun(str(d.ref), NOW.isoformat(), "crm.sales.opportunity", 2, 500, d.timestamp_ms)
+    assert build_plan([d], {str(d.ref): same}).already == [(d, same)]
+
+
 def test_a_second_rerun_plans_nothing_and_says_so() -> None:
     letters = [letter(i) for i in range(30)]
     plan = build_plan(letters, {str(d.ref): rerun_of(d) for d in letters})
@@ -184,8 +193,10 @@ def test_summary_groups_by_stage_and_class_with_ages() -> None:
 
 
 def test_rerun_records_round_trip_and_refuse_garbage() -> None:
-    r = Rerun("dlq.sink:0:4", NOW.isoformat(), "canonical.opportunity", 0, 12)
+    r = Rerun("dlq.sink:0:4", NOW.isoformat(), "canonical.opportunity", 0, 12, 1_700_000_000_000)
     assert Rerun.from_bytes(r.to_bytes()) == r
+    bare = b'{"dead_letter": "x:0:1", "rerun_at": "t", "topic": "y", "partition": 0, "offset": 3}'
+    assert Rerun.from_bytes(bare).dead_letter_ts is None
     assert json.loads(r.to_bytes())["dead_letter"] == "dlq.sink:0:4"
     with pytest.raises(DeadLetterError, match="unreadable rerun record"):
         Rerun.from_bytes(b'{"dead_letter": "x"}')
