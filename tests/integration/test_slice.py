@@ -215,6 +215,47 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(slice_env: SliceEnv)
     assert len(set(ids)) == total + 1000
 
 
+@pytest.mark.parametrize("slice_env", [{"PSSYNC_PARTITIONS": "2"}], indirect=True)
+def test_two_workers_share_the_load_and_a_killed_one_loses_and_doubles_nothing(
+    slice_env: SliceEnv,
+) -> None:
+    env = slice_env
+    total = 4000
+    rows = [{"id": f"006R{i:05d}", "name": f"Deal {i}", "amount": f"{i}.50"} for i in range(total)]
+    first, second = env.worker(), env.worker()
+    first.start()
+    second.start()
+    for start in range(0, total, 500):
+        env.crm(INSERT, rows[start : start + 500])
+    env.crm(
+        "UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
+        "is_won = true WHERE id < '006R02000'"
+    )
+    env.wait_for(lambda: len(env.target_rows()) >= 500, timeout=120, what="first rows applied")
+    second.kill()  # its partitions move to the first worker in a rebalance
+    env.wait_for(
+        lambda: (
+            len(env.target_rows("stage = 'closed_won'")) == 2000 and len(env.target_rows()) == total
+        ),
+        timeout=240,
+        what="all rows after the rebalance",
+    )
+    target = env.target_rows()
+    assert {r["crm_id"] for r in target} == {r["id"] for r in rows}
+    assert all(r["amount"] == Decimal(f"{int(r['crm_id'][4:])}.50") for r in target)
+    canonical = topology(env.settings).canonical("opportunity")
+    deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
+    messages = read_all(env.settings.kafka_bootstrap, canonical)
+    assert {m.partition() for m in messages} == {0, 1}  # both partitions carried the load
+    ids = {
+        deserializer(m.value(), SerializationContext(canonical, MessageField.VALUE))["envelope"][
+            "event_id"
+        ]
+        for m in messages
+    }
+    assert len(ids) == total + 2000
+
+
 def test_sink_isolates_rows_the_target_rejects(slice_env: SliceEnv) -> None:
     env = slice_env
     env.worker().start()
