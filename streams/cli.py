@@ -125,6 +125,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deadletters import cli as dlq_cli
+
+    return dlq_cli.run(args, settings)
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
@@ -160,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="consumer group (default: PSSYNC_APP_ID)")
     p.add_argument("--execute", action="store_true", help="apply the plan (workers stopped)")
     commands["replay"] = cmd_replay
+
+    from streams.deadletters import cli as dlq_cli
+
+    dlq_cli.add_subcommands(sub)
+    commands["dlq"] = cmd_dlq
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

@@ -15,29 +15,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from streams.errors import SinkError
+from connectors.sinks.base import Event, Target, Write
+from streams.errors import DeliveryError, SinkError
 
 log = logging.getLogger(__name__)
-Event = dict[str, Any]
-
-
-class Target(Protocol):
-    name: str
-
-    async def apply(self, events: Sequence[Event]) -> int: ...
-
-    def describe(self) -> str: ...
-
-    def is_target_fault(self, exc: BaseException) -> bool: ...
-
-    def is_data_fault(self, exc: BaseException) -> bool: ...
 
 
 @dataclass
 class Outcome:
-    changed: int = 0
+    writes: list[Write] = field(default_factory=list)
     rejected: list[tuple[Event, BaseException]] = field(default_factory=list)
     statements: int = 0  # apply calls made, bisection included
 
@@ -63,13 +50,15 @@ async def apply_isolating(
 ) -> Outcome:
     outcome = Outcome()
 
-    async def attempt(batch: Sequence[Event]) -> int:
+    async def attempt(batch: Sequence[Event]) -> list[Write]:
         # One transaction; target faults are retried here, so what escapes is a record fault.
         delay, deadline = policy.first_delay, time.monotonic() + policy.retry_for
         while True:
             outcome.statements += 1
             try:
                 return await target.apply(batch)
+            except DeliveryError:
+                raise  # Kafka, not the target nor a record: the worker stops, nothing acked
             except Exception as exc:
                 if not target.is_target_fault(exc):
                     raise _RecordFault(exc) from exc
@@ -86,7 +75,7 @@ async def apply_isolating(
 
     async def isolate(batch: Sequence[Event]) -> None:
         try:
-            outcome.changed += await attempt(batch)
+            outcome.writes += await attempt(batch)
         except _RecordFault as fault:
             if len(batch) == 1:
                 outcome.rejected.append((batch[0], fault.cause))

@@ -194,7 +194,16 @@ class SliceEnv:
         return "\n".join(lines)
 
     def worker(self) -> Worker:
-        w = Worker(self.env, self.tmp / f"worker{len(self.workers)}.log")
+        """A worker process of the group; each has its own web port and state directory."""
+        n = len(self.workers)
+        env = self.env
+        if n:
+            env = {
+                **env,
+                "PSSYNC_WEB_PORT": str(_free_port()),
+                "PSSYNC_DATA_DIR": str(self.tmp / f"worker-data{n}"),
+            }
+        w = Worker(env, self.tmp / f"worker{n}.log")
         self.workers.append(w)
         return w
 
@@ -218,7 +227,10 @@ def target_url(base_settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
+def slice_env(
+    base_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[SliceEnv]:
+    """Parametrize indirectly with a dict of extra settings, e.g. {"PSSYNC_PARTITIONS": "2"}."""
     sfx = "t" + uuid.uuid4().hex[:10]
     crm_db, target_db = f"crm_{sfx}", f"target_{sfx}"
     admin = _admin_engine(base_settings)
@@ -236,6 +248,7 @@ def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
         "PSSYNC_WEB_PORT": str(_free_port()),
         "PSSYNC_DATA_DIR": str(tmp_path / "worker-data"),
         "PSSYNC_BATCH_WITHIN": "0.1",
+        **getattr(request, "param", {}),
     }
     settings = Settings.from_env(env)
     apply_schema(settings.crm_db, "crm")

@@ -92,6 +92,26 @@ def test_upsert_and_delete_of_one_key_in_one_batch(target: Target) -> None:
     assert (rows["b"].name, rows["b"].is_deleted) == ("b@4", True)
 
 
+def test_writes_report_what_changed_and_from_which_version(target: Target) -> None:
+    def ops(batch: list[dict[str, Any]]) -> list[tuple[str, str, int | None, int]]:
+        writes = target.run(target.sink.apply(batch, now=NOW))
+        return sorted((w.key, w.op, w.version_before, w.version_after) for w in writes)
+
+    assert ops([event("a", 1, True), event("b", 2, False)]) == [
+        ("a", "create", None, 1),
+        ("b", "delete", None, 2),
+    ]
+    # A duplicate and a stale image write nothing, so they are not reported.
+    assert ops([event("a", 1, True), event("a", 0, True), event("a", 3, True)]) == [
+        ("a", "update", 1, 3)
+    ]
+    assert ops([event("a", 4, False), event("b", 5, True)]) == [
+        ("a", "delete", 3, 4),
+        ("b", "undelete", 2, 5),
+    ]
+    assert ops([tombstone("b")]) == [("b", "delete", 5, 5)]
+
+
 def test_tombstone_between_two_images_of_one_key_in_one_batch(target: Target) -> None:
     batch = [event("a", 1, True), tombstone("a"), event("a", 0, True), event("a", 5, True)]
     target.run(target.sink.apply(batch, now=NOW))
@@ -114,7 +134,7 @@ def test_bisect_isolates_planted_bad_records_of_any_class(target: Target) -> Non
     assert rejected == ["k037", "k150"]
     rows = target.rows()
     assert len(rows) == 198 and "k037" not in rows and "k150" not in rows
-    assert outcome.changed == 198
+    assert len(outcome.writes) == 198
     # Bisection costs a few statements per bad record, not one per record.
     assert outcome.statements < 40
 
@@ -144,7 +164,7 @@ def test_target_outage_is_retried_not_dead_lettered(target: Target) -> None:
         )
     )
     opener.join()
-    assert retries and outcome.rejected == [] and outcome.changed == 50
+    assert retries and outcome.rejected == [] and len(outcome.writes) == 50
     assert len(target.rows()) == 50
 
 
