@@ -8,12 +8,14 @@ from typing import Any
 import httpx
 
 from streams.errors import ConnectError
+from streams.settings import redact_url
 
 
 class ConnectClient:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        # For messages only: a password in the URL never reaches a log.
+        self.url = redact_url(url.rstrip("/"))
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:

@@ -19,7 +19,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import create_app
     from streams.topology import topic_specs
 
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    ensure_topics(settings, topic_specs(settings))
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
@@ -49,7 +49,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topology import topic_specs
 
     specs = topic_specs(settings)
-    created = ensure_topics(settings.kafka_bootstrap, specs)
+    created = ensure_topics(settings, specs)
     for spec in specs:
         print(f"{spec.name:<40} {'created' if spec.name in created else 'exists'}")
     return 0
@@ -97,7 +97,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from streams.replay import Replayer, describe
 
     group = args.group or settings.app_id
-    replayer = Replayer(settings.kafka_bootstrap)
+    replayer = Replayer(settings)
     moves = replayer.plan(group, args.topic, args.to)
     print(f"group {group}, topic {args.topic}, to {args.to}:")
     print(describe(moves))

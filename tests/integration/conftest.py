@@ -169,7 +169,7 @@ class SliceEnv:
     def diagnose(self) -> str:
         """Where the events are: group offsets against topic ends, worker counters, log tails."""
         lines = [f"now {time.strftime('%H:%M:%S')}; group {self.settings.app_id}"]
-        replayer = Replayer(self.settings.kafka_bootstrap, timeout=10)
+        replayer = Replayer(self.settings, timeout=10)
         for spec in topic_specs(self.settings):
             try:
                 plan = replayer.plan(self.settings.app_id, spec.name, "latest")
@@ -252,7 +252,7 @@ def slice_env(
     }
     settings = Settings.from_env(env)
     apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    ensure_topics(settings, topic_specs(settings))
     connector = crm_connector(settings)
     connect = ConnectClient(settings.connect_url)
     connect.put(connector["name"], connector["config"])
@@ -287,4 +287,4 @@ def slice_env(
             f"{settings.app_id}-dedupe-positions-changelog",
             f"{settings.app_id}-__assignor-__leader",
         ]
-        delete_topics(settings.kafka_bootstrap, names)
+        delete_topics(settings, names)
