@@ -59,6 +59,12 @@ def cmd_connectors(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.debezium import all_connectors
     from connectors.kafka_connect import ConnectClient
 
+    if args.action == "secrets":
+        from connectors.debezium import write_secrets_file
+
+        path = write_secrets_file(settings)
+        print(f"wrote {path} (mode 0600); the Connect worker must be able to read it there")
+        return 0
     client = ConnectClient(settings.connect_url)
     for connector in all_connectors(settings):
         name = connector["name"]
@@ -133,7 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands["topics"] = cmd_topics
 
     p = sub.add_parser("connectors", help="Debezium connectors on Kafka Connect")
-    p.add_argument("action", choices=["deploy", "status", "delete"])
+    p.add_argument(
+        "action",
+        choices=["deploy", "status", "delete", "secrets"],
+        help="secrets: write PSSYNC_CONNECT_SECRETS_FILE from PSSYNC_CRM_DB_USER/PASSWORD",
+    )
     p.add_argument("--timeout", type=float, default=120.0)
     commands["connectors"] = cmd_connectors
 
