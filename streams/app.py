@@ -14,6 +14,7 @@ from schemas.registry import Registry
 from streams.agents import normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
+from streams.analytics import analytics_copies
 from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
 from streams.output import Output
@@ -59,7 +60,8 @@ def create_app(settings: Settings) -> faust.App:
     registry = Registry(settings)
     positions = Positions(dedupe_table(app, settings.partitions), output)
     runners: dict[str, StageRunner] = {}
-    normalize.register(app, runners, settings, topo, output, registry, positions)
+    analytics = analytics_copies(settings, topo, output, registry)
+    normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
     install_batch_path(app, runners)
 
