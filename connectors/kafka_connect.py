@@ -49,7 +49,9 @@ class ConnectClient:
                 raise ConnectError(
                     f"{exc}; if the Connect worker has no config providers it cannot resolve "
                     "the ${file:...}/${env:...} credential references: give it "
-                    "config.providers=file,env (docker/local/connect.properties) and restart it"
+                    "config.providers=file,env (docker/local/connect.properties) and restart it; "
+                    "with `file`, PSSYNC_CONNECT_SECRETS_FILE must be inside the folder its "
+                    "config.providers.file.param.allowed.paths names"
                 ) from exc
             raise
         return True

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from streams.errors import PssyncError
 from streams.settings import Settings
@@ -66,6 +67,14 @@ def cmd_connectors(args: argparse.Namespace, settings: Settings) -> int:
         print(f"wrote {path} (mode 0600); the Connect worker must be able to read it there")
         return 0
     client = ConnectClient(settings.connect_url)
+    secrets = Path(settings.connect_secrets_file)
+    if args.action == "deploy" and settings.connect_secrets == "file" and not secrets.exists():
+        # Not an error: the file lives where the Connect worker runs, maybe another host.
+        print(
+            f"note: {secrets} does not exist here; the Connect worker must find it on its host "
+            "(`pssync connectors secrets` writes it when Connect runs here)",
+            file=sys.stderr,
+        )
     for connector in all_connectors(settings):
         name = connector["name"]
         if args.action == "deploy":

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema
 from fastavro.validation import validate
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import contracts
@@ -32,6 +32,8 @@ from streams.topology import analytics_entities, topic_specs, topology
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "schemas" / "masking.json"
 KEY = b"k" * 32
+# Timing varies on a shared machine; correctness, not speed, is under test here.
+relaxed = settings(deadline=None)
 
 
 def test_shipped_policy_fits_the_contracts() -> None:
@@ -124,6 +126,7 @@ def test_redact_and_partial() -> None:
 text = st.text(min_size=0, max_size=60)
 
 
+@relaxed
 @given(a=text, b=text)
 def test_hash_is_deterministic_and_joinable(a: str, b: str) -> None:
     rule = (FieldRule("project_manager", "hash", True),)
@@ -135,6 +138,7 @@ def test_hash_is_deterministic_and_joinable(a: str, b: str) -> None:
     assert other["data"]["project_manager"] != ha  # keyed: another key, another value
 
 
+@relaxed
 @given(
     local=st.from_regex(r"[a-z0-9._]{1,20}", fullmatch=True),
     domain=st.from_regex(r"[a-z0-9-]{1,15}\.[a-z]{2,6}", fullmatch=True),
@@ -144,6 +148,7 @@ def test_partial_email_keeps_only_the_domain(local: str, domain: str) -> None:
     assert out == f"***@{domain}" and local not in out.split("@")[0]
 
 
+@relaxed
 @given(value=st.text(min_size=5, max_size=40).filter(lambda v: "@" not in v))
 def test_partial_text_keeps_last_four_and_length(value: str) -> None:
     out = partial(value)
@@ -151,13 +156,13 @@ def test_partial_text_keeps_last_four_and_length(value: str) -> None:
     assert set(out[:-4]) <= {"*"}
 
 
+@relaxed
 @given(seed=st.integers(min_value=0, max_value=10_000))
 def test_masked_records_still_fit_their_contract(seed: int) -> None:
-    policy = load_policy(POLICY)
-    for entity, rules in policy.rules.items():
+    for entity, rules in load_policy(POLICY).rules.items():
         record = Sampler(contracts.schema(entity), seed=seed).record()
         masked = mask_record(record, rules, KEY)
-        assert validate(masked, parse_schema(contracts.schema(entity)), raise_errors=True)
+        assert validate(masked, contracts.parsed(entity), raise_errors=True)
 
 
 def test_analytics_topics_follow_the_setting() -> None:
