@@ -125,6 +125,7 @@ def test_every_client_uses_the_one_builder() -> None:
     offenders = []
     for path in [
         *root.glob("streams/**/*.py"),
+        *root.glob("connectors/**/*.py"),
         *root.glob("bench/*.py"),
         *root.glob("tests/**/*.py"),
     ]:
