@@ -1,6 +1,7 @@
 """pssync end to end against a Kafka that accepts only SASL_SSL (SCRAM-SHA-512 over TLS):
-topic admin, the worker's Faust consumers and producers, its canonical producer, replay and
-plain consumers all connect with the PSSYNC_KAFKA_* settings."""
+topic admin, the worker's Faust consumers and producers, its canonical and dead-letter
+producer, the dead-letter tools, replay and plain consumers all connect with the
+PSSYNC_KAFKA_* settings."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def test_worker_and_tools_over_sasl_ssl(
 
         # A raw change (Producer), the worker (Faust/aiokafka in, confluent-kafka out), the sink.
         raw = topology(settings).routes[0].raw_topic
-        produce_sync(settings, [(raw, *_change("006K1", 9_000_001, f"crm_{sfx}"))])
+        poison = (raw, b'{"id": "006K2"}', b"not json")
+        produce_sync(settings, [(raw, *_change("006K1", 9_000_001, f"crm_{sfx}")), poison])
         slice_env.workers.append(Worker(env, tmp_path / "worker.log"))
         slice_env.workers[0].start()
         slice_env.wait_for(
@@ -105,6 +107,15 @@ def test_worker_and_tools_over_sasl_ssl(
         event = decode(msgs[0].value(), SerializationContext(canonical, MessageField.VALUE))
         assert [m.key() for m in msgs] == [b"crm:opportunity:006K1"]
         assert event["data"]["name"] == "Over TLS"
+
+        # The poison was dead-lettered by the worker and the DLQ tools read it back.
+        def dead_letters() -> list[dict[str, object]]:
+            listed = _cli(env, "dlq", "list", "--json")
+            assert listed.returncode == 0, listed.stderr
+            return list(json.loads(listed.stdout)["groups"])
+
+        slice_env.wait_for(lambda: bool(dead_letters()), what="the poison in dlq.normalize")
+        assert [(g["stage"], g["count"]) for g in dead_letters()] == [("normalize", 1)]
 
         # Replay planning (AdminClient offsets) sees the worker's committed offset.
         slice_env.workers[0].stop()
