@@ -725,7 +725,8 @@ class Stack:
             if not current.exists() or current.read_text() != rendered:
                 log(
                     "WARNING: connect runs with an older connect.properties (e.g. without the "
-                    "config providers connectors need); restart it: make down && make up"
+                    "config providers connectors need); restart it: "
+                    "python docker/local/stack.py down --only connect && make up"
                 )
             return
         c.ensure_port_free("PSSYNC_CONNECT_PORT")
