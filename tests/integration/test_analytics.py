@@ -22,7 +22,11 @@ POLICY = Path(__file__).resolve().parents[2] / "schemas" / "masking.json"
 KEY = "analytics-test-key-0123456789abcdef"
 
 
-@pytest.mark.slice_env(PSSYNC_ANALYTICS_POLICY=str(POLICY), PSSYNC_MASKING_KEY=KEY)
+@pytest.mark.parametrize(
+    "slice_env",
+    [{"PSSYNC_ANALYTICS_POLICY": str(POLICY), "PSSYNC_MASKING_KEY": KEY}],
+    indirect=True,
+)
 def test_project_manager_is_hashed_on_the_analytics_topic_only(slice_env: SliceEnv) -> None:
     env = slice_env
     topo = topology(env.settings)

@@ -245,7 +245,7 @@ def test_two_workers_share_the_load_and_a_killed_one_loses_and_doubles_nothing(
     assert all(r["amount"] == Decimal(f"{int(r['crm_id'][4:])}.50") for r in target)
     canonical = topology(env.settings).canonical("opportunity")
     deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
-    messages = read_all(env.settings.kafka_bootstrap, canonical)
+    messages = read_all(env.settings, canonical)
     assert {m.partition() for m in messages} == {0, 1}  # both partitions carried the load
     ids = {
         deserializer(m.value(), SerializationContext(canonical, MessageField.VALUE))["envelope"][
