@@ -697,18 +697,40 @@ class Stack:
         log(f"registry ready on {c.port} in {took:.1f}s")
 
     # ---------------------------------------------------------------- connect
+    def _connect_values(self) -> dict[str, object]:
+        return {
+            "kafka_port": self.kafka.port,
+            "connect_port": self.connect.port,
+            "plugin_path": self.lib / "plugins",
+            "secrets_dir": Path(self.s.connect_secrets_file).parent,
+        }
+
+    def write_connect_secrets(self) -> None:
+        # Connectors reference the CRM credentials in this file (mode 0600) instead of
+        # carrying them; written on every `up` so it follows PSSYNC_CRM_DB_USER/PASSWORD.
+        from connectors.debezium import write_secrets_file
+
+        path = write_secrets_file(self.s)
+        log(f"connector secrets in {path} (mode 0600)")
+
     def start_connect(self) -> None:
         c = self.connect
+        self.write_connect_secrets()
         if c.running():
             log(f"connect already running on {c.port}")
+            rendered = Template((HERE / "connect.properties").read_text()).substitute(
+                {k: str(v) for k, v in self._connect_values().items()}
+            )
+            current = self.conf / "connect.properties"
+            if not current.exists() or current.read_text() != rendered:
+                log(
+                    "WARNING: connect runs with an older connect.properties (e.g. without the "
+                    "config providers connectors need); restart it: "
+                    "python docker/local/stack.py down --only connect && make up"
+                )
             return
         c.ensure_port_free("PSSYNC_CONNECT_PORT")
-        conf = self._render(
-            "connect.properties",
-            kafka_port=self.kafka.port,
-            connect_port=c.port,
-            plugin_path=self.lib / "plugins",
-        )
+        conf = self._render("connect.properties", **self._connect_values())
         cp = str(self.lib / "kafka" / "*")
         c.spawn(
             self._java(

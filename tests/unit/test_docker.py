@@ -77,9 +77,28 @@ def test_same_topics_and_connector_config_as_the_code() -> None:
     local_conf = crm_connector(local)["config"]
     docker_conf = crm_connector(docker)["config"]
     differing = {k for k in local_conf if local_conf[k] != docker_conf[k]}
-    # Only where the database is reached may differ between the two shapes.
-    assert differing <= {"database.hostname"}
+    # Only where the database is reached and where its credentials come from may differ.
+    assert differing <= {"database.hostname", "database.user", "database.password"}
     assert docker_conf["database.hostname"] == "postgres"
+
+
+def test_connect_resolves_the_credentials_connectors_reference() -> None:
+    connect = compose()["services"]["connect"]["environment"]
+    docker_conf = crm_connector(Settings.from_env(pssync_env()))["config"]
+    assert docker_conf["database.password"] == "${env:PSSYNC_CRM_DB_PASSWORD}"
+    assert docker_conf["database.user"] == "${env:PSSYNC_CRM_DB_USER}"
+    # The variables exist where the worker resolves them, and the providers are configured
+    # like the local worker's.
+    assert connect["PSSYNC_CRM_DB_PASSWORD"] and connect["PSSYNC_CRM_DB_USER"]
+    local = (ROOT / "docker" / "local" / "connect.properties").read_text()
+    for key in (
+        "CONFIG_PROVIDERS",
+        "CONFIG_PROVIDERS_FILE_CLASS",
+        "CONFIG_PROVIDERS_ENV_CLASS",
+        "CONFIG_PROVIDERS_ENV_PARAM_ALLOWLIST_PATTERN",
+    ):
+        prop = key.lower().replace("_", ".")
+        assert f"{prop}={connect['CONNECT_' + key]}\n" in local, prop
 
 
 def test_connect_storage_topics_match_local_worker() -> None:
