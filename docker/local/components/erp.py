@@ -22,6 +22,8 @@ from streams.errors import StackError
 from .base import HERE, Context, External, Managed, log, run, write_secret
 from .postgres import Postgres
 
+# Tryton series the stack runs; pyproject's `stack` extra and docker/compose.yaml follow it.
+TRYTON_SERIES = "8.2"
 MODULES = (
     "party",
     "company",

@@ -22,6 +22,8 @@ from .postgres import stack_key
 REDMINE_ROOT = Path("/usr/share/redmine")
 INSTANCES = Path("/var/lib/redmine")
 PUMA = Path("/usr/bin/puma")
+# Redmine series of Debian 12's package; docker/compose.yaml runs the same.
+REDMINE_SERIES = "5.0"
 PACKAGES = ("redmine", "redmine-pgsql", "puma")
 SETUP_SCRIPT = HERE / "components" / "psa_setup.rb"
 # The package must not create or touch a database: the stack configures its own.
