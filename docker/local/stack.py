@@ -43,6 +43,15 @@ from streams.errors import StackError  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 COMPONENTS = ("postgres", "kafka", "registry", "connect", "erp", "psa")  # start order
+# What each component needs ready before it starts; the rest boot side by side.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "postgres": (),
+    "kafka": (),
+    "registry": ("postgres",),
+    "connect": ("kafka",),
+    "erp": ("postgres",),
+    "psa": ("postgres",),
+}
 
 __all__ = [
     "APICURIO_VERSION",
@@ -97,9 +106,20 @@ class Stack:
     def up(self, only: tuple[str, ...] = COMPONENTS) -> None:
         t0 = time.monotonic()
         self.install(only)
+        waiting: list[Component] = []
+
+        def wait_for(name: str) -> None:
+            for c in [c for c in waiting if c.name == name]:
+                c.wait_ready()
+                waiting.remove(c)
+
         for c in self.components(only):
+            for dep in NEEDS[c.name]:
+                wait_for(dep)
             c.start()
-            c.wait_ready()
+            waiting.append(c)
+        for c in list(waiting):
+            wait_for(c.name)
         log(f"stack up in {time.monotonic() - t0:.1f}s; logs in {self.logs}")
 
     def down(self, only: tuple[str, ...] = COMPONENTS) -> None:
