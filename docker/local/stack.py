@@ -81,7 +81,9 @@ class Stack:
         erp: Component = (
             external_erp(self.ctx) if settings.erp_external else Erp(self.ctx, self.postgres)
         )
-        psa: Component = external_psa(self.ctx) if settings.psa_external else Psa(self.ctx)
+        psa: Component = (
+            external_psa(self.ctx) if settings.psa_external else Psa(self.ctx, self.postgres)
+        )
         self.by_name: dict[str, Component] = {
             "postgres": self.postgres,
             "kafka": Kafka(self.ctx),

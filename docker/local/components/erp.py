@@ -124,10 +124,12 @@ class Erp(Managed):
         return h.hexdigest()[:16]
 
     def _set_up(self) -> bool:
+        # The database is checked too: a cluster made anew leaves the marker behind.
         return (
             self.marker.exists()
             and self.marker.read_text() == self._stamp()
             and self.s.erp_password_file.exists()
+            and set(MODULES) <= self._activated()
         )
 
     def launch(self) -> None:

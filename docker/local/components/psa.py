@@ -17,7 +17,7 @@ from pathlib import Path
 from streams.errors import StackError
 
 from .base import HERE, Context, External, Managed, log, run, write_secret
-from .postgres import stack_key
+from .postgres import Postgres, stack_key
 
 REDMINE_ROOT = Path("/usr/share/redmine")
 INSTANCES = Path("/var/lib/redmine")
@@ -65,8 +65,9 @@ class Psa(Managed):
     port_env = "PSSYNC_PSA_PORT"
     ready_timeout = 90.0
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, postgres: Postgres) -> None:
         super().__init__(ctx, ctx.settings.ports.psa)
+        self.postgres = postgres
         self.home = ctx.dir / "psa"
         self.instance_dir = self.home / "instance"
         self.instance = f"pssync-{stack_key(ctx.dir)}"
@@ -140,11 +141,20 @@ class Psa(Managed):
         return hashlib.sha256(SETUP_SCRIPT.read_bytes()).hexdigest()[:16]
 
     def _set_up(self) -> bool:
+        # The database is checked too: a cluster made anew leaves the marker behind.
         return (
             self.marker.exists()
             and self.marker.read_text() == self._stamp()
             and self.s.psa_api_key_file.exists()
+            and self._has_integration_user()
         )
+
+    def _has_integration_user(self) -> bool:
+        exists = self.postgres.psql("SELECT to_regclass('public.users') IS NOT NULL", db="psa")
+        if exists != "t":
+            return False
+        login = self.postgres.psql("SELECT login FROM users WHERE login = 'pssync'", db="psa")
+        return login == "pssync"
 
     def launch(self) -> None:
         self._write_instance()
