@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import secrets
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -169,17 +170,8 @@ class Psa(Managed):
     def _first_run(self) -> None:
         setup_log = self.ctx.logs / "psa-setup.log"
         env = self._env()
-        # Debian ships a Gemfile.lock for its own gem set; bundler re-resolves it locally
-        # (no download) for the adapters the instances' database.yml files name.
-        log("PSA: bundle install --local, migrations, default data, integration user")
-        Path(REDMINE_ROOT / "Gemfile.lock").unlink(missing_ok=True)
-        run(
-            ["bundle", "install", "--local"],
-            "bundle install --local",
-            setup_log,
-            cwd=REDMINE_ROOT,
-            env=env,
-        )
+        log("PSA: bundle, migrations, default data, integration user")
+        self._bundle(setup_log, env)
         run(["rake", "db:migrate"], "rake db:migrate", setup_log, cwd=REDMINE_ROOT, env=env)
         run(
             ["rake", "redmine:load_default_data"],
@@ -198,6 +190,27 @@ class Psa(Managed):
             env={**env, "PSSYNC_PSA_KEY_FILE": str(self.s.psa_api_key_file)},
         )
         self.marker.write_text(self._stamp())
+
+    @staticmethod
+    def _bundle(setup_log: Path, env: dict[str, str]) -> None:
+        """Debian ships a Gemfile.lock (a link to /var/lib/redmine/Gemfile.lock) made without
+        a database adapter; once it does not fit, it is removed and bundler resolves it again
+        from the installed gems only (no download). Shared by every instance on the host."""
+        check = subprocess.run(
+            ["bundle", "check"], cwd=REDMINE_ROOT, env=env, capture_output=True, check=False
+        )
+        if check.returncode == 0:
+            return
+        lock = REDMINE_ROOT / "Gemfile.lock"
+        # Remove the file the package's link points at, not the link.
+        (lock.resolve() if lock.is_symlink() else lock).unlink(missing_ok=True)
+        run(
+            ["bundle", "install", "--local"],
+            "bundle install --local",
+            setup_log,
+            cwd=REDMINE_ROOT,
+            env=env,
+        )
 
     def ready(self) -> bool:
         return current_user(self.s.psa_url, self.s.psa_api_key_file) is not None
