@@ -89,3 +89,50 @@ def test_each_clone_is_its_own_redmine_instance(tmp_path: Path) -> None:
 def test_only_accepts_erp_and_psa() -> None:
     assert stack.parse_only("postgres,erp,psa") == ("postgres", "erp", "psa")
     assert stack.COMPONENTS[-2:] == ("erp", "psa")
+
+
+class _Recorder:
+    """A component that only records when it is started and waited for."""
+
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name = name
+        self.events = events
+
+    @property
+    def log_path(self) -> Path | None:
+        return None
+
+    def install(self) -> None:
+        self.events.append(f"install {self.name}")
+
+    def start(self) -> None:
+        self.events.append(f"start {self.name}")
+
+    def ready(self) -> bool:
+        return True
+
+    def wait_ready(self) -> float:
+        self.events.append(f"ready {self.name}")
+        return 0.0
+
+    def stop(self) -> None:
+        self.events.append(f"stop {self.name}")
+
+
+def test_up_starts_each_component_once_what_it_needs_is_ready(tmp_path: Path) -> None:
+    events: list[str] = []
+    st = stack.Stack(Settings.from_env({"PSSYNC_STACK_DIR": str(tmp_path)}))
+    st.by_name = {n: _Recorder(n, events) for n in stack.COMPONENTS}
+    st.up()
+    starts = [e for e in events if not e.startswith("install")]
+    assert sorted(starts) == sorted(
+        [f"{verb} {n}" for n in stack.COMPONENTS for verb in ("start", "ready")]
+    )
+    for name, needs in stack.NEEDS.items():
+        for dep in needs:
+            assert starts.index(f"ready {dep}") < starts.index(f"start {name}"), (name, dep)
+    # Independent components boot side by side: Kafka starts before PostgreSQL is ready.
+    assert starts.index("start kafka") < starts.index("ready postgres")
+    events.clear()
+    st.down(("erp", "psa"))
+    assert events == ["stop psa", "stop erp"]
