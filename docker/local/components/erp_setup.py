@@ -38,6 +38,7 @@ MODEL_ACCESS: dict[str, tuple[bool, bool, bool, bool]] = {
 
 
 def write_secret(path: Path, value: str) -> None:
+    # Same as components.base.write_secret: this script runs on its own, outside the package.
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -47,8 +48,9 @@ def write_secret(path: Path, value: str) -> None:
 
 
 def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str, Any]:
-    # Imported here: only this script, run with the ERP's venv, needs them.
-    from proteus import Model, Wizard, config
+    # Imported here: only this script, run with the ERP's venv, needs them. The helpers are
+    # the modules' own setup scenarios (shipped with them), which drive the same wizards.
+    from proteus import Model, config
     from trytond.modules.account.tests.tools import (
         create_chart,
         create_fiscalyear,
@@ -162,7 +164,6 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         for g in extra:
             user.groups.remove(g)
         user.save()
-    _ = Wizard  # proteus wizards are used by the helpers above
     return {
         "company": company.id,
         "employee": employee.id,
