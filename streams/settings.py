@@ -53,6 +53,8 @@ class StackPorts:
     registry: int = 8081
     registry_management: int = 9081
     postgres: int = 5432
+    erp: int = 8000
+    psa: int = 3000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
@@ -65,6 +67,8 @@ class StackPorts:
                 env, "PSSYNC_REGISTRY_MANAGEMENT_PORT", cls.registry_management
             ),
             postgres=_int(env, "PSSYNC_PG_PORT", cls.postgres),
+            erp=_int(env, "PSSYNC_ERP_PORT", cls.erp),
+            psa=_int(env, "PSSYNC_PSA_PORT", cls.psa),
         )
 
 
@@ -245,6 +249,19 @@ class Settings:
     analytics_policy: str = ""
     analytics_prefix: str = "analytics"
     masking_key: str = field(default="", repr=False, metadata=SECRET)
+    # The ERP (Tryton): JSON-RPC base URL, database, and the integration user pssync writes
+    # as. Its password is read from a file (0600), never from the environment's defaults.
+    erp_url: str = "http://127.0.0.1:8000"
+    erp_database: str = "erp"
+    erp_user: str = "pssync"
+    erp_password_file: Path = REPO_ROOT / ".stack" / "secrets" / "erp-pssync.password"
+    # The PSA (Redmine): REST base URL and the file holding the integration user's API key.
+    psa_url: str = "http://127.0.0.1:3000"
+    psa_api_key_file: Path = REPO_ROOT / ".stack" / "secrets" / "psa-pssync.key"
+    # True when PSSYNC_ERP_URL / PSSYNC_PSA_URL name a system the local stack does not run:
+    # `make up` then only checks that it answers.
+    erp_external: bool = False
+    psa_external: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -252,6 +269,7 @@ class Settings:
         ports = StackPorts.from_env(e)
         stack_dir = Path(_str(e, "PSSYNC_STACK_DIR", str(REPO_ROOT / ".stack")))
         pg_host = _str(e, "PSSYNC_PG_HOST", "127.0.0.1")
+        secrets = stack_dir / "secrets"
         settings = cls(
             ports=ports,
             stack_dir=stack_dir,
@@ -297,6 +315,18 @@ class Settings:
             analytics_policy=_str(e, "PSSYNC_ANALYTICS_POLICY", ""),
             analytics_prefix=_str(e, "PSSYNC_ANALYTICS_TOPIC_PREFIX", "analytics"),
             masking_key=_str(e, "PSSYNC_MASKING_KEY", ""),
+            erp_url=_str(e, "PSSYNC_ERP_URL", f"http://127.0.0.1:{ports.erp}").rstrip("/"),
+            erp_database=_str(e, "PSSYNC_ERP_DB", "erp"),
+            erp_user=_str(e, "PSSYNC_ERP_USER", "pssync"),
+            erp_password_file=Path(
+                _str(e, "PSSYNC_ERP_PASSWORD_FILE", str(secrets / "erp-pssync.password"))
+            ),
+            psa_url=_str(e, "PSSYNC_PSA_URL", f"http://127.0.0.1:{ports.psa}").rstrip("/"),
+            psa_api_key_file=Path(
+                _str(e, "PSSYNC_PSA_API_KEY_FILE", str(secrets / "psa-pssync.key"))
+            ),
+            erp_external=bool(e.get("PSSYNC_ERP_URL")),
+            psa_external=bool(e.get("PSSYNC_PSA_URL")),
         )
         settings.validate()
         return settings
