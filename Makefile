@@ -1,5 +1,6 @@
 # pssync: `make demo` runs the slice on the local stack, `make test` runs every test.
-# Both set everything up on first use (Python venv, PostgreSQL, Kafka, Connect, registry).
+# Both set everything up on first use (Python venv, PostgreSQL, Kafka, Connect, registry,
+# the ERP and the PSA).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,stack]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,7 +38,7 @@ integration: up
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py
+	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components
 
 bench: up
 	$(BIN)/python bench/slice_bench.py

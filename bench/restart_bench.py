@@ -61,6 +61,7 @@ from sqlalchemy import create_engine, text
 from schemas.registry import Registry
 from streams.admin import delete_topics, ensure_topics
 from streams.errors import RegistryError
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.state import changelog_specs
 from streams.topology import topic_specs, topology
@@ -124,13 +125,15 @@ def check_encoding(settings: Settings) -> None:
 
 def fill_changelog(settings: Settings, keys: int) -> float:
     producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "linger.ms": 50,
-            "batch.num.messages": 10000,
-            "queue.buffering.max.messages": 200000,
-            "acks": "all",
-        }
+        kafka_config(
+            settings,
+            **{
+                "linger.ms": 50,
+                "batch.num.messages": 10000,
+                "queue.buffering.max.messages": 200000,
+                "acks": "all",
+            },
+        )
     )
     topic = changelog_topic(settings.app_id)
     started = time.monotonic()
@@ -166,7 +169,7 @@ def put_probe(settings: Settings, i: int) -> None:
         "op": "u",
         "ts_ms": now,
     }
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
+    producer = Producer(kafka_config(settings, acks="all"))
     producer.produce(
         raw, key=json.dumps({"id": source_id(i)}).encode(), value=json.dumps(value).encode()
     )
@@ -271,7 +274,7 @@ def start_once(env: dict[str, str], log: Path, probe: int, settings: Settings) -
 
 
 def delete_group(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(kafka_config(settings))
     for fut in admin.delete_consumer_groups([settings.app_id], request_timeout=30).values():
         try:
             fut.result()
@@ -341,7 +344,7 @@ def main() -> int:
     check_encoding(settings)
     admin_exec(settings, f'CREATE DATABASE "target_{tag}"')
     [changelog] = changelog_specs(settings)
-    ensure_topics(settings.kafka_bootstrap, [*topic_specs(settings), changelog])
+    ensure_topics(settings, [*topic_specs(settings), changelog])
     modes = [
         Mode("memory", "memory", wipe=True),
         Mode("rocksdb cold", "rocksdb", wipe=True),
@@ -372,7 +375,7 @@ def main() -> int:
     finally:
         names = [t.name for t in topic_specs(settings)]
         names += [changelog.name, f"{settings.app_id}-__assignor-__leader"]
-        delete_topics(settings.kafka_bootstrap, names)
+        delete_topics(settings, names)
         delete_group(settings)
         delete_subjects(settings, f"{tag}.")
         admin_exec(settings, f'DROP DATABASE IF EXISTS "target_{tag}" WITH (FORCE)')

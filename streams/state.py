@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.admin import TopicSpec, ensure_topics
 from streams.errors import PssyncError
+from streams.security import kafka_config
 from streams.settings import Settings
 from tables.dedupe import changelog_topic
 
@@ -40,8 +41,8 @@ def changelog_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def topic_ids(bootstrap: str, names: list[str], timeout: float = 30.0) -> dict[str, str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def topic_ids(settings: Settings, names: list[str], timeout: float = 30.0) -> dict[str, str]:
+    admin = AdminClient(kafka_config(settings))
     futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout)
     try:
         return {name: str(fut.result().topic_id) for name, fut in futures.items()}
@@ -64,8 +65,8 @@ def built_from_other_topics(state: Path, current: dict[str, str]) -> bool:
 def check_local_state(settings: Settings) -> bool:
     """Remove local table files not built from today's changelog topics; True if removed."""
     specs = changelog_specs(settings)
-    ensure_topics(settings.kafka_bootstrap, specs)
-    current = topic_ids(settings.kafka_bootstrap, [s.name for s in specs])
+    ensure_topics(settings, specs)
+    current = topic_ids(settings, [s.name for s in specs])
     state = settings.state_dir
     removed = built_from_other_topics(state, current)
     if removed:

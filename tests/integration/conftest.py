@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from connectors.debezium import crm_connector, slot_name
+from connectors.debezium import crm_connector, slot_name, write_secrets_file
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema, db_url
 from streams.admin import delete_topics, ensure_topics
@@ -57,6 +57,13 @@ def base_settings() -> Settings:
     ]
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
+    secrets = Path(settings.connect_secrets_file)
+    if settings.connect_secrets == "file" and not secrets.is_file():
+        pytest.fail(
+            f"no connector secrets file at {secrets}: `make up` writes it; when the stack runs "
+            "from another folder, set PSSYNC_CONNECT_SECRETS_FILE to that folder's "
+            ".stack/secrets/connect.properties"
+        )
     return settings
 
 
@@ -169,7 +176,7 @@ class SliceEnv:
     def diagnose(self) -> str:
         """Where the events are: group offsets against topic ends, worker counters, log tails."""
         lines = [f"now {time.strftime('%H:%M:%S')}; group {self.settings.app_id}"]
-        replayer = Replayer(self.settings.kafka_bootstrap, timeout=10)
+        replayer = Replayer(self.settings, timeout=10)
         for spec in topic_specs(self.settings):
             try:
                 plan = replayer.plan(self.settings.app_id, spec.name, "latest")
@@ -231,6 +238,7 @@ def slice_env(
     base_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[SliceEnv]:
     """Parametrize indirectly with a dict of extra settings, e.g. {"PSSYNC_PARTITIONS": "2"}."""
+    extra: dict[str, str] = dict(getattr(request, "param", {}))
     sfx = "t" + uuid.uuid4().hex[:10]
     crm_db, target_db = f"crm_{sfx}", f"target_{sfx}"
     admin = _admin_engine(base_settings)
@@ -248,17 +256,21 @@ def slice_env(
         "PSSYNC_WEB_PORT": str(_free_port()),
         "PSSYNC_DATA_DIR": str(tmp_path / "worker-data"),
         "PSSYNC_BATCH_WITHIN": "0.1",
-        **getattr(request, "param", {}),
+        **extra,
     }
     settings = Settings.from_env(env)
-    apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    own_secrets = "PSSYNC_CONNECT_SECRETS_FILE" in extra
     connector = crm_connector(settings)
     connect = ConnectClient(settings.connect_url)
-    connect.put(connector["name"], connector["config"])
-    connect.wait_running(connector["name"], timeout=120)
     env_obj = SliceEnv(settings, env, tmp_path)
     try:
+        # Inside the try: a failed set-up still drops what it created.
+        if own_secrets:
+            write_secrets_file(settings)
+        apply_schema(settings.crm_db, "crm")
+        ensure_topics(settings, topic_specs(settings))
+        connect.put(connector["name"], connector["config"])
+        connect.wait_running(connector["name"], timeout=120)
         yield env_obj
     finally:
         for w in env_obj.workers:
@@ -282,9 +294,11 @@ def slice_env(
             for db in (crm_db, target_db):
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
         admin.dispose()
+        if own_secrets:
+            Path(settings.connect_secrets_file).unlink(missing_ok=True)
         names = [t.name for t in topic_specs(settings)]
         names += [
             f"{settings.app_id}-dedupe-positions-changelog",
             f"{settings.app_id}-__assignor-__leader",
         ]
-        delete_topics(settings.kafka_bootstrap, names)
+        delete_topics(settings, names)

@@ -9,6 +9,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.admin import delete_topics
 from streams.output import produce_sync
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topology
 from tables.dedupe import changelog_topic
@@ -62,14 +63,14 @@ def test_replayed_changes_stay_duplicates_after_a_restart(
         shutil.rmtree(settings.data_dir)
 
     # A connector restart replays the raw changes verbatim while the worker is down.
-    raw = read_all(settings.kafka_bootstrap, route.raw_topic)
+    raw = read_all(settings, route.raw_topic)
     assert len(raw) == 3
-    produce_sync(settings.kafka_bootstrap, [(route.raw_topic, m.key(), m.value()) for m in raw])
+    produce_sync(settings, [(route.raw_topic, m.key(), m.value()) for m in raw])
     worker.start()
     env.crm(INSERT, {"id": "006S9", "name": "Marker", "amount": "1.00"})
     env.wait_for(lambda: _has_row(env, "006S9"), what="marker row")
 
-    keys = [m.key() for m in read_all(settings.kafka_bootstrap, canonical)]
+    keys = [m.key() for m in read_all(settings, canonical)]
     assert keys == [f"crm:opportunity:006S{i}".encode() for i in (0, 1, 2, 9)]
 
 
@@ -88,19 +89,19 @@ def test_a_deleted_changelog_resets_the_local_state_like_the_memory_store(
     env.wait_for(lambda: all(_has_row(env, f"006A{i}") for i in range(3)), what="three rows")
     worker.stop()
     # Deleting the changelog resets the app's state; the files on disk must not outlive it.
-    delete_topics(settings.kafka_bootstrap, [changelog_topic(settings.app_id)])
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    delete_topics(settings, [changelog_topic(settings.app_id)])
+    admin = AdminClient(kafka_config(settings))
     env.wait_for(
         lambda: changelog_topic(settings.app_id) not in admin.list_topics(timeout=10).topics,
         what="the changelog topic deleted",
     )
-    raw = read_all(settings.kafka_bootstrap, route.raw_topic)
-    produce_sync(settings.kafka_bootstrap, [(route.raw_topic, m.key(), m.value()) for m in raw])
+    raw = read_all(settings, route.raw_topic)
+    produce_sync(settings, [(route.raw_topic, m.key(), m.value()) for m in raw])
 
     worker.start()
     want = [f"crm:opportunity:006A{i}".encode() for i in (0, 1, 2)] * 2
     env.wait_for(
-        lambda: [m.key() for m in read_all(settings.kafka_bootstrap, canonical)] == want,
+        lambda: [m.key() for m in read_all(settings, canonical)] == want,
         what="the replayed changes emitted again",
     )
     assert "removed, restoring it from the changelog" in worker.log.read_text()
