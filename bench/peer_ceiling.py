@@ -1,6 +1,6 @@
 """The peer benchmark's ceiling: the whole job in one hand-written confluent-kafka loop.
 
-Per batch: consume, parse, dedupe in a dict, map, Avro encode (wire format, registered id),
+Per batch (PSSYNC_BATCH_SIZE events, as the worker's): consume, parse, dedupe in a dict, map, Avro encode (wire format, registered id),
 produce and flush, then decode what was produced and upsert it with PostgresSink.apply (the
 sink code the worker uses), then commit. No framework, no state store, no second consumer.
 Prints READY once it is about to consume.
@@ -27,9 +27,6 @@ from streams.output import Output
 from streams.settings import Settings
 from tables.dedupe import Position, Verdict, decide
 
-BATCH = 1000
-
-
 async def run(raw: str, canonical: str, group: str, target_url: str) -> None:
     settings = Settings.from_env()
     registry = Registry(settings)
@@ -48,7 +45,8 @@ async def run(raw: str, canonical: str, group: str, target_url: str) -> None:
     state: dict[str, Position] = {}
     print("READY", flush=True)
     while True:
-        messages = consumer.consume(BATCH, 0.2)
+        # The worker's batch bounds (PSSYNC_BATCH_SIZE, PSSYNC_BATCH_WITHIN): the same batches.
+        messages = consumer.consume(settings.batch_size, settings.batch_within)
         if not messages:
             continue
         produced: list[tuple[str, bytes]] = []
