@@ -1,8 +1,9 @@
 """The peer benchmark's ceiling: the whole job in one hand-written confluent-kafka loop.
 
-Per batch (PSSYNC_BATCH_SIZE events, as the worker's): consume, parse, dedupe in a dict, map, Avro encode (wire format, registered id),
-produce and flush, then decode what was produced and upsert it with PostgresSink.apply (the
-sink code the worker uses), then commit. No framework, no state store, no second consumer.
+Per batch (bounded by PSSYNC_BATCH_SIZE and PSSYNC_BATCH_WITHIN, as the worker's): consume,
+parse, dedupe in a dict, map, Avro encode (wire format, registered id), produce and flush,
+then decode what was produced and upsert it with PostgresSink.apply (the sink code the
+worker uses), then commit. No framework, no state store, no second consumer.
 Prints READY once it is about to consume.
 
     python bench/peer_ceiling.py RAW_TOPIC CANONICAL_TOPIC GROUP TARGET_URL
@@ -26,6 +27,7 @@ from streams.mappings.crm import map_opportunity
 from streams.output import Output
 from streams.settings import Settings
 from tables.dedupe import Position, Verdict, decide
+
 
 async def run(raw: str, canonical: str, group: str, target_url: str) -> None:
     settings = Settings.from_env()
