@@ -339,6 +339,12 @@ class Bench:
             delete_topics(self.base.kafka_bootstrap, names)
 
 
+def load() -> str:
+    """The machine's load: other work on the same cores skews every figure, not the ratios."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) {five:.1f} (5 min)"
+
+
 def med(values: list[float]) -> float:
     clean = [v for v in values if v == v]
     return statistics.median(clean) if clean else float("nan")
@@ -407,7 +413,7 @@ def main() -> int:
     tag = "bp" + uuid.uuid4().hex[:6]
     changes, exp = generate(events, max(1, events // 5))
     print(f"peer benchmark: {events:,} events over {exp.rows:,} keys, {runs} run(s), "
-          f"{os.cpu_count()} cores, Kafka {base.kafka_bootstrap}")
+          f"{os.cpu_count()} cores, Kafka {base.kafka_bootstrap}, {load()}")
     bench = Bench(base, tag, changes, exp, base.stack_dir / "logs")
     full = [Peer("ceiling"), Peer("pssync"), Peer("quix")]
     sink = [Peer("jdbc"), Peer("pssync-sink")]
@@ -441,7 +447,8 @@ def main() -> int:
         labels = [f"{args.latency_rate:,.0f} ev/s for {seconds:.0f}s",
                   f"{half:,.0f} ev/s (half capacity) for {seconds:.0f}s"]
         report(bench, full, sink, list(zip(labels, lat, strict=False)))
-        print(f"\ntotal {time.monotonic() - started:.0f}s; logs in {bench.logs}/bench-peers-*")
+        print(f"\ntotal {time.monotonic() - started:.0f}s, {load()}; logs in "
+              f"{bench.logs}/bench-peers-*")
     finally:
         bench.cleanup()
     return 0
