@@ -383,6 +383,8 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
               "Quix Streams 3 (RocksDB state, Avro serdes)"]
     for label, peer in zip(labels, full, strict=True):
         line(label, peer)
+    print("(the worker also writes one audit.sink record per target write before each commit; "
+          "the ceiling and Quix peers call the same PostgresSink.apply without audit)")
     print("\nsink half: normalized input -> target (÷ceiling against the whole job's ceiling)")
     print(head)
     line("Debezium JDBC sink 3.5 (raw JSON+schema)", sink[0])
