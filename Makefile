@@ -50,10 +50,14 @@ lint: install
 
 # pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
 # e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
-bench: up $(QUIX_VENV)/.installed
+# Only what the peers use: an ERP or PSA started for nothing would share the cores.
+BENCH_STACK := postgres,kafka,registry,connect
+bench: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
 
-bench-quick: up $(QUIX_VENV)/.installed
+bench-quick: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/peers.py --quick
 
 bench-slice: up

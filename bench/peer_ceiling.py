@@ -25,6 +25,7 @@ from schemas.serde import Decoder, encode
 from streams.changes import parse
 from streams.mappings.crm import map_opportunity
 from streams.output import Output
+from streams.security import kafka_config
 from streams.settings import Settings
 from tables.dedupe import Position, Verdict, decide
 
@@ -35,13 +36,12 @@ async def run(raw: str, canonical: str, group: str, target_url: str) -> None:
     schema_id = registry.register(value_subject(canonical), contracts.schema_str("opportunity"))
     parsed = contracts.parsed("opportunity")
     decoder = Decoder(registry.schema_by_id)
-    output = Output(settings.kafka_bootstrap, client_id="bench-ceiling")
+    output = Output(settings, client_id="bench-ceiling")
     sink = PostgresSink(target_url)
     await sink.ensure_schema()
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(kafka_config(settings, **{
+        "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    }))
     # Assigned, not subscribed: no group join to wait for, the best case for the ceiling.
     consumer.assign([TopicPartition(raw, 0, OFFSET_BEGINNING)])
     state: dict[str, Position] = {}

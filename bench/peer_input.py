@@ -21,6 +21,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from streams.admin import TopicSpec, ensure_topics
+from streams.security import kafka_config
+from streams.settings import Settings
 
 SOURCE_TOPIC_SUFFIX = "sales.opportunity"
 STAGES = ["Prospecting", "Qualification", "Proposal/Price Quote", "Negotiation/Review",
@@ -216,15 +218,16 @@ def generate(n: int, keys: int, connector: str = "crm",
     return out, exp
 
 
-def producer(bootstrap: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                     "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
+def producer(settings: Settings) -> Producer:
+    return Producer(kafka_config(settings, **{
+        "linger.ms": 20, "batch.num.messages": 10000, "queue.buffering.max.messages": 500000}))
 
 
-def produce(bootstrap: str, topic: str, changes: list[Change], with_schema: bool = False) -> None:
+def produce(settings: Settings, topic: str, changes: list[Change],
+            with_schema: bool = False) -> None:
     """Create `topic` as Debezium does (compact,delete) and write the changes in order."""
-    ensure_topics(bootstrap, [TopicSpec(topic, 1, 1, {"cleanup.policy": "compact,delete"})])
-    p = producer(bootstrap)
+    ensure_topics(settings, [TopicSpec(topic, 1, 1, {"cleanup.policy": "compact,delete"})])
+    p = producer(settings)
     for c in changes:
         key, value = (c.schema_key, c.schema_value) if with_schema else (c.key, c.value)
         while True:

@@ -15,6 +15,8 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.serde import Decoder
+from streams.security import kafka_config
+from streams.settings import Settings
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -129,11 +131,11 @@ def watch(target: Target, rows: int, version_sum: int, pid: int | None,
     return Window(done, end - start, end - (first or start), cpu, rss)
 
 
-def distinct_canonical(bootstrap: str, topic: str, decoder: Decoder,
+def distinct_canonical(settings: Settings, topic: str, decoder: Decoder,
                        timeout: float = 120) -> tuple[int, list[tuple[bytes, bytes]]]:
     """Distinct canonical event ids on `topic` (a replayed event counts once), and the records."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False})
+    c = Consumer(kafka_config(settings, **{"group.id": f"bench-read-{uuid.uuid4().hex}",
+                                           "enable.auto.commit": False}))
     try:
         tp = TopicPartition(topic, 0, 0)
         end = c.get_watermark_offsets(tp, timeout=10)[1]

@@ -28,6 +28,7 @@ from connectors.sinks.postgres import PostgresSink
 from schemas import contracts
 from streams.changes import parse
 from streams.mappings.crm import map_opportunity, opportunity_key
+from streams.security import kafka_config
 from streams.settings import Settings
 from tables.dedupe import Position, Verdict, decide
 
@@ -72,8 +73,12 @@ def main() -> None:
     raw_name, canonical_name, group, target_url, state_dir = sys.argv[1:6]
     settings = Settings.from_env()
     registry = SchemaRegistryClientConfig(url=settings.registry_url)
+    # TLS and SASL as every pssync client has them (PSSYNC_KAFKA_SECURITY_PROTOCOL etc.).
+    security = {k: v for k, v in kafka_config(settings).items() if k != "bootstrap.servers"}
     app = Application(
         broker_address=settings.kafka_bootstrap,
+        consumer_extra_config=security,
+        producer_extra_config=security,
         consumer_group=group,
         auto_offset_reset="earliest",
         state_dir=state_dir,

@@ -58,6 +58,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.admin import TopicSpec, delete_topics, ensure_topics
 from streams.errors import PssyncError
+from streams.security import kafka_config
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +137,7 @@ class Bench:
         res = Result(window, len(self.changes), rows, target.checksum() if rows else "",
                      error=error)
         if canonical is not None:
-            res.canonical, _ = distinct_canonical(self.base.kafka_bootstrap, canonical,
+            res.canonical, _ = distinct_canonical(self.base, canonical,
                                                   self.decoder)
         target.close()
         return res
@@ -186,7 +187,7 @@ class Bench:
     def ceiling(self, run: str) -> tuple[Result, str]:
         url, dsn = self.database(f"{run}_ceiling")
         canonical = f"{run}c.canonical.opportunity"
-        ensure_topics(self.base.kafka_bootstrap, [TopicSpec(canonical, 1, 1)])
+        ensure_topics(self.base, [TopicSpec(canonical, 1, 1)])
         target = Target(dsn, PSSYNC_TABLE)
         cmd = [sys.executable, str(ROOT / "bench" / "peer_ceiling.py"), self.raw, canonical,
                f"{run}-ceiling", url]
@@ -233,9 +234,9 @@ class Bench:
     def pssync_sink(self, run: str, records: list[tuple[bytes, bytes]]) -> Result:
         """The worker with an empty raw topic and a canonical topic filled beforehand."""
         canonical = canonical_topic("opportunity", f"{run}s")
-        ensure_topics(self.base.kafka_bootstrap,
+        ensure_topics(self.base,
                       [TopicSpec(canonical, 1, 1, {"cleanup.policy": "compact"})])
-        p = producer(self.base.kafka_bootstrap)
+        p = producer(self.base)
         for key, value in records:
             while True:
                 try:
@@ -260,7 +261,7 @@ class Bench:
         run = f"{self.tag}lat"
         url, dsn = self.database(f"{run}_worker")
         prefix = f"{run}x"
-        ensure_topics(self.base.kafka_bootstrap,
+        ensure_topics(self.base,
                       [TopicSpec(raw_topic(prefix, "sales", "opportunity"), 1, 1)])
         env = self.worker_env(run, prefix, url)
         log_path = self.logs / f"bench-peers-{run}.log"
@@ -306,7 +307,7 @@ class Bench:
 
     def _paced(self, topic: str, rate: float, seconds: float, first: int) -> dict[str, int]:
         """Produce creates at a steady `rate`, each stamped with its commit time: id -> ts_ms."""
-        p = producer(self.base.kafka_bootstrap)
+        p = producer(self.base)
         total = int(rate * seconds)
         sent: dict[str, int] = {}
         start = time.monotonic()
@@ -333,10 +334,10 @@ class Bench:
                 self.drop(db)
             except psycopg.Error as exc:
                 print(f"note: database {db} not dropped ({exc})")
-        admin = AdminClient({"bootstrap.servers": self.base.kafka_bootstrap})
+        admin = AdminClient(kafka_config(self.base))
         names = [t for t in admin.list_topics(timeout=10).topics if self.tag in t]
         if names:
-            delete_topics(self.base.kafka_bootstrap, names)
+            delete_topics(self.base, names)
 
 
 def load() -> str:
@@ -421,8 +422,8 @@ def main() -> int:
     sink = [Peer("jdbc"), Peer("pssync-sink")]
     try:
         started = time.monotonic()
-        produce(base.kafka_bootstrap, bench.raw, changes)
-        produce(base.kafka_bootstrap, bench.jdbc_raw, changes, with_schema=True)
+        produce(base, bench.raw, changes)
+        produce(base, bench.jdbc_raw, changes, with_schema=True)
         print(f"input written in {time.monotonic() - started:.1f}s")
         steps: list[tuple[str, Callable[[str], Result]]] = [
             ("pssync", bench.worker), ("quix", bench.quix), ("jdbc", bench.jdbc)]
@@ -436,7 +437,7 @@ def main() -> int:
                 (full[1] if name == "pssync" else full[2] if name == "quix" else sink[0]) \
                     .results.append(r)
                 print(f", {name} {r.rate:,.0f}", end="", flush=True)
-            _, records = distinct_canonical(base.kafka_bootstrap, canonical, bench.decoder)
+            _, records = distinct_canonical(base, canonical, bench.decoder)
             r = bench.pssync_sink(rid, records)
             sink[1].results.append(r)
             print(f", pssync sink stage {r.rate:,.0f} ev/s "
