@@ -20,12 +20,14 @@ import sys
 from typing import Any
 
 from quixstreams import Application, message_context
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models.serializers.avro import AvroDeserializer, AvroSerializer
 from quixstreams.models.serializers.schema_registry import SchemaRegistryClientConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 
 from connectors.sinks.postgres import PostgresSink
 from schemas import contracts
+from schemas.registry import client_config
 from streams.changes import parse
 from streams.mappings.crm import map_opportunity, opportunity_key
 from streams.security import kafka_config
@@ -72,13 +74,13 @@ def canonical_key(record: dict[str, Any]) -> str:
 def main() -> None:
     raw_name, canonical_name, group, target_url, state_dir = sys.argv[1:6]
     settings = Settings.from_env()
-    registry = SchemaRegistryClientConfig(url=settings.registry_url)
-    # TLS and SASL as every pssync client has them (PSSYNC_KAFKA_SECURITY_PROTOCOL etc.).
-    security = {k: v for k, v in kafka_config(settings).items() if k != "bootstrap.servers"}
+    # The registry's URL, auth and TLS as pssync's own client has them.
+    registry = SchemaRegistryClientConfig(
+        **{k.replace(".", "_"): v for k, v in client_config(settings).items()}
+    )
     app = Application(
-        broker_address=settings.kafka_bootstrap,
-        consumer_extra_config=security,
-        producer_extra_config=security,
+        # Bootstrap, TLS and SASL as every pssync client has them (streams/security.py).
+        broker_address=ConnectionConfig.from_librdkafka_dict(kafka_config(settings)),
         consumer_group=group,
         auto_offset_reset="earliest",
         state_dir=state_dir,
