@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-restart clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The Quix Streams benchmark peer pins an older confluent-kafka than pssync: its own venv.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q --upgrade pip
+	$(QUIX_VENV)/bin/pip install -q -e '.[bench-quix]'
+	touch $@
 
 up: install
 	$(BIN)/python docker/local/stack.py up
@@ -40,11 +48,24 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components
 
-bench: up
+# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
+# e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
+# Only what the peers use: an ERP or PSA started for nothing would share the cores.
+BENCH_STACK := postgres,kafka,registry,connect
+bench: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+bench-quick: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/peers.py --quick
+
+bench-slice: up
 	$(BIN)/python bench/slice_bench.py
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
-bench-restart: up
+bench-restart: install
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/restart_bench.py
 
 # stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
@@ -52,4 +73,4 @@ bench-restart: up
 clean:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python docker/local/stack.py clean; \
 	elif [ -d .stack ]; then PYTHONPATH=. $(PYTHON) docker/local/stack.py clean; fi
-	rm -rf .stack $(VENV)
+	rm -rf .stack $(VENV) $(QUIX_VENV)

@@ -61,7 +61,8 @@ def install_jars(ctx: Context) -> None:
     log("resolving Kafka, Kafka Connect, Debezium and the schema registry from Maven Central")
     kafka_libs = ctx.lib / "kafka"
     plugin = ctx.lib / "plugins" / "debezium-connector-postgres"
-    for d in (kafka_libs, plugin):
+    jdbc_plugin = ctx.lib / "plugins" / "debezium-connector-jdbc"
+    for d in (kafka_libs, plugin, jdbc_plugin):
         shutil.rmtree(d, ignore_errors=True)
     mvn = ["mvn", "-q", "-B", "-f", str(POM)]
     run(
@@ -72,6 +73,17 @@ def install_jars(ctx: Context) -> None:
     run(
         [*mvn, "-Pdebezium", "dependency:copy-dependencies", f"-DoutputDirectory={plugin}"],
         "resolving the Debezium PostgreSQL connector",
+        ctx.logs / "install.log",
+    )
+    # Its own directory: Connect gives each plugin directory its own class loader.
+    run(
+        [
+            *mvn,
+            "-Pdebezium-jdbc",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={jdbc_plugin}",
+        ],
+        "resolving the Debezium JDBC sink connector",
         ctx.logs / "install.log",
     )
     tgz_dir = ctx.lib / "download"
