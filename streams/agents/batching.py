@@ -107,6 +107,7 @@ class BatchConsumer(AIOKafkaConsumer):
         callback = self.callback
         while not (consumer_should_stop() or fetcher_should_stop()):
             batches: dict[StageRunner, list[Message]] = {}
+            first: dict[TP, int] = {}
             last: dict[TP, int] = {}
             async for tp, message in self.getmany(timeout=1.0):
                 offset = message.offset
@@ -122,21 +123,32 @@ class BatchConsumer(AIOKafkaConsumer):
                     # Faust's own topics (table changelogs): its per-record path, unchanged.
                     await self.wait_first(callback(message), self.suspend_flow.wait())
                     continue
+                first.setdefault(tp, offset)
                 self.track_message(message)
                 batches.setdefault(runner, []).append(message)
+            undelivered: list[Message] = []
+            for runner, messages in batches.items():
+                if undelivered or not await self._deliver(runner, messages):
+                    undelivered += messages
+            if undelivered:
+                # Flow stopped for a rebalance. Read offsets must not move past these, or the
+                # next fetch would look like a gap that commits skip: fetch them again.
+                for tp in {m.tp for m in undelivered}:
+                    last.pop(tp, None)
+                    await self._rewind(tp, first[tp])
+            read_offset.update(last)
             if not batches:
                 await asyncio.sleep(0)
-                continue
-            for runner, messages in batches.items():
-                if not await self._deliver(runner, messages):
-                    # Flow stopped for a rebalance: Faust seeks back to the committed
-                    # offsets before flow resumes, so these are fetched again.
-                    break
-            else:
-                read_offset.update(last)
-                if self._commit_every is not None and self._n_acked >= self._commit_every:
-                    self._n_acked = 0
-                    await self.commit()
+            elif self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+
+    async def _rewind(self, tp: TP, offset: int) -> None:
+        if tp in self.assignment():
+            await self.seek(tp, offset)
+        else:
+            read_offset = self._read_offset
+            read_offset.pop(tp, None)  # revoked: its new owner starts from the commit
 
     async def _deliver(self, runner: StageRunner, messages: list[Message]) -> bool:
         put = asyncio.ensure_future(runner.deliver(messages))
