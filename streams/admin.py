@@ -21,9 +21,7 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_topics(
-    settings: Settings, specs: list[TopicSpec], timeout: float = 30.0
-) -> list[str]:
+def ensure_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left alone."""
     admin = AdminClient(kafka_config(settings))
     try:

@@ -68,7 +68,9 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
-    install_batch_path(app, runners)
+    # Dedupe positions go to their changelog after their batch is acknowledged; they must be
+    # in Kafka before the offsets that skip those changes are committed.
+    install_batch_path(app, runners, before_commit=[output.flush])
 
     lag_topics = [r.raw_topic for r in topo.routes] + [topo.canonical(e) for e in topo.entities]
 

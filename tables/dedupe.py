@@ -37,43 +37,49 @@ class Verdict(Enum):
 class Position:
     sequence: int | None
     deleted: bool
+    # Offset of the raw record that set this position (its key always lands on one
+    # partition), to tell a tombstone seen again in a replay from a new one.
+    offset: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.sequence, "deleted": self.deleted}
+        return {"seq": self.sequence, "deleted": self.deleted, "off": self.offset}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Position | None:
         if not data:
             return None
-        return cls(data.get("seq"), bool(data.get("deleted")))
+        return cls(data.get("seq"), bool(data.get("deleted")), data.get("off"))
 
 
 def decide(
-    prev: Position | None, sequence: int | None, is_delete: bool
+    prev: Position | None, sequence: int | None, is_delete: bool, offset: int | None = None
 ) -> tuple[Verdict, Position]:
-    """What to do with a change at `sequence`, given the last one applied for its key.
+    """What to do with a change at `sequence` (raw record at `offset`), given the last one
+    applied for its key.
 
-    A tombstone (`sequence` None) deletes unless the key is already deleted; it keeps the
-    known sequence, so a later re-insert (e.g. a CRM undelete) still wins.
+    A tombstone (`sequence` None) deletes unless the key is already deleted, or unless the
+    key's live position came from a later raw record: then it is an old tombstone replayed
+    (a restart or an offset reset re-reads it after the row was re-inserted), and deleting
+    would undo the re-insert. It keeps the known sequence, so a later re-insert (e.g. a CRM
+    undelete) still wins.
     """
     if sequence is None:
         if prev is not None and prev.deleted:
             return Verdict.DUPLICATE, prev
-        return Verdict.EMIT, Position(prev.sequence if prev else None, True)
+        if (
+            prev is not None
+            and offset is not None
+            and prev.offset is not None
+            and offset <= prev.offset
+        ):
+            return Verdict.STALE, prev
+        return Verdict.EMIT, Position(prev.sequence if prev else None, True, offset)
     if prev is not None and prev.sequence is not None:
         if sequence == prev.sequence:
             return Verdict.DUPLICATE, prev
         if sequence < prev.sequence:
             return Verdict.STALE, prev
-    return Verdict.EMIT, Position(sequence, is_delete)
-
-
-NAME = "dedupe-positions"
-
-
-def changelog_topic(app_id: str) -> str:
-    """Faust's name for the table's changelog topic."""
-    return f"{app_id}-{NAME}-changelog"
+    return Verdict.EMIT, Position(sequence, is_delete, offset)
 
 
 def dedupe_table(app: faust.App, partitions: int) -> TableT[str, Any]:
@@ -116,8 +122,8 @@ class Positions:
     def write(self, positions: Iterable[tuple[int, str, Position]]) -> None:
         """Record (source partition, key, position) triples after their output is acked.
 
-        The changelog records are flushed with the next batch; if the worker dies before,
-        the changes are emitted again after restart (deterministic ids, idempotent sinks).
+        The changelog records are flushed with the next batch, and always before the source
+        offsets are committed (see streams/app.py): the state is never behind the commits.
         """
         self._persist_acked_offsets()
         topic = self.table.changelog_topic

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast
 
 import faust
@@ -97,6 +97,15 @@ class BatchConsumer(AIOKafkaConsumer):
     """Faust's Kafka consumer with a fetch loop that delivers whole batches to stages."""
 
     runners: ClassVar[dict[str, StageRunner]] = {}
+    # Awaited before offsets are committed: what stages produced after acknowledging a batch
+    # (dedupe changelog records) is in Kafka before the offsets that depend on it.
+    before_commit: ClassVar[list[Callable[[], Awaitable[None]]]] = []
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        for hook in self.before_commit:
+            await hook()
+        committed: bool = await super()._commit(offsets)
+        return committed
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -162,9 +171,17 @@ class BatchConsumer(AIOKafkaConsumer):
         return False
 
 
-def install(app: faust.App, runners: dict[str, StageRunner]) -> None:
+def install(
+    app: faust.App,
+    runners: dict[str, StageRunner],
+    before_commit: list[Callable[[], Awaitable[None]]],
+) -> None:
     """Make `app` fetch with the batch path; `runners` maps topic names to their stage."""
-    consumer_class = type("PssyncBatchConsumer", (BatchConsumer,), {"runners": runners})
+    consumer_class = type(
+        "PssyncBatchConsumer",
+        (BatchConsumer,),
+        {"runners": runners, "before_commit": before_commit},
+    )
     transport: Any = app.transport
     transport.Consumer = consumer_class
 

@@ -85,7 +85,9 @@ class Normalizer:
                 prev = (
                     pending[state_key][1] if state_key in pending else self.positions.get(state_key)
                 )
-                verdict, position = decide(prev, change.sequence, change.op == "delete")
+                verdict, position = decide(
+                    prev, change.sequence, change.op == "delete", msg.offset
+                )
                 if verdict is not Verdict.EMIT:
                     dropped[(route.entity, verdict.value)] += 1
                     continue

@@ -199,9 +199,7 @@ def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
             print("dry run: nothing produced; add --execute to rerun")
             return 0
         check_origins(reader, plan.todo)
-    ensure_topics(
-        settings, [s for s in topic_specs(settings) if s.name == topo.dlq_reruns]
-    )
+    ensure_topics(settings, [s for s in topic_specs(settings) if s.name == topo.dlq_reruns])
     done = execute(settings, plan.todo, topo.dlq_reruns)
     for r in done:
         print(f"rerun {r.dead_letter} -> {r.landed}")

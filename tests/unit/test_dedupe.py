@@ -40,9 +40,18 @@ def test_reinsert_after_tombstone_wins() -> None:
     assert verdict is Verdict.EMIT and pos == Position(12, False)
 
 
+def test_replayed_tombstone_does_not_delete_a_later_reinsert() -> None:
+    # Raw offsets: 4 insert, 5 delete, 6 tombstone, 7 re-insert. A restart re-reads 6.
+    reinserted = Position(30, False, offset=7)
+    assert decide(reinserted, None, True, offset=6) == (Verdict.STALE, reinserted)
+    # A tombstone newer than the live image (its delete compacted away) still deletes.
+    assert decide(reinserted, None, True, offset=8) == (Verdict.EMIT, Position(30, True, 8))
+
+
 def test_position_json_round_trip() -> None:
-    pos = Position(42, True)
+    pos = Position(42, True, 7)
     assert Position.from_json(pos.to_json()) == pos
+    assert Position.from_json({"seq": 1, "deleted": False}) == Position(1, False)
     assert Position.from_json(None) is None
 
 
