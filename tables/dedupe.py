@@ -82,6 +82,14 @@ def decide(
     return Verdict.EMIT, Position(sequence, is_delete, offset)
 
 
+NAME = "dedupe-positions"
+
+
+def changelog_topic(app_id: str) -> str:
+    """Faust's name for the table's changelog topic."""
+    return f"{app_id}-{NAME}-changelog"
+
+
 def dedupe_table(app: faust.App, partitions: int) -> TableT[str, Any]:
     return app.Table(
         NAME,
