@@ -6,10 +6,7 @@ and target database, so tests cannot leak into each other.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -21,16 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from connectors.debezium import crm_connector, slot_name
-from connectors.kafka_connect import ConnectClient
-from connectors.sql import apply_schema, db_url
-from streams.admin import delete_topics, ensure_topics
+from connectors.sql import db_url
 from streams.replay import Replayer
 from streams.settings import Settings
 from streams.topology import topic_specs
+from tests.sandbox import Worker, create_sandbox, destroy_sandbox
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _reachable(port: int) -> bool:
@@ -58,67 +52,6 @@ def base_settings() -> Settings:
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
     return settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _admin_engine(settings: Settings) -> Any:
-    db = settings.crm_db
-    return create_engine(
-        f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
-        isolation_level="AUTOCOMMIT",
-    )
-
-
-@dataclass
-class Worker:
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def start(self, ready_timeout: float = 120) -> None:
-        """Start the worker and wait until it has joined its group and recovered its tables."""
-        self.starts += 1
-        seen = self.log.stat().st_size if self.log.exists() else 0
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=self.env,
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            with self.log.open("rb") as f:
-                f.seek(seen)
-                if b"[^Worker]: Ready" in f.read():
-                    return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.2)
-        tail = self.log.read_text(errors="replace")[-4000:]
-        raise AssertionError(f"worker not ready (exit code {self.proc.poll()}):\n{tail}")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
 
 
 @dataclass
@@ -201,59 +134,16 @@ class SliceEnv:
 
 @pytest.fixture
 def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
-    sfx = "t" + uuid.uuid4().hex[:10]
-    crm_db, target_db = f"crm_{sfx}", f"target_{sfx}"
-    admin = _admin_engine(base_settings)
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{crm_db}"'))
-        conn.execute(text(f'CREATE DATABASE "{target_db}"'))
-    s = base_settings
-    env = {
-        **os.environ,
-        "PSSYNC_CRM_DB_NAME": crm_db,
-        "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}",
-        "PSSYNC_TOPIC_NAMESPACE": sfx,
-        "PSSYNC_APP_ID": f"pssync-{sfx}",
-        "PSSYNC_TARGET_URL": f"postgresql+psycopg://postgres:postgres@127.0.0.1:{s.ports.postgres}/{target_db}",
-        "PSSYNC_WEB_PORT": str(_free_port()),
-        "PSSYNC_DATA_DIR": str(tmp_path / "worker-data"),
-        "PSSYNC_BATCH_WITHIN": "0.1",
-    }
-    settings = Settings.from_env(env)
-    apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
-    connector = crm_connector(settings)
-    connect = ConnectClient(settings.connect_url)
-    connect.put(connector["name"], connector["config"])
-    connect.wait_running(connector["name"], timeout=120)
-    env_obj = SliceEnv(settings, env, tmp_path)
+    sandbox = create_sandbox(
+        base_settings,
+        "t" + uuid.uuid4().hex[:10],
+        tmp_path / "worker-data",
+        {"PSSYNC_BATCH_WITHIN": "0.1"},
+    )
+    env_obj = SliceEnv(sandbox.settings, sandbox.env, tmp_path)
     try:
         yield env_obj
     finally:
         for w in env_obj.workers:
             w.stop()
-        connect.delete(connector["name"])
-        time.sleep(1)
-        with admin.connect() as conn:
-            for _ in range(30):
-                # The slot stays active until the connector task has really stopped.
-                try:
-                    conn.execute(
-                        text(
-                            "SELECT pg_drop_replication_slot(slot_name) FROM "
-                            "pg_replication_slots WHERE slot_name = :s"
-                        ),
-                        {"s": slot_name(settings.crm_topic_prefix)},
-                    )
-                    break
-                except Exception:  # noqa: BLE001 - slot still in use, retry
-                    time.sleep(1)
-            for db in (crm_db, target_db):
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
-        names = [t.name for t in topic_specs(settings)]
-        names += [
-            f"{settings.app_id}-dedupe-positions-changelog",
-            f"{settings.app_id}-__assignor-__leader",
-        ]
-        delete_topics(settings.kafka_bootstrap, names)
+        destroy_sandbox(sandbox)

@@ -1,0 +1,180 @@
+"""One isolated copy of the slice on the local stack, for integration tests and the soak.
+
+A sandbox has its own CRM database, Debezium connector (name, slot and topic prefix), raw,
+canonical and DLQ topics, consumer group and target database, so runs cannot leak into each
+other or into the demo's data. Workers are `pssync worker` subprocesses with that environment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from connectors.debezium import crm_connector, slot_name
+from connectors.kafka_connect import ConnectClient
+from connectors.sql import apply_schema
+from streams.admin import delete_topics, ensure_topics
+from streams.settings import Settings
+from streams.topology import topic_specs
+
+REPO = Path(__file__).resolve().parents[1]
+READY = b"[^Worker]: Ready"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def admin_engine(settings: Settings) -> Any:
+    """AUTOCOMMIT engine on the server's `postgres` database (CREATE/DROP/ALTER DATABASE)."""
+    db = settings.crm_db
+    return create_engine(
+        f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
+        isolation_level="AUTOCOMMIT",
+    )
+
+
+class WorkerNotReady(AssertionError):
+    """A worker did not log Ready in time (or exited first); the message has its log tail."""
+
+
+@dataclass
+class Worker:
+    """A `pssync worker` subprocess appending to `log`."""
+
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self, ready_timeout: float = 120) -> None:
+        """Start the worker and wait until it has joined its group and recovered its tables."""
+        self.starts += 1
+        seen = self.log.stat().st_size if self.log.exists() else 0
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as f:
+                f.seek(seen)
+                if READY in f.read():
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = self.log.read_text(errors="replace")[-4000:]
+        raise WorkerNotReady(f"worker not ready (exit code {self.proc.poll()}):\n{tail}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    settings: Settings
+    env: dict[str, str]
+    crm_db: str
+    target_db: str
+    connector: str
+
+
+def create_sandbox(
+    base: Settings, suffix: str, data_dir: Path, extra_env: Mapping[str, str] | None = None
+) -> Sandbox:
+    """Databases, topics and a RUNNING connector named after `suffix` (unique per run)."""
+    crm_db, target_db = f"crm_{suffix}", f"target_{suffix}"
+    admin = admin_engine(base)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{crm_db}"'))
+            conn.execute(text(f'CREATE DATABASE "{target_db}"'))
+    finally:
+        admin.dispose()
+    env = {
+        **os.environ,
+        "PSSYNC_CRM_DB_NAME": crm_db,
+        "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{suffix}",
+        "PSSYNC_TOPIC_NAMESPACE": suffix,
+        "PSSYNC_APP_ID": f"pssync-{suffix}",
+        "PSSYNC_TARGET_URL": (
+            f"postgresql+psycopg://postgres:postgres@127.0.0.1:{base.ports.postgres}/{target_db}"
+        ),
+        "PSSYNC_WEB_PORT": str(free_port()),
+        "PSSYNC_DATA_DIR": str(data_dir),
+        **(extra_env or {}),
+    }
+    settings = Settings.from_env(env)
+    apply_schema(settings.crm_db, "crm")
+    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    connector = crm_connector(settings)
+    connect = ConnectClient(settings.connect_url)
+    connect.put(connector["name"], connector["config"])
+    connect.wait_running(connector["name"], timeout=120)
+    return Sandbox(settings, env, crm_db, target_db, connector["name"])
+
+
+def destroy_sandbox(sandbox: Sandbox) -> None:
+    """Connector, replication slot, databases and every topic of the sandbox (workers stopped)."""
+    settings = sandbox.settings
+    ConnectClient(settings.connect_url).delete(sandbox.connector)
+    time.sleep(1)
+    admin = admin_engine(settings)
+    try:
+        with admin.connect() as conn:
+            for _ in range(30):
+                # The slot stays active until the connector task has really stopped.
+                try:
+                    conn.execute(
+                        text(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM "
+                            "pg_replication_slots WHERE slot_name = :s"
+                        ),
+                        {"s": slot_name(settings.crm_topic_prefix)},
+                    )
+                    break
+                except Exception:  # noqa: BLE001 - slot still in use, retry
+                    time.sleep(1)
+            for db in (sandbox.crm_db, sandbox.target_db):
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    names = [t.name for t in topic_specs(settings)]
+    names += [
+        f"{settings.app_id}-dedupe-positions-changelog",
+        f"{settings.app_id}-__assignor-__leader",
+    ]
+    delete_topics(settings.kafka_bootstrap, names)
