@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench clean
+.PHONY: install up down status demo test unit integration lint bench soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ demo: up
 
 test: up lint
 	$(BIN)/pytest tests
+	$(MAKE) soak SOAK_PROFILE=short
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -37,10 +38,16 @@ integration: up
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py
+	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py tests/sandbox.py tests/soak
 
 bench: up
 	$(BIN)/python bench/slice_bench.py
+
+# Fault soak on this clone's stack (kills its Kafka and Connect): SOAK_PROFILE=short|long,
+# SOAK_SEED=<n> repeats a run.
+SOAK_PROFILE ?= short
+soak: up
+	$(BIN)/python -m tests.soak --profile $(SOAK_PROFILE) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 clean: down
 	rm -rf .stack $(VENV)

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from connectors.debezium import crm_connector, slot_name
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema
 from streams.admin import delete_topics, ensure_topics
+from streams.replay import Replayer
 from streams.settings import Settings
 from streams.topology import topic_specs
 
@@ -60,9 +62,16 @@ class Worker:
 
     def start(self, ready_timeout: float = 120) -> None:
         """Start the worker and wait until it has joined its group and recovered its tables."""
+        seen = self.spawn()
+        if not self.wait_ready(seen, ready_timeout):
+            tail = self.log.read_text(errors="replace")[-4000:]
+            raise WorkerNotReady(f"worker not ready (exit code {self.exit_code()}):\n{tail}")
+
+    def spawn(self) -> int:
+        """Start the process without waiting; returns where its output starts in the log."""
         self.starts += 1
-        seen = self.log.stat().st_size if self.log.exists() else 0
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        seen = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"],
@@ -72,17 +81,23 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + ready_timeout
+        return seen
+
+    def wait_ready(self, seen: int, timeout: float) -> bool:
+        """True once the log shows Ready after offset `seen`; False on exit or timeout."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.log.open("rb") as f:
                 f.seek(seen)
                 if READY in f.read():
-                    return
-            if self.proc.poll() is not None:
-                break
+                    return True
+            if not self.alive():
+                return False
             time.sleep(0.2)
-        tail = self.log.read_text(errors="replace")[-4000:]
-        raise WorkerNotReady(f"worker not ready (exit code {self.proc.poll()}):\n{tail}")
+        return False
+
+    def exit_code(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -178,3 +193,31 @@ def destroy_sandbox(sandbox: Sandbox) -> None:
         f"{settings.app_id}-__assignor-__leader",
     ]
     delete_topics(settings.kafka_bootstrap, names)
+
+
+def group_positions(settings: Settings) -> list[str]:
+    """Where the group is: committed offset against the end of every topic it reads."""
+    lines = [f"group {settings.app_id}"]
+    replayer = Replayer(settings.kafka_bootstrap, timeout=10)
+    for spec in topic_specs(settings):
+        try:
+            plan = replayer.plan(settings.app_id, spec.name, "latest")
+            lines += [
+                f"  {spec.name}[{m.partition}] committed {m.current} end {m.end}" for m in plan
+            ]
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the failure
+            lines.append(f"  {spec.name}: {exc}")
+    return lines
+
+
+def worker_metrics(port: int) -> list[str]:
+    """A worker's event, sink-row and DLQ counters from its /metrics page."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            return [
+                ln
+                for ln in r.read().decode().splitlines()
+                if ln.startswith(("pssync_events", "pssync_sink_rows", "pssync_dlq"))
+            ]
+    except OSError as exc:
+        return [f"  metrics of :{port}: {exc}"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +18,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from connectors.sql import db_url
-from streams.replay import Replayer
 from streams.settings import Settings
-from streams.topology import topic_specs
-from tests.sandbox import Worker, create_sandbox, destroy_sandbox
+from tests.sandbox import (
+    Worker,
+    create_sandbox,
+    destroy_sandbox,
+    group_positions,
+    worker_metrics,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,26 +104,9 @@ class SliceEnv:
 
     def diagnose(self) -> str:
         """Where the events are: group offsets against topic ends, worker counters, log tails."""
-        lines = [f"now {time.strftime('%H:%M:%S')}; group {self.settings.app_id}"]
-        replayer = Replayer(self.settings.kafka_bootstrap, timeout=10)
-        for spec in topic_specs(self.settings):
-            try:
-                plan = replayer.plan(self.settings.app_id, spec.name, "latest")
-                lines += [
-                    f"  {spec.name}[{m.partition}] committed {m.current} end {m.end}" for m in plan
-                ]
-            except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the failure
-                lines.append(f"  {spec.name}: {exc}")
-        try:
-            port = self.env["PSSYNC_WEB_PORT"]
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                lines += [
-                    ln
-                    for ln in r.read().decode().splitlines()
-                    if ln.startswith(("pssync_events", "pssync_sink_rows", "pssync_dlq"))
-                ]
-        except OSError as exc:
-            lines.append(f"  metrics: {exc}")
+        lines = [f"now {time.strftime('%H:%M:%S')}"]
+        lines += group_positions(self.settings)
+        lines += worker_metrics(int(self.env["PSSYNC_WEB_PORT"]))
         for w in self.workers:
             lines.append(f"--- {w.log.name} (last 6000 chars)")
             lines.append(w.log.read_text(errors="replace")[-6000:])

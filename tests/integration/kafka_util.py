@@ -32,7 +32,7 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Message]
             if msg.error():
                 continue
             out.append(msg)
-            if msg.offset() + 1 >= ends[msg.partition()]:
+            if (msg.offset() or 0) + 1 >= ends[msg.partition()]:
                 remaining.discard(msg.partition())
         return out
     finally:
