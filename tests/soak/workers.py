@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.sandbox import Worker, free_port
+from tests.sandbox import READY, Worker, free_port
 from tests.soak.events import EventLog
 
 CRASH_PAUSE = 3.0
 READY_TIMEOUT = 150.0
+STOP_GRACE = 15.0  # a worker that logged it is stopping must have exited by then
+STOPPING = b"[^Worker]: Stopping..."
 # Why a worker stopped: Faust's "Crashed reason=Error('message')" of the agent, else the first
 # exception line of a traceback (later ones are usually shutdown noise such as a closed loop).
 _CRASHED = re.compile(rb"Crashed reason=([A-Za-z_]\w*)\((.*)$", re.M)
@@ -61,6 +63,8 @@ class SupervisedWorker:
         self._expected_exit = False
         self._wanted = True
         self._since = 0
+        self._scan = 0
+        self._stopping_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -70,33 +74,48 @@ class SupervisedWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                dead = not self.worker.alive()
-                if dead and self.worker.proc is not None and not self._expected_exit:
-                    crash = Crash(self.name, self.worker.exit_code(),
-                                  crash_reason(self.worker.log, self._since), self.events.elapsed())
-                    self.crashes.append(crash)
-                    self.events.step(f"CRASH {self.name} exit {crash.exit_code}: {crash.error}")
-                    self.worker.proc = None
-                    pause = True
-                else:
-                    pause = False
-                if dead and self._wanted and not pause:
+                pause = self.worker.proc is not None and self._watch()
+                if not pause and self._wanted and not self.worker.alive():
                     self._expected_exit = False
+                    self._stopping_at = None
                     self.ready.clear()
-                    self._since = self.worker.spawn()
-                    self.events.note(f"{self.name} started (pid {self.worker.proc.pid})"
-                                     if self.worker.proc else f"{self.name} start failed")
-                    seen = self._since
-                else:
-                    seen = -1
-            if pause:
-                self._stop.wait(CRASH_PAUSE)
-                continue
-            # Outside the lock: a kill may come while the worker waits to join its group.
-            if seen >= 0 and self.worker.wait_ready(seen, READY_TIMEOUT):
-                self.ready.set()
-                self.events.note(f"{self.name} ready")
-            self._stop.wait(0.5)
+                    self._since = self._scan = self.worker.spawn()
+                    pid = self.worker.proc.pid if self.worker.proc else None
+                    self.events.note(f"{self.name} started (pid {pid})")
+            self._stop.wait(CRASH_PAUSE if pause else 0.5)
+
+    def _new_output(self) -> bytes:
+        start = max(self._since, self._scan - 64)  # overlap: a marker split across two reads
+        with self.worker.log.open("rb") as f:
+            f.seek(start)
+            data = f.read()
+        self._scan = start + len(data)
+        return data
+
+    def _watch(self) -> bool:
+        """Readiness and crashes of the running worker; True if it crashed (under the lock)."""
+        data = self._new_output()
+        alive = self.worker.alive()
+        if alive and READY in data and not self.ready.is_set():
+            self.ready.set()
+            self.events.note(f"{self.name} ready")
+        if self._expected_exit:
+            return False
+        if self._stopping_at is None and (b"Crashed reason=" in data or STOPPING in data):
+            self._stopping_at = time.monotonic()
+        hung = self._stopping_at is not None and time.monotonic() - self._stopping_at > STOP_GRACE
+        if alive and not hung:
+            return False
+        reason = crash_reason(self.worker.log, self._since)
+        if alive:  # stopped on its own but never exits: a crash all the same
+            self.worker.kill()
+            reason += f" (then hung in shutdown for {STOP_GRACE:.0f}s; SIGKILLed)"
+        crash = Crash(self.name, self.worker.exit_code(), reason, self.events.elapsed())
+        self.crashes.append(crash)
+        self.events.step(f"CRASH {self.name} exit {crash.exit_code}: {crash.error}")
+        self.worker.proc = None
+        self.ready.clear()
+        return True
 
     def kill(self) -> int | None:
         """SIGKILL the worker; it is restarted by the supervisor. Returns the killed pid."""
