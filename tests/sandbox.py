@@ -38,6 +38,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stack_down(settings: Settings) -> list[str]:
+    """The local stack's components that do not answer on their port."""
+    p = settings.ports
+    down = []
+    for name, port in (("postgres", p.postgres), ("kafka", p.kafka),
+                       ("registry", p.registry), ("connect", p.connect)):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                pass
+        except OSError:
+            down.append(name)
+    return down
+
+
 def admin_engine(settings: Settings) -> Any:
     """AUTOCOMMIT engine on the server's `postgres` database (CREATE/DROP/ALTER DATABASE)."""
     db = settings.crm_db

@@ -6,7 +6,6 @@ and target database, so tests cannot leak into each other.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,34 +23,17 @@ from tests.sandbox import (
     create_sandbox,
     destroy_sandbox,
     group_positions,
+    stack_down,
     worker_metrics,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     settings = Settings.from_env()
-    p = settings.ports
-    down = [
-        n
-        for n, port in (
-            ("postgres", p.postgres),
-            ("kafka", p.kafka),
-            ("registry", p.registry),
-            ("connect", p.connect),
-        )
-        if not _reachable(port)
-    ]
+    down = stack_down(settings)
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
     return settings

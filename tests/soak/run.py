@@ -12,14 +12,19 @@ import argparse
 import logging
 import os
 import random
-import socket
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from streams.settings import Settings
-from tests.sandbox import create_sandbox, destroy_sandbox, group_positions, worker_metrics
+from tests.sandbox import (
+    create_sandbox,
+    destroy_sandbox,
+    group_positions,
+    stack_down,
+    worker_metrics,
+)
 from tests.soak.events import EventLog
 from tests.soak.faults import Injector
 from tests.soak.profiles import PROFILES, Profile
@@ -37,19 +42,6 @@ def client_logger(path: Path) -> logging.Logger:
     logger.propagate = False
     logger.addHandler(logging.FileHandler(path))
     return logger
-
-
-def _stack_down(settings: Settings) -> list[str]:
-    p = settings.ports
-    down = []
-    for name, port in (("postgres", p.postgres), ("kafka", p.kafka),
-                       ("registry", p.registry), ("connect", p.connect)):
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                pass
-        except OSError:
-            down.append(name)
-    return down
 
 
 def _converge(verifier: Verifier, deadline: float, events: EventLog) -> tuple[Findings, bool]:
@@ -72,7 +64,7 @@ def _converge(verifier: Verifier, deadline: float, events: EventLog) -> tuple[Fi
 def soak(profile: Profile, seed: int, keep: bool) -> int:
     wall0 = time.monotonic()
     base = Settings.from_env()
-    down = _stack_down(base)
+    down = stack_down(base)
     if down:
         print(f"soak: local stack not running ({', '.join(down)} down): run `make up` first",
               file=sys.stderr)
