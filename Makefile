@@ -49,5 +49,9 @@ SOAK_PROFILE ?= short
 soak: up
 	$(BIN)/python -m tests.soak --profile $(SOAK_PROFILE) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
-clean: down
+# stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
+# .stack (see README); without the venv, the system Python runs it (it needs no packages).
+clean:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python docker/local/stack.py clean; \
+	elif [ -d .stack ]; then PYTHONPATH=. $(PYTHON) docker/local/stack.py clean; fi
 	rm -rf .stack $(VENV)

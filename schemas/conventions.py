@@ -10,6 +10,8 @@
   code as UTF-8 string (``EUR``, ``EMEA``); value as for canonical topics.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
+- Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
+  ``<dlq topic>:<partition>:<offset>``, value = JSON saying when and where it was rerun.
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
 - Compatibility per subject: BACKWARD_TRANSITIVE for entities (consumers upgrade first and
   must read every record still on the topic); FULL for reference data (small sets read by
@@ -25,6 +27,8 @@ CANONICAL = "canonical"
 REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
+# Stages with a dead-letter topic each.
+DLQ_STAGES = ("normalize", "sink")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -54,6 +58,14 @@ def contract_topic(name: str, reference: bool, namespace: str = "") -> str:
 
 def dlq_topic(stage: str, namespace: str = "") -> str:
     return _ns(namespace, f"dlq.{stage}")
+
+
+def audit_topic(stage: str, namespace: str = "") -> str:
+    return _ns(namespace, f"audit.{stage}")
+
+
+def dlq_reruns_topic(namespace: str = "") -> str:
+    return _ns(namespace, "dlq.reruns")
 
 
 def value_subject(topic: str) -> str:

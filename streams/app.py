@@ -12,13 +12,15 @@ from prometheus_client import generate_latest
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
 from streams.agents import normalize, sink
+from streams.agents.batching import StageRunner
+from streams.agents.batching import install as install_batch_path
 from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
 from streams.output import Output
 from streams.replay import Replayer
 from streams.settings import Settings
 from streams.topology import topology
-from tables.dedupe import dedupe_table
+from tables.dedupe import Positions, dedupe_table
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,11 @@ def create_app(settings: Settings) -> faust.App:
     topo = topology(settings)
     output = Output(settings.kafka_bootstrap, client_id=settings.app_id)
     registry = Registry(settings)
-    table = dedupe_table(app, settings.partitions)
-    normalize.register(app, settings, topo, output, registry, table)
-    sink.register(app, settings, topo, output, registry, PostgresSink(settings.target_url))
+    positions = Positions(dedupe_table(app, settings.partitions), output)
+    runners: dict[str, StageRunner] = {}
+    normalize.register(app, runners, settings, topo, output, registry, positions)
+    sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    install_batch_path(app, runners)
 
     lag_topics = [r.raw_topic for r in topo.routes] + [topo.canonical(e) for e in topo.entities]
 

@@ -22,8 +22,26 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
-    Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty()).execute_from_commandline()
+    worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        reason = worker.crash_reason
+        if reason is not None:
+            # The traceback is in the log above; operators and supervisors need one line.
+            print(f"pssync worker stopped: {_one_line(reason)}", file=sys.stderr, flush=True)
+            return EXIT_CRASHED
+        return exit_.code if isinstance(exit_.code, int) else 1
     return 0
+
+
+# A worker that stopped on an error it could not handle (the reason is its last line).
+EXIT_CRASHED = 3
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,6 +109,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deadletters import cli as dlq_cli
+
+    return dlq_cli.run(args, settings)
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
@@ -126,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", help="consumer group (default: PSSYNC_APP_ID)")
     p.add_argument("--execute", action="store_true", help="apply the plan (workers stopped)")
     commands["replay"] = cmd_replay
+
+    from streams.deadletters import cli as dlq_cli
+
+    dlq_cli.add_subcommands(sub)
+    commands["dlq"] = cmd_dlq
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

@@ -35,5 +35,13 @@ class BadEventError(PssyncError):
     """A raw change event cannot be turned into a canonical event (goes to the DLQ)."""
 
 
+class DeliveryError(PssyncError):
+    """Kafka did not acknowledge records pssync produced; nothing of the batch is acked."""
+
+
 class SinkError(PssyncError):
     """A target system rejected a write."""
+
+
+class DeadLetterError(PssyncError):
+    """A dead letter cannot be found, read or rerun (`pssync dlq`)."""

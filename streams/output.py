@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.errors import PssyncError
+from streams.errors import DeliveryError
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -31,12 +32,28 @@ class Output:
             self._errors.append(f"{msg.topic()}: {err}")
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_delivery: Callable[[Message], None] | None = None,
     ) -> None:
+        """Queue one record; `on_delivery` runs (on the flushing thread) once it is acked."""
+        callback = self._on_delivery
+        if on_delivery is not None:
+
+            def callback(err: KafkaError | None, msg: Message) -> None:
+                self._on_delivery(err, msg)
+                if err is None:
+                    on_delivery(msg)
+
+        kwargs: dict[str, Any] = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                    topic, value=value, key=key, headers=headers, on_delivery=callback, **kwargs
                 )
                 return
             except BufferError:
@@ -47,7 +64,7 @@ class Output:
         left = await asyncio.to_thread(self._producer.flush, timeout)
         if left or self._errors:
             errors, self._errors = self._errors, []
-            raise PssyncError(
+            raise DeliveryError(
                 f"{left} record(s) undelivered after {timeout}s, errors: {errors[:5]}; "
                 "check the Kafka brokers; the batch will be reprocessed after restart"
             )

@@ -99,9 +99,14 @@ class Settings:
     replication: int = 1
     batch_size: int = 1000
     batch_within: float = 0.2
+    # Seconds a failing target is retried before the worker stops (nothing is skipped).
+    sink_retry_for: float = 600.0
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
+    # Where the local stack keeps its PostgreSQL cluster; None: chosen by the stack (see
+    # docker/local/stack.py), outside the clone when it must run as the postgres user.
+    pg_data_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,9 +143,11 @@ class Settings:
             replication=_int(e, "PSSYNC_REPLICATION", 1),
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
+            sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
+            pg_data_dir=Path(e["PSSYNC_PG_DATA_DIR"]) if e.get("PSSYNC_PG_DATA_DIR") else None,
         )
         settings.validate()
         return settings

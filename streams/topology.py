@@ -6,7 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.conventions import canonical_topic, dlq_topic, raw_topic, value_subject
+from schemas.conventions import (
+    DLQ_STAGES,
+    audit_topic,
+    canonical_topic,
+    dlq_reruns_topic,
+    dlq_topic,
+    raw_topic,
+    value_subject,
+)
 from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.mappings import crm
@@ -38,6 +46,13 @@ class Topology:
     def dlq(self, stage: str) -> str:
         return dlq_topic(stage, self.namespace)
 
+    def audit(self, stage: str) -> str:
+        return audit_topic(stage, self.namespace)
+
+    @property
+    def dlq_reruns(self) -> str:
+        return dlq_reruns_topic(self.namespace)
+
     @property
     def entities(self) -> list[str]:
         return sorted({r.entity for r in self.routes})
@@ -64,6 +79,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
     dlq = [
         TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
-        for stage in ("normalize", "sink")
+        for stage in DLQ_STAGES
     ]
-    return raw + canonical + dlq
+    # Every target write, kept like an audit log: by time, not compacted.
+    audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
+    # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
+    reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
+    return raw + canonical + dlq + audit + reruns

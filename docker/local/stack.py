@@ -1,7 +1,7 @@
 """The local stack without a Docker engine: PostgreSQL, Kafka (KRaft), the schema registry and
 Kafka Connect with Debezium, all from package registries, all under one project folder.
 
-    python docker/local/stack.py up|down|status|install
+    python docker/local/stack.py up|down|status|install|clean [--only postgres,kafka,...]
 
 Idempotent: `up` installs what is missing, starts what is not running and waits for each
 component with a timeout; on failure it names the component and prints the tail of its log.
@@ -13,6 +13,8 @@ import argparse
 import contextlib
 import hashlib
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +36,12 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"
 SOURCE_DATABASES = ("crm", "psa", "erp", "target", "registry")
 APICURIO_VERSION = "3.3.3"
+COMPONENTS = ("postgres", "kafka", "registry", "connect")  # start order
+# As root, PostgreSQL runs as the postgres user, which may not reach the clone (e.g. under a
+# 0700 /root): its clusters then live here, one folder per stack folder.
+PG_HOME_BASE = Path("/var/lib/pssync")
+# In each cluster folder: the stack folder it belongs to, so `clean` removes only its own.
+PG_OWNER_FILE = "pssync.stack"
 
 
 def log(msg: str) -> None:
@@ -72,6 +80,63 @@ def run(cmd: list[str], what: str, log_file: Path, **kw: object) -> None:
             f"{what} failed (exit {proc.returncode}). Command: {' '.join(cmd)}\n"
             f"Last lines of {log_file}:\n{tail(log_file)}"
         )
+
+
+def stack_key(stack_dir: Path) -> str:
+    """Name of one stack folder's cluster folder: the clone's name, readable, plus a hash of
+    the resolved path, so two clones with the same name never share a cluster."""
+    resolved = stack_dir.resolve()
+    owner = resolved.parent if resolved.name == ".stack" else resolved
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", owner.name).strip(".-")[:32] or "stack"
+    return f"{slug}-{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+
+
+def in_clone_pg_data(stack_dir: Path) -> Path:
+    return stack_dir / "postgres" / "data"
+
+
+def outside_pg_data(stack_dir: Path, base: Path = PG_HOME_BASE) -> Path:
+    return base / stack_key(stack_dir) / "postgres"
+
+
+def pg_data_dir(
+    stack_dir: Path, override: Path | None, as_postgres_user: bool, base: Path = PG_HOME_BASE
+) -> Path:
+    """Where this stack's PostgreSQL cluster lives.
+
+    PSSYNC_PG_DATA_DIR wins. A cluster already in the clone stays there (moved out only if
+    the postgres user cannot reach it, see Stack._move_unreachable_cluster). Otherwise the
+    cluster is in the clone when PostgreSQL runs as the invoking user, and under `base` when
+    it runs as the postgres user, which may not be able to traverse the clone's parents.
+    """
+    if override is not None:
+        return override
+    inside = in_clone_pg_data(stack_dir)
+    if not as_postgres_user or (inside / "PG_VERSION").exists():
+        return inside
+    return outside_pg_data(stack_dir, base)
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """Popen arguments that run a child as `user` with that user's own groups (Popen's
+    `user=` alone would keep root's groups)."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {
+        "user": entry.pw_uid,
+        "group": entry.pw_gid,
+        "extra_groups": os.getgrouplist(user, entry.pw_gid),
+    }
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """mkdir -p; folders it creates get `mode` whatever the umask, so another user can
+    traverse them."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for p in missing:
+        p.chmod(mode)
 
 
 def java_bin() -> str:
@@ -148,10 +213,10 @@ class Component:
         cwd: Path | None = None,
     ) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        # The log is opened here, by us, so it stays in the stack folder even when the child
+        # runs as a user that cannot reach it.
         out = self.log.open("ab")
-        kwargs: dict[str, object] = {}
-        if user is not None:
-            kwargs["user"] = user
+        kwargs = as_user(user)
         proc = subprocess.Popen(  # type: ignore[call-overload]
             cmd,
             stdout=out,
@@ -218,13 +283,25 @@ class Stack:
         self.connect = Component(
             "connect", p.connect, self.logs / "connect.log", self.run_dir / "connect.pid"
         )
+        # Points at the cluster when it is outside the stack folder: for people, for `clean`,
+        # and to find the cluster again after the clone moved (its hash changed).
+        self.pg_link = self.dir / "postgres-cluster"
+        self.pg_data = pg_data_dir(self.dir, settings.pg_data_dir, self._pg_user() is not None)
+        if settings.pg_data_dir is None and not (self.pg_data / "PG_VERSION").exists():
+            self.pg_data = self._cluster_of_moved_clone() or self.pg_data
+
+    def components(self, only: tuple[str, ...] = COMPONENTS) -> list[Component]:
+        by_name = {c.name: c for c in (self.postgres, self.kafka, self.registry, self.connect)}
+        return [by_name[n] for n in COMPONENTS if n in only]
 
     # ---------------------------------------------------------------- install
-    def install(self) -> None:
+    def install(self, only: tuple[str, ...] = COMPONENTS) -> None:
         for d in (self.logs, self.run_dir, self.lib, self.conf):
             d.mkdir(parents=True, exist_ok=True)
-        self._install_postgres()
-        self._install_jars()
+        if "postgres" in only:
+            self._install_postgres()
+        if set(only) - {"postgres"}:
+            self._install_jars()
 
     def _pg_bin(self) -> Path | None:
         base = Path("/usr/lib/postgresql")
@@ -301,50 +378,132 @@ class Stack:
         marker.write_text(stamp)
 
     # ---------------------------------------------------------------- postgres
-    def _pg_data(self) -> Path:
-        return self.dir / "postgres" / "data"
-
     def _pg_user(self) -> str | None:
         # PostgreSQL refuses to run as root: run it as its own system user.
         return "postgres" if os.geteuid() == 0 else None
 
+    @staticmethod
+    def _user_can_write(path: Path, user: str) -> bool:
+        probe = subprocess.run(  # type: ignore[call-overload]
+            ["test", "-w", str(path)], cwd="/", check=False, **as_user(user)
+        )
+        return int(probe.returncode) == 0
+
+    def _owner_file(self, data: Path) -> Path:
+        return data / PG_OWNER_FILE
+
+    def _claim(self, data: Path, user: str | None) -> None:
+        owner = self._owner_file(data)
+        owner.write_text(f"{self.dir.resolve()}\n")
+        if user:
+            shutil.chown(owner, user, user)
+
+    def _owner_of(self, data: Path) -> str | None:
+        owner = self._owner_file(data)
+        return owner.read_text().strip() if owner.exists() else None
+
+    def _owned_here(self, data: Path) -> bool:
+        return self._owner_of(data) == str(self.dir.resolve())
+
+    def _cluster_of_moved_clone(self) -> Path | None:
+        """The cluster our link points at when the stack folder that made it is gone: this
+        clone was moved, and the link with it. (A copied clone's original still exists: the
+        copy gets a cluster of its own, never a shared one.)"""
+        if not self.pg_link.is_symlink():
+            return None
+        data = Path(os.readlink(self.pg_link))
+        owner = self._owner_of(data) if (data / "PG_VERSION").exists() else None
+        if owner is None or owner == str(self.dir.resolve()) or Path(owner).exists():
+            return None
+        return data
+
+    def _removable(self, data: Path) -> bool:
+        return self._owned_here(data) or data == self._cluster_of_moved_clone()
+
+    def _outside_stack(self, data: Path) -> bool:
+        return not data.resolve().is_relative_to(self.dir.resolve())
+
+    def _link_cluster(self) -> None:
+        self.pg_link.unlink(missing_ok=True)
+        if self._outside_stack(self.pg_data):
+            self.pg_link.symlink_to(self.pg_data, target_is_directory=True)
+
+    def _move_unreachable_cluster(self, user: str) -> None:
+        """A cluster in the clone that the postgres user cannot reach (the clone was moved,
+        or a parent made private) moves to where new clusters go; it is stopped, so a rename
+        or copy is safe, and staying put cannot work."""
+        data = self.pg_data
+        if self._user_can_write(data, user):
+            return
+        if self.s.pg_data_dir is not None or self._outside_stack(data):
+            raise StackError(
+                f"the postgres user cannot reach the cluster in {data}; make its parent "
+                "folders traversable (chmod o+x) or set PSSYNC_PG_DATA_DIR to a folder it can reach"
+            )
+        target = outside_pg_data(self.dir)
+        if target.exists():
+            raise StackError(
+                f"the postgres user cannot reach the cluster in {data}, and {target} already "
+                f"exists; keep one of them (remove the other), or set PSSYNC_PG_DATA_DIR"
+            )
+        log(f"moving the PostgreSQL cluster to {target}: the postgres user cannot reach {data}")
+        make_dirs(target.parent)
+        shutil.move(data, target)
+        # Across file systems the move copies as root: give the files back.
+        run(["chown", "-R", f"{user}:{user}", str(target)], "chown", self.postgres.log)
+        self._claim(target, user)
+        self.pg_data = target
+
+    def _init_cluster(self, pg_bin: Path, user: str | None) -> None:
+        data = self.pg_data
+        log(f"initialising PostgreSQL cluster in {data}")
+        make_dirs(data.parent)
+        data.mkdir(mode=0o700, exist_ok=True)
+        if user:
+            shutil.chown(data, user, user)
+            if not self._user_can_write(data, user):
+                raise StackError(
+                    f"the postgres user cannot reach {data}; make its parent folders "
+                    "traversable (chmod o+x) or set PSSYNC_PG_DATA_DIR to a folder it can reach"
+                )
+        run(
+            [
+                str(pg_bin / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+            "initdb",
+            self.postgres.log,
+            cwd="/",
+            **as_user(user),
+        )
+        self._claim(data, user)
+
     def start_postgres(self) -> None:
         c = self.postgres
         if c.running():
-            log(f"postgres already running on {c.port}")
+            log(f"postgres already running on {c.port}; cluster in {self.pg_data}")
             return
         c.ensure_port_free("PSSYNC_PG_PORT")
         pg_bin = self._pg_bin()
         assert pg_bin is not None
-        data = self._pg_data()
         user = self._pg_user()
-        if not (data / "PG_VERSION").exists():
-            log(f"initialising PostgreSQL cluster in {data}")
-            data.parent.mkdir(parents=True, exist_ok=True)
+        if (self.pg_data / "PG_VERSION").exists():
             if user:
-                shutil.chown(data.parent, user)
-                probe = subprocess.run(["test", "-w", str(data.parent)], user=user, check=False)
-                if probe.returncode != 0:
-                    raise StackError(
-                        f"the postgres user cannot reach {data.parent}; make the path traversable "
-                        f"(chmod o+x on its parents) or set PSSYNC_STACK_DIR to a path it can reach"
-                    )
-            run(
-                [
-                    str(pg_bin / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-instructions",
-                ],
-                "initdb",
-                c.log,
-                user=user,
-            )
+                self._move_unreachable_cluster(user)
+            if self.pg_data == self._cluster_of_moved_clone():
+                log(f"taking over {self.pg_data}: this clone was moved from where it was made")
+                self._claim(self.pg_data, user)
+        else:
+            self._init_cluster(pg_bin, user)
+        data = self.pg_data
+        self._link_cluster()
         conf = data / "pssync.conf"
         conf.write_text(
             "listen_addresses = '127.0.0.1'\n"
@@ -363,12 +522,12 @@ class Stack:
             with main_conf.open("a") as f:
                 f.write("\ninclude_if_exists = 'pssync.conf'\n")
         if user:
-            shutil.chown(conf, user)
+            shutil.chown(conf, user, user)
         # A stale pid file from a killed server would stop PostgreSQL from starting.
         (data / "postmaster.pid").unlink(missing_ok=True)
-        c.spawn([str(pg_bin / "postgres"), "-D", str(data)], user=user)
+        c.spawn([str(pg_bin / "postgres"), "-D", str(data)], user=user, cwd=data)
         took = c.wait(lambda: self._pg_ready(pg_bin), 60)
-        log(f"postgres ready on {c.port} in {took:.1f}s")
+        log(f"postgres ready on {c.port} in {took:.1f}s; cluster in {data}")
         self._ensure_databases(pg_bin)
 
     def _psql(self, pg_bin: Path, sql: str, db: str = "postgres") -> str:
@@ -396,7 +555,16 @@ class Stack:
 
     def _pg_ready(self, pg_bin: Path) -> bool:
         proc = subprocess.run(
-            [str(pg_bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.postgres.port)],
+            # -U: without it the probe logs "role root does not exist" on every try.
+            [
+                str(pg_bin / "pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.postgres.port),
+                "-U",
+                "postgres",
+            ],
             capture_output=True,
             check=False,
         )
@@ -560,19 +728,43 @@ class Stack:
             return False
 
     # ---------------------------------------------------------------- verbs
-    def up(self) -> None:
+    def up(self, only: tuple[str, ...] = COMPONENTS) -> None:
         t0 = time.monotonic()
-        self.install()
-        self.start_postgres()
-        self.start_kafka()
-        self.start_registry()
-        self.start_connect()
+        self.install(only)
+        starts = {
+            "postgres": self.start_postgres,
+            "kafka": self.start_kafka,
+            "registry": self.start_registry,
+            "connect": self.start_connect,
+        }
+        for c in self.components(only):
+            starts[c.name]()
         log(f"stack up in {time.monotonic() - t0:.1f}s; logs in {self.logs}")
 
-    def down(self) -> None:
-        for c in (self.connect, self.registry, self.kafka, self.postgres):
+    def down(self, only: tuple[str, ...] = COMPONENTS) -> None:
+        for c in reversed(self.components(only)):
             c.stop()
         log("stack down")
+
+    def clean(self) -> None:
+        """Stop everything and remove this stack's PostgreSQL cluster if it lives outside the
+        stack folder (the folder itself is removed by `make clean`)."""
+        self.down()
+        candidates = {self.pg_data}
+        if self.pg_link.is_symlink():
+            candidates.add(Path(os.readlink(self.pg_link)))
+        for data in sorted(candidates):
+            if not data.exists() or not self._outside_stack(data):
+                continue
+            if not self._removable(data):
+                log(f"leaving {data}: it is not this stack's cluster (see {PG_OWNER_FILE} in it)")
+                continue
+            shutil.rmtree(data)
+            log(f"removed PostgreSQL cluster {data}")
+            if data.parent.parent.resolve() == PG_HOME_BASE.resolve():
+                with contextlib.suppress(OSError):  # not empty: leave it
+                    data.parent.rmdir()
+        self.pg_link.unlink(missing_ok=True)
 
     def status(self) -> bool:
         ok = True
@@ -581,23 +773,46 @@ class Stack:
             state = "up" if c.running() else ("starting/hung" if pid else "down")
             ok = ok and state == "up"
             print(f"{c.name:<10} {state:<14} port {c.port:<6} pid {pid or '-':<8} log {c.log}")
+        exists = "" if (self.pg_data / "PG_VERSION").exists() else " (not created yet)"
+        print(f"postgres cluster in {self.pg_data}{exists}")
         return ok
+
+
+def parse_only(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return COMPONENTS
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown or not names:
+        raise StackError(
+            f"--only {raw!r}: unknown component(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(COMPONENTS)}"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("verb", choices=["up", "down", "status", "install"])
+    parser.add_argument("verb", choices=["up", "down", "status", "install", "clean"])
+    parser.add_argument(
+        "--only",
+        metavar="NAMES",
+        help=f"comma-separated components for up/down/install, from: {', '.join(COMPONENTS)}",
+    )
     args = parser.parse_args(argv)
-    stack = Stack(Settings.from_env())
     try:
+        only = parse_only(args.only)
+        stack = Stack(Settings.from_env())
         if args.verb == "up":
-            stack.up()
+            stack.up(only)
         elif args.verb == "down":
-            stack.down()
+            stack.down(only)
         elif args.verb == "install":
-            stack.install()
+            stack.install(only)
+        elif args.verb == "clean":
+            stack.clean()
         else:
             return 0 if stack.status() else 1
     except StackError as exc:

@@ -9,19 +9,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT, TableT
+from faust.types import Message
 
 from schemas import contracts
 from schemas.registry import Registry
 from schemas.serde import encode
-from streams.agents.batching import batch_agent, bytes_topic
+from streams.agents.batching import StageRunner, batch_stage, bytes_topic
 from streams.changes import parse
 from streams.dlq import send_to_dlq
 from streams.metrics import metrics
 from streams.output import Output
 from streams.settings import Settings
 from streams.topology import Route, Topology
-from tables.dedupe import Position, Verdict, decide, write
+from tables.dedupe import Position, Positions, Verdict, decide
 
 log = logging.getLogger(__name__)
 STAGE = "normalize"
@@ -29,13 +29,13 @@ STAGE = "normalize"
 
 class Normalizer:
     def __init__(
-        self, topology: Topology, output: Output, registry: Registry, table: TableT[str, Any]
+        self, topology: Topology, output: Output, registry: Registry, positions: Positions
     ) -> None:
         self.topology = topology
         self.routes: dict[str, Route] = {r.raw_topic: r for r in topology.routes}
         self.output = output
         self.registry = registry
-        self.table = table
+        self.positions = positions
         self.dlq_topic = topology.dlq(STAGE)
         # entity -> (canonical topic, schema id, parsed schema), resolved once in prepare().
         self.outputs: dict[str, tuple[str, int, Any]] = {}
@@ -55,16 +55,15 @@ class Normalizer:
                     contracts.parsed(entity),
                 )
 
-    async def process(self, events: Sequence[EventT[Any]]) -> None:
+    async def process(self, messages: Sequence[Message]) -> None:
         m = metrics()
         seen: Counter[str] = Counter()
         out: Counter[str] = Counter()
         dropped: Counter[tuple[str, str]] = Counter()
         # Positions are recorded only after the batch is acknowledged by Kafka: a crash in
         # between re-emits (harmless, sinks are idempotent) instead of losing events.
-        pending: dict[str, tuple[EventT[Any], Position]] = {}
-        for event in events:
-            msg = event.message
+        pending: dict[str, tuple[int, Position]] = {}
+        for msg in messages:
             route = self.routes[msg.topic]
             seen[route.entity] += 1
             try:
@@ -74,9 +73,7 @@ class Normalizer:
                     continue
                 state_key = f"{change.connector}/{change.entity}/{change.key}"
                 prev = (
-                    pending[state_key][1]
-                    if state_key in pending
-                    else Position.from_json(self.table.get(state_key))
+                    pending[state_key][1] if state_key in pending else self.positions.get(state_key)
                 )
                 verdict, position = decide(prev, change.sequence, change.op == "delete")
                 if verdict is not Verdict.EMIT:
@@ -85,7 +82,7 @@ class Normalizer:
                 key, record = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
                 topic, schema_id, parsed = self.outputs[route.entity]
                 self.output.send(topic, key.encode(), encode(schema_id, parsed, record))
-                pending[state_key] = (event, position)
+                pending[state_key] = (msg.partition, position)
                 out[route.entity] += 1
             except Exception as exc:  # noqa: BLE001 - poison must never stop the line
                 log.warning(
@@ -94,26 +91,26 @@ class Normalizer:
                 send_to_dlq(self.output, self.dlq_topic, STAGE, msg, exc)
                 m.dlq.labels(STAGE, type(exc).__name__).inc()
         await self.output.flush()
-        for state_key, (event, position) in pending.items():
-            write(self.table, event, state_key, position)
+        self.positions.write((p, key, pos) for key, (p, pos) in pending.items())
         for entity, n in seen.items():
             m.events_in.labels(STAGE, entity).inc(n)
         for entity, n in out.items():
             m.events_out.labels(STAGE, entity).inc(n)
         for (entity, reason), n in dropped.items():
             m.dropped.labels(STAGE, entity, reason).inc(n)
-        m.batch_size.labels(STAGE).observe(len(events))
+        m.batch_size.labels(STAGE).observe(len(messages))
 
 
 def register(
     app: faust.App,
+    runners: dict[str, StageRunner],
     settings: Settings,
     topology: Topology,
     output: Output,
     registry: Registry,
-    table: TableT[str, Any],
+    positions: Positions,
 ) -> Normalizer:
-    normalizer = Normalizer(topology, output, registry, table)
+    normalizer = Normalizer(topology, output, registry, positions)
     raw = bytes_topic(app, *[r.raw_topic for r in topology.routes])
-    batch_agent(app, raw, "normalize", normalizer, settings)
+    batch_stage(app, runners, raw, "normalize", normalizer, settings)
     return normalizer

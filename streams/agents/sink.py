@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-from faust.types import EventT
+from faust.types import Message
 
 from connectors.sinks.postgres import PostgresSink
+from connectors.sinks.resilient import RetryPolicy, apply_isolating
 from schemas.registry import Registry
 from schemas.serde import Decoder
-from streams.agents.batching import batch_agent, bytes_topic
+from streams.agents.batching import StageRunner, batch_stage, bytes_topic
+from streams.audit import SinkAudit
 from streams.dlq import send_to_dlq
 from streams.errors import SerdeError
 from streams.metrics import metrics
@@ -37,8 +39,14 @@ class Sink:
         target: PostgresSink,
         output: Output,
         registry: Registry,
+        retry: RetryPolicy,
     ) -> None:
         self.topology = topology
+        self.retry = retry
+        self.audit = SinkAudit(
+            output, registry, topology.audit(STAGE), target.object_name(), entity
+        )
+        target.before_commit = self.audit
         self.entity = entity
         self.target = target
         self.output = output
@@ -46,18 +54,18 @@ class Sink:
 
     async def prepare(self) -> None:
         await self.target.ensure_schema()
+        await self.audit.prepare()
 
     def _dlq(self, msg: Any, exc: BaseException) -> None:
         log.warning("sink: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc)
         send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
         metrics().dlq.labels(STAGE, type(exc).__name__).inc()
 
-    async def process(self, events: Sequence[EventT[Any]]) -> None:
+    async def process(self, messages: Sequence[Message]) -> None:
         m = metrics()
         records: list[dict[str, Any]] = []
         origin: dict[int, Any] = {}
-        for event in events:
-            msg = event.message
+        for msg in messages:
             try:
                 if msg.key is None:
                     raise SerdeError("canonical event without a key; keys are canonical ids")
@@ -70,9 +78,10 @@ class Sink:
                 self._dlq(msg, exc)
         target, entity = self.target.name, self.entity
         started = time.monotonic()
-        changed, rejected = await self.target.apply_with_retry(
-            records, on_retry=m.sink_retries.labels(target, entity).inc
+        outcome = await apply_isolating(
+            self.target, records, self.retry, on_retry=m.sink_retries.labels(target, entity).inc
         )
+        changed, rejected = len(outcome.writes), outcome.rejected
         m.sink_apply.labels(target, entity).observe(time.monotonic() - started)
         for record, error in rejected:
             self._dlq(origin[id(record)], error)
@@ -83,23 +92,25 @@ class Sink:
             source = record["envelope"].get("source")
             if source:
                 latency.observe(max(0.0, now - source["committed_at"].timestamp()))
-        m.events_in.labels(STAGE, entity).inc(len(events))
+        m.events_in.labels(STAGE, entity).inc(len(messages))
         m.sink_rows.labels(target, entity, "applied").inc(changed)
         m.sink_rows.labels(target, entity, "skipped_stale").inc(
             max(0, len(records) - len(rejected) - changed)
         )
-        m.batch_size.labels(STAGE).observe(len(events))
+        m.batch_size.labels(STAGE).observe(len(messages))
 
 
 def register(
     app: faust.App,
+    runners: dict[str, StageRunner],
     settings: Settings,
     topology: Topology,
     output: Output,
     registry: Registry,
     target: PostgresSink,
 ) -> Sink:
-    sink = Sink(topology, "opportunity", target, output, registry)
+    retry = RetryPolicy(retry_for=settings.sink_retry_for)
+    sink = Sink(topology, "opportunity", target, output, registry, retry)
     topic = bytes_topic(app, topology.canonical("opportunity"))
-    batch_agent(app, topic, "sink-postgres-opportunity", sink, settings)
+    batch_stage(app, runners, topic, "sink-postgres-opportunity", sink, settings)
     return sink

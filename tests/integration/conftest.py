@@ -19,9 +19,12 @@ from sqlalchemy import create_engine, text
 from connectors.sql import db_url
 from streams.settings import Settings
 from tests.sandbox import (
+    REPO,  # noqa: F401 - integration tests import it from here
     Worker,
+    admin_engine,
     create_sandbox,
     destroy_sandbox,
+    free_port,
     group_positions,
     stack_down,
     worker_metrics,
@@ -95,18 +98,48 @@ class SliceEnv:
         return "\n".join(lines)
 
     def worker(self) -> Worker:
-        w = Worker(self.env, self.tmp / f"worker{len(self.workers)}.log")
+        """A worker process of the group; each has its own web port and state directory."""
+        n = len(self.workers)
+        env = self.env
+        if n:
+            env = {
+                **env,
+                "PSSYNC_WEB_PORT": str(free_port()),
+                "PSSYNC_DATA_DIR": str(self.tmp / f"worker-data{n}"),
+            }
+        w = Worker(env, self.tmp / f"worker{n}.log")
         self.workers.append(w)
         return w
 
 
 @pytest.fixture
-def slice_env(base_settings: Settings, tmp_path: Path) -> Iterator[SliceEnv]:
+def target_url(base_settings: Settings) -> Iterator[str]:
+    """A fresh, empty target database of its own."""
+    name = "target_t" + uuid.uuid4().hex[:10]
+    admin = admin_engine(base_settings)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            f"postgresql+psycopg://postgres:postgres@127.0.0.1:"
+            f"{base_settings.ports.postgres}/{name}"
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def slice_env(
+    base_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[SliceEnv]:
+    """Parametrize indirectly with a dict of extra settings, e.g. {"PSSYNC_PARTITIONS": "2"}."""
     sandbox = create_sandbox(
         base_settings,
         "t" + uuid.uuid4().hex[:10],
         tmp_path / "worker-data",
-        {"PSSYNC_BATCH_WITHIN": "0.1"},
+        {"PSSYNC_BATCH_WITHIN": "0.1", **getattr(request, "param", {})},
     )
     env_obj = SliceEnv(sandbox.settings, sandbox.env, tmp_path)
     try:

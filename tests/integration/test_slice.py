@@ -88,6 +88,21 @@ def test_insert_update_delete_reach_target_and_decode_with_registry(slice_env: S
     assert versions == sorted(versions) and len(set(versions)) == 3
     assert len({e["envelope"]["correlation_id"] for e in events}) == 1
 
+    # Each target write has one audit record, decodable through the registry.
+    audit_topic = topology(env.settings).audit("sink")
+    audits = [
+        deserializer(m.value(), SerializationContext(audit_topic, MessageField.VALUE))
+        for m in read_all(env.settings.kafka_bootstrap, audit_topic)
+    ]
+    assert [(a["op"], a["version_before"], a["version_after"]) for a in audits] == [
+        ("create", None, versions[0]),
+        ("update", versions[0], versions[1]),
+        ("delete", versions[1], versions[2]),
+    ]
+    assert [a["event_id"] for a in audits] == [str(e["envelope"]["event_id"]) for e in events]
+    assert audits[0]["target"].endswith(f"/{env.settings.target_url.rsplit('/', 1)[1]}/opportunity")
+    assert "postgres:postgres" not in audits[0]["target"]  # no credentials
+
     # The worker's Prometheus endpoint reports what happened, lag included.
     url = f"http://127.0.0.1:{env.settings.web_port}/metrics"
     env.wait_for(lambda: "pssync_consumer_lag{" in _get(url), timeout=40, what="lag metric")
@@ -198,6 +213,47 @@ def test_worker_killed_mid_stream_loses_and_doubles_nothing(slice_env: SliceEnv)
         for m in read_all(env.settings.kafka_bootstrap, canonical)
     ]
     assert len(set(ids)) == total + 1000
+
+
+@pytest.mark.parametrize("slice_env", [{"PSSYNC_PARTITIONS": "2"}], indirect=True)
+def test_two_workers_share_the_load_and_a_killed_one_loses_and_doubles_nothing(
+    slice_env: SliceEnv,
+) -> None:
+    env = slice_env
+    total = 4000
+    rows = [{"id": f"006R{i:05d}", "name": f"Deal {i}", "amount": f"{i}.50"} for i in range(total)]
+    first, second = env.worker(), env.worker()
+    first.start()
+    second.start()
+    for start in range(0, total, 500):
+        env.crm(INSERT, rows[start : start + 500])
+    env.crm(
+        "UPDATE sales.opportunity SET stage_name = 'Closed Won', is_closed = true, "
+        "is_won = true WHERE id < '006R02000'"
+    )
+    env.wait_for(lambda: len(env.target_rows()) >= 500, timeout=120, what="first rows applied")
+    second.kill()  # its partitions move to the first worker in a rebalance
+    env.wait_for(
+        lambda: (
+            len(env.target_rows("stage = 'closed_won'")) == 2000 and len(env.target_rows()) == total
+        ),
+        timeout=240,
+        what="all rows after the rebalance",
+    )
+    target = env.target_rows()
+    assert {r["crm_id"] for r in target} == {r["id"] for r in rows}
+    assert all(r["amount"] == Decimal(f"{int(r['crm_id'][4:])}.50") for r in target)
+    canonical = topology(env.settings).canonical("opportunity")
+    deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
+    messages = read_all(env.settings.kafka_bootstrap, canonical)
+    assert {m.partition() for m in messages} == {0, 1}  # both partitions carried the load
+    ids = {
+        deserializer(m.value(), SerializationContext(canonical, MessageField.VALUE))["envelope"][
+            "event_id"
+        ]
+        for m in messages
+    }
+    assert len(ids) == total + 2000
 
 
 def test_sink_isolates_rows_the_target_rejects(slice_env: SliceEnv) -> None:

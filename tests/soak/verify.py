@@ -206,11 +206,16 @@ class Verifier:
 
     def _check_target(self, f: Findings, n: Counter[str], raw: dict[str, RawChange]) -> None:
         last: dict[str, RawChange] = {}
+        # Newest live and newest delete version per key: the target keeps both.
+        live_version: dict[str, int] = {}
+        delete_version: dict[str, int] = {}
         for rc in raw.values():
             key = opportunity_key(rc.change.key)
             seq = rc.change.sequence or 0
             if key not in last or seq > (last[key].change.sequence or 0):
                 last[key] = rc
+            versions = delete_version if rc.change.op == "delete" else live_version
+            versions[key] = max(seq, versions.get(key, seq))
         source = self._source_rows()
         target = self._target_rows()
         for crm_id, image in source.items():
@@ -243,8 +248,10 @@ class Verifier:
                 "source_position": format_lsn(env["entity_version"]),
                 "last_event_id": str(env["event_id"]),
                 "correlation_id": correlation_id(key),
+                "data_version": live_version.get(key),
+                "deleted_version": delete_version.get(key),
             }
-            off = {c: (row[c], v) for c, v in book.items() if str(row[c]) != str(v)}
+            off = {c: (row[c], v) for c, v in book.items() if c in row and str(row[c]) != str(v)}
             if off:
                 f.wrong_versions += 1
                 f.detail("wrong version", n, f"{key}: (target, expected) {off}")

@@ -1,56 +1,122 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from connectors.sinks.postgres import PostgresSink, plan_batch, to_row
+from connectors.sinks.plan import KeyImage, plan_batch
+from connectors.sinks.postgres import PostgresSink, to_row
 from streams.errors import SinkError
+from tests.sink_model import (
+    NOW,
+    Row,
+    essentials,
+    event,
+    in_version_order,
+    reference,
+    splits,
+    streams,
+    tombstone,
+)
 
 
-def ev(key: str, version: int, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "key": key,
-        "data": data,
-        "envelope": {
-            "entity_version": version,
-            "event_id": f"e{version}",
-            "correlation_id": "c",
-            "source": {"position": f"p{version}"},
-        },
-    }
+def merge(rows: dict[str, Row], image: KeyImage) -> None:
+    """What the target's upsert does with one key image (mirrors the SQL in postgres.py)."""
+    staged = to_row(image, NOW)
+    old = rows.get(image.key)
+    if old is None:
+        rows[image.key] = Row(
+            staged["name"],
+            staged["stage"],
+            staged["probability"],
+            staged["is_deleted"],
+            staged["deleted_at"],
+            staged["entity_version"],
+            staged["data_version"],
+            staged["deleted_version"],
+            staged["last_event_id"],
+        )
+        return
+    lv, dv = staged["data_version"], staged["deleted_version"]
+    newer_data = lv is not None and lv > (old.data_version if old.data_version is not None else -1)
+    newer_delete = dv is not None and dv > (
+        old.deleted_version if old.deleted_version is not None else -1
+    )
+    if not (newer_data or newer_delete):
+        return
+    data_version = max(v for v in (old.data_version, lv, -1) if v is not None)
+    deleted_version = max(v for v in (old.deleted_version, dv, -2) if v is not None)
+    deleted = deleted_version >= data_version
+    rows[image.key] = replace(
+        old,
+        name=staged["name"] if newer_data else old.name,
+        stage=staged["stage"] if newer_data else old.stage,
+        probability=staged["probability"] if newer_data else old.probability,
+        data_version=None if data_version < 0 else data_version,
+        deleted_version=None if deleted_version < 0 else deleted_version,
+        is_deleted=deleted,
+        deleted_at=(staged["deleted_at"] if newer_delete else old.deleted_at) if deleted else None,
+        entity_version=max(old.entity_version, staged["entity_version"]),
+        last_event_id=staged["last_event_id"]
+        if staged["entity_version"] > old.entity_version
+        else old.last_event_id,
+    )
 
 
-def versions(events: list[dict[str, Any]]) -> dict[str, int]:
-    return {e["key"]: e["envelope"]["entity_version"] for e in events}
+def run_plans(batches: list[list[dict[str, object]]]) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    for batch in batches:
+        for wave in plan_batch(batch):
+            for image in wave.images.values():
+                merge(rows, image)
+            for key in wave.blind:
+                row = rows.get(key)
+                if row is not None and not row.is_deleted:
+                    rows[key] = replace(
+                        row, is_deleted=True, deleted_at=NOW, deleted_version=row.entity_version
+                    )
+    return rows
 
 
-def test_plan_keeps_newest_live_and_newer_delete() -> None:
-    events = [ev("a", 1, {}), ev("b", 5, {}), ev("a", 3), ev("a", 2, {}), ev("b", 4)]
-    live, deletes, blind = plan_batch(events)
-    assert versions(live) == {"a": 2, "b": 5}
-    assert versions(deletes) == {"a": 3}  # b's delete is older than its live image
-    assert blind == []
+@given(streams(tombstones=False))
+def test_reference_agrees_with_applying_in_version_order(events: list[dict[str, object]]) -> None:
+    assert essentials(reference(events)) == in_version_order(events)
 
 
-def test_plan_routes_unknown_version_tombstones_to_blind_delete() -> None:
-    live, deletes, blind = plan_batch([ev("a", -1), ev("b", 2, {})])
-    assert blind == ["a"] and deletes == [] and versions(live) == {"b": 2}
+@given(st.data(), streams())
+def test_any_batch_split_reaches_the_reference_rows(
+    data: st.DataObject, events: list[dict[str, object]]
+) -> None:
+    batches = data.draw(splits(events))
+    assert run_plans(batches) == reference(events)
 
 
-def test_delete_row_is_soft() -> None:
-    now = datetime.now(UTC)
-    row = to_row(ev("a", 3), now)
-    assert row["is_deleted"] is True and row["deleted_at"] == now
-    assert row["entity_version"] == 3 and row["source_position"] == "p3"
+def test_live_and_newer_delete_of_one_key_make_one_image() -> None:
+    (wave,) = plan_batch([event("a", 1, True), event("a", 3, False), event("a", 2, True)])
+    image = wave.images["a"]
+    assert (image.live_version, image.dead_version, image.deleted) == (2, 3, True)
+    row = to_row(image, NOW)
+    # Created and deleted within one batch: the row keeps its last data, marked deleted.
+    assert row["name"] == "a@2" and row["is_deleted"] and row["entity_version"] == 3
+    assert row["last_event_id"] == "a-3-dead"
+
+
+def test_a_tombstone_followed_by_a_reinsert_cuts_a_new_wave() -> None:
+    waves = plan_batch([event("a", 1, True), tombstone("a"), event("a", 5, True)])
+    assert [sorted(w.images) for w in waves] == [["a"], ["a"]]
+    assert [w.blind for w in waves] == [["a"], []]
 
 
 def test_live_row_carries_data() -> None:
-    row = to_row(ev("a", 4, {"name": "n", "stage": "proposal"}), datetime.now(UTC))
-    assert row["is_deleted"] is False and row["name"] == "n" and row["stage"] == "proposal"
-    assert row["opportunity_id"] == "a" and row["last_event_id"] == "e4"
+    (wave,) = plan_batch([event("a", 4, True)])
+    row = to_row(wave.images["a"], datetime.now(UTC))
+    assert row["is_deleted"] is False and row["deleted_at"] is None
+    assert row["opportunity_id"] == "a" and row["data_version"] == 4
+    assert row["deleted_version"] is None
 
 
 def test_unreachable_target_says_what_to_check() -> None:
