@@ -4,7 +4,8 @@
   id, whose record is the canonical mapping of that change (lost / wrong / doubled);
 * the target table equals the canonical mapping of the source table, row by row and column by
   column; a row deleted at the source is `is_deleted` with its last data kept, and every row
-  carries the version, position and event id of its last source change;
+  carries the version, position and event id of its last source change (and, where the
+  target keeps them, the versions of its newest live image and newest delete);
 * each DLQ topic holds exactly the poison injected for its stage, by marker.
 """
 
