@@ -1,18 +1,27 @@
 # pssync: `make demo` runs the slice on the local stack, `make test` runs every test.
-# Both set everything up on first use (Python venv, PostgreSQL, Kafka, Connect, registry).
+# Both set everything up on first use (Python venv, PostgreSQL, Kafka, Connect, registry,
+# the ERP and the PSA).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,stack]'
 	touch $@
 
 install: $(VENV)/.installed
+
+# The Quix Streams benchmark peer pins an older confluent-kafka than pssync: its own venv.
+QUIX_VENV := .venv-quix
+$(QUIX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q --upgrade pip
+	$(QUIX_VENV)/bin/pip install -q -e '.[bench-quix]'
+	touch $@
 
 up: install
 	$(BIN)/python docker/local/stack.py up
@@ -38,15 +47,29 @@ integration: up
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py tests/sandbox.py tests/soak
+	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components tests/sandbox.py tests/soak
 
-bench: up
+# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
+# e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
+# Only what the peers use: an ERP or PSA started for nothing would share the cores.
+BENCH_STACK := postgres,kafka,registry,connect
+bench: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+
+bench-quick: install $(QUIX_VENV)/.installed
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/peers.py --quick
+
+bench-slice: up
 	$(BIN)/python bench/slice_bench.py
 
 # Fault soak on this clone's stack (kills its Kafka and Connect): SOAK_PROFILE=short|long,
 # SOAK_SEED=<n> repeats a run.
+# Only the slice's components, like the benchmarks.
 SOAK_PROFILE ?= short
-soak: up
+soak: install
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python -m tests.soak --profile $(SOAK_PROFILE) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 # stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
@@ -54,4 +77,4 @@ soak: up
 clean:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python docker/local/stack.py clean; \
 	elif [ -d .stack ]; then PYTHONPATH=. $(PYTHON) docker/local/stack.py clean; fi
-	rm -rf .stack $(VENV)
+	rm -rf .stack $(VENV) $(QUIX_VENV)

@@ -16,12 +16,17 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
+from streams.security import faust_credentials
+from streams.settings import Settings
+
 
 def main() -> None:
     topic_name, total, group = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    settings = Settings.from_env()
     app = faust.App(
         group,
-        broker="kafka://" + os.environ.get("PSSYNC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         # Faust creates its data dir even for the memory store; keep it out of the repo.
         datadir=tempfile.mkdtemp(prefix="pssync-ceiling-"),

@@ -39,6 +39,7 @@ from schemas.serde import Decoder, encode
 from streams.admin import TopicSpec, delete_topics, ensure_topics
 from streams.changes import parse
 from streams.output import Output
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topic_specs, topology
 from tables.dedupe import Position, Verdict, decide
@@ -57,8 +58,8 @@ def admin_exec(settings: Settings, sql: str) -> None:
     engine.dispose()
 
 
-def topic_end(bootstrap: str, topic: str) -> int:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-sizer"})
+def topic_end(settings: Settings, topic: str) -> int:
+    c = Consumer(kafka_config(settings, **{"group.id": "bench-sizer"}))
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
         return sum(
@@ -97,7 +98,7 @@ def capture(base: Settings, sfx: str, n: int) -> tuple[Settings, dict[str, str],
     admin_exec(base, f'CREATE DATABASE "crm_{sfx}"')
     settings = Settings.from_env(env)
     apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings)[:1])
+    ensure_topics(settings, topic_specs(settings)[:1])
     conn_conf = crm_connector(settings)
     client = ConnectClient(settings.connect_url)
     client.put(conn_conf["name"], conn_conf["config"])
@@ -120,7 +121,7 @@ def capture(base: Settings, sfx: str, n: int) -> tuple[Settings, dict[str, str],
         )
     engine.dispose()
     committed = time.monotonic()
-    done = wait(lambda: topic_end(settings.kafka_bootstrap, raw) >= n, 600, "Debezium capture")
+    done = wait(lambda: topic_end(settings, raw) >= n, 600, "Debezium capture")
     return settings, env, n / (done - committed)
 
 
@@ -154,18 +155,16 @@ def run_worker(base_env: dict[str, str], sfx: str, run: int, n: int) -> tuple[fl
     admin_exec(settings, f'DROP DATABASE "target_{tag}" WITH (FORCE)')
     names = [t.name for t in topic_specs(settings)[1:]]
     names += [f"bench-{tag}-dedupe-positions-changelog", f"bench-{tag}-__assignor-__leader"]
-    delete_topics(settings.kafka_bootstrap, names)
+    delete_topics(settings, names)
     return n / (done - started), n / max(done - first, 1e-9)
 
 
 def read_raw(settings: Settings, n: int) -> list[Any]:
     raw = topology(settings).routes[0].raw_topic
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
+        kafka_config(
+            settings, **{"group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+        )
     )
     c.subscribe([raw])
     out: list[Any] = []
@@ -182,7 +181,7 @@ def plain_loop(settings: Settings, messages: list[Any], scratch: str) -> float:
     registry = Registry(settings)
     schema_id = registry.register(f"{scratch}-value", contracts.schema_str("opportunity"))
     parsed = contracts.parsed("opportunity")
-    output = Output(settings.kafka_bootstrap, client_id="bench-loop")
+    output = Output(settings, client_id="bench-loop")
     state: dict[str, Position] = {}
     started = time.monotonic()
     for i in range(0, len(messages), 1000):
@@ -225,14 +224,12 @@ def sink_only(settings: Settings, scratch: str, sfx: str, run: int) -> float:
     registry = Registry(settings)
     decoder = Decoder(registry.schema_by_id)
     c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-        }
+        kafka_config(
+            settings, **{"group.id": f"bench-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+        )
     )
     c.subscribe([scratch])
-    n = topic_end(settings.kafka_bootstrap, scratch)
+    n = topic_end(settings, scratch)
     records: list[dict[str, Any]] = []
     while len(records) < n:
         for m in c.consume(1000, 5):
@@ -277,10 +274,10 @@ def main() -> int:
         scratch = f"bench.{sfx}.loop"
         loop_rates, sink_rates, total_rates, steady_rates, faust_rates = [], [], [], [], []
         for run in range(args.runs):
-            ensure_topics(settings.kafka_bootstrap, [TopicSpec(scratch, 1, 1)])
+            ensure_topics(settings, [TopicSpec(scratch, 1, 1)])
             loop_rates.append(plain_loop(settings, messages, scratch))
             sink_rates.append(sink_only(settings, scratch, sfx, run))
-            delete_topics(settings.kafka_bootstrap, [scratch])
+            delete_topics(settings, [scratch])
             faust_rates.append(faust_ceiling(settings, n))
             total, steady = run_worker(env, sfx, run, n)
             total_rates.append(total)
@@ -315,7 +312,7 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - best-effort cleanup
             print(f"note: slot not dropped ({exc})")
         admin_exec(settings, f'DROP DATABASE IF EXISTS "crm_{sfx}" WITH (FORCE)')
-        delete_topics(settings.kafka_bootstrap, [topology(settings).routes[0].raw_topic])
+        delete_topics(settings, [topology(settings).routes[0].raw_topic])
     return 0
 
 

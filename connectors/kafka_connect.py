@@ -8,12 +8,14 @@ from typing import Any
 import httpx
 
 from streams.errors import ConnectError
+from streams.settings import redact_url
 
 
 class ConnectClient:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        # For messages only: a password in the URL never reaches a log.
+        self.url = redact_url(url.rstrip("/"))
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -40,7 +42,18 @@ class ConnectClient:
         current = self.config(name)
         if current is not None and {k: v for k, v in current.items() if k != "name"} == config:
             return False
-        self._call("PUT", f"/connectors/{name}/config", json=config)
+        try:
+            self._call("PUT", f"/connectors/{name}/config", json=config)
+        except ConnectError as exc:
+            if any("${" in v for v in config.values()):
+                raise ConnectError(
+                    f"{exc}; if the Connect worker has no config providers it cannot resolve "
+                    "the ${file:...}/${env:...} credential references: give it "
+                    "config.providers=file,env (docker/local/connect.properties) and restart it; "
+                    "with `file`, PSSYNC_CONNECT_SECRETS_FILE must be inside the folder its "
+                    "config.providers.file.param.allowed.paths names"
+                ) from exc
+            raise
         return True
 
     def config(self, name: str) -> dict[str, str] | None:
@@ -71,8 +84,16 @@ class ConnectClient:
                 failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
                 if status["connector"]["state"] == "FAILED" or failed:
                     trace = (failed[0] if failed else status["connector"]).get("trace", "")
+                    first = trace.splitlines()[0] if trace else "no trace"
+                    hint = (
+                        "; the worker did not resolve a ${file:...}/${env:...} reference: give it "
+                        "config.providers=file,env (docker/local/connect.properties) and restart "
+                        "it, and check PSSYNC_CONNECT_SECRETS_FILE"
+                        if "${" in first
+                        else ""
+                    )
                     raise ConnectError(
-                        f"connector {name} failed: {trace.splitlines()[0] if trace else 'no trace'}"
+                        f"connector {name} failed: {first}{hint}"
                         f"; see the Connect log and `pssync connectors status`"
                     )
                 if status.get("tasks") and all(s == "RUNNING" for s in states):

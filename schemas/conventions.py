@@ -8,6 +8,9 @@
   should also accept a tombstone, a null value, for the same key).
 - Reference-data topics: ``[<namespace>.]reference.<set>``, compacted; key = the entry's
   code as UTF-8 string (``EUR``, ``EMEA``); value as for canonical topics.
+- Analytics topics: ``[<namespace>.]<prefix>.<entity>`` (prefix ``analytics`` by default),
+  compacted; the canonical events of an entity with the fields of the masking policy masked
+  (schemas/masking.json); same key and Avro contract as the canonical topic.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
@@ -54,6 +57,10 @@ def reference_topic(name: str, namespace: str = "") -> str:
 def contract_topic(name: str, reference: bool, namespace: str = "") -> str:
     """The topic a contract's events live on."""
     return reference_topic(name, namespace) if reference else canonical_topic(name, namespace)
+
+
+def analytics_topic(entity: str, namespace: str = "", prefix: str = "analytics") -> str:
+    return _ns(namespace, f"{prefix}.{entity}")
 
 
 def dlq_topic(stage: str, namespace: str = "") -> str:

@@ -11,16 +11,23 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from streams.errors import RegistryError, SerdeError
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
 
 T = TypeVar("T")
 NOT_FOUND = 404
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
+    """SchemaRegistryClient configuration: URL, basic auth and TLS from settings."""
     conf: dict[str, Any] = {"url": settings.registry_url}
     if settings.registry_user:
         conf["basic.auth.user.info"] = f"{settings.registry_user}:{settings.registry_password}"
+    if settings.registry_ca_file:
+        conf["ssl.ca.location"] = settings.registry_ca_file
+    if settings.registry_cert_file:
+        conf["ssl.certificate.location"] = settings.registry_cert_file
+    if settings.registry_key_file:
+        conf["ssl.key.location"] = settings.registry_key_file
     return conf
 
 
@@ -42,7 +49,8 @@ class Registry:
     """Thin wrapper that caches ids and schemas and turns failures into RegistryError."""
 
     def __init__(self, settings: Settings, client: SchemaRegistryClient | None = None) -> None:
-        self.url = settings.registry_url
+        # Only ever shown in messages: never with a password from the URL.
+        self.url = redact_url(settings.registry_url)
         self.client = client or SchemaRegistryClient(client_config(settings))
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, dict[str, Any]] = {}

@@ -9,6 +9,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from streams.errors import PssyncError
+from streams.security import kafka_config
+from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -19,14 +21,17 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: Settings, specs: list[TopicSpec], timeout: float = 30.0
+) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left alone."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config(settings))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise PssyncError(
-            f"cannot reach Kafka at {bootstrap} ({exc}); check PSSYNC_KAFKA_BOOTSTRAP"
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); check "
+            "PSSYNC_KAFKA_BOOTSTRAP and PSSYNC_KAFKA_SECURITY_PROTOCOL (and its credentials)"
         ) from exc
     todo = [
         NewTopic(s.name, s.partitions, s.replication, config=s.config)
@@ -44,8 +49,8 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], timeout: float = 30.0)
     return created
 
 
-def delete_topics(bootstrap: str, names: list[str], timeout: float = 30.0) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
+    admin = AdminClient(kafka_config(settings))
     for fut in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             fut.result()

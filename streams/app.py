@@ -14,10 +14,12 @@ from schemas.registry import Registry
 from streams.agents import normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
+from streams.analytics import analytics_copies
 from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
 from streams.output import Output
 from streams.replay import Replayer
+from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.topology import topology
 from tables.dedupe import Positions, dedupe_table
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def _report_lag(settings: Settings, topics: list[str]) -> None:
     gauge = metrics().consumer_lag
-    replayer = Replayer(settings.kafka_bootstrap, timeout=10)
+    replayer = Replayer(settings, timeout=10)
     for topic in topics:
         try:
             for partition, lag in replayer.lag(settings.app_id, topic).items():
@@ -40,6 +42,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
@@ -53,11 +56,12 @@ def create_app(settings: Settings) -> faust.App:
     )
     hold_flow_until_streams_resume(app)
     topo = topology(settings)
-    output = Output(settings.kafka_bootstrap, client_id=settings.app_id)
+    output = Output(settings, client_id=settings.app_id)
     registry = Registry(settings)
     positions = Positions(dedupe_table(app, settings.partitions), output)
     runners: dict[str, StageRunner] = {}
-    normalize.register(app, runners, settings, topo, output, registry, positions)
+    analytics = analytics_copies(settings, topo, output, registry)
+    normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
     install_batch_path(app, runners)
 

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from streams.errors import PssyncError
 from streams.settings import Settings
@@ -19,7 +20,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import create_app
     from streams.topology import topic_specs
 
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    ensure_topics(settings, topic_specs(settings))
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
@@ -49,7 +50,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from streams.topology import topic_specs
 
     specs = topic_specs(settings)
-    created = ensure_topics(settings.kafka_bootstrap, specs)
+    created = ensure_topics(settings, specs)
     for spec in specs:
         print(f"{spec.name:<40} {'created' if spec.name in created else 'exists'}")
     return 0
@@ -59,7 +60,21 @@ def cmd_connectors(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.debezium import all_connectors
     from connectors.kafka_connect import ConnectClient
 
+    if args.action == "secrets":
+        from connectors.debezium import write_secrets_file
+
+        path = write_secrets_file(settings)
+        print(f"wrote {path} (mode 0600); the Connect worker must be able to read it there")
+        return 0
     client = ConnectClient(settings.connect_url)
+    secrets = Path(settings.connect_secrets_file)
+    if args.action == "deploy" and settings.connect_secrets == "file" and not secrets.exists():
+        # Not an error: the file lives where the Connect worker runs, maybe another host.
+        print(
+            f"note: {secrets} does not exist here; the Connect worker must find it on its host "
+            "(`pssync connectors secrets` writes it when Connect runs here)",
+            file=sys.stderr,
+        )
     for connector in all_connectors(settings):
         name = connector["name"]
         if args.action == "deploy":
@@ -97,7 +112,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from streams.replay import Replayer, describe
 
     group = args.group or settings.app_id
-    replayer = Replayer(settings.kafka_bootstrap)
+    replayer = Replayer(settings)
     moves = replayer.plan(group, args.topic, args.to)
     print(f"group {group}, topic {args.topic}, to {args.to}:")
     print(describe(moves))
@@ -133,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands["topics"] = cmd_topics
 
     p = sub.add_parser("connectors", help="Debezium connectors on Kafka Connect")
-    p.add_argument("action", choices=["deploy", "status", "delete"])
+    p.add_argument(
+        "action",
+        choices=["deploy", "status", "delete", "secrets"],
+        help="secrets: write PSSYNC_CONNECT_SECRETS_FILE from PSSYNC_CRM_DB_USER/PASSWORD",
+    )
     p.add_argument("--timeout", type=float, default=120.0)
     commands["connectors"] = cmd_connectors
 

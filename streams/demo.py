@@ -17,6 +17,7 @@ from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema, db_url
 from streams.admin import ensure_topics
 from streams.errors import PssyncError
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topic_specs, topology
 
@@ -25,8 +26,8 @@ BILLING = ["Fixed Fee", "Time and Materials", "Milestone", "Retainer"]
 REGIONS = ["EMEA", "NA", "APAC"]
 
 
-def topic_size(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "pssync-demo-sizer"})
+def topic_size(settings: Settings, topic: str) -> int:
+    consumer = Consumer(kafka_config(settings, **{"group.id": "pssync-demo-sizer"}))
     try:
         md = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:
@@ -132,7 +133,7 @@ def run_demo(settings: Settings, count: int = 200) -> int:
     topo = topology(settings)
     print("1/5 preparing CRM schema, topics and the Debezium connector")
     apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    ensure_topics(settings, topic_specs(settings))
     connector = crm_connector(settings)
     client = ConnectClient(settings.connect_url)
     client.put(connector["name"], connector["config"])
@@ -161,7 +162,7 @@ def run_demo(settings: Settings, count: int = 200) -> int:
     print("5/5 what flowed where")
     raw = topo.routes[0].raw_topic
     for topic in (raw, topo.canonical("opportunity"), topo.dlq("normalize"), topo.dlq("sink")):
-        print(f"  {topic:<32} {topic_size(settings.kafka_bootstrap, topic):>8} messages")
+        print(f"  {topic:<32} {topic_size(settings, topic):>8} messages")
     print(
         f"  CRM sales.opportunity -> target opportunity: {rows} rows this run "
         f"({won} closed-won, {deleted} soft-deleted) in {took:.1f}s"

@@ -9,21 +9,25 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.errors import DeliveryError
+from streams.security import kafka_config
+from streams.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]]
 
 
 class Output:
-    def __init__(self, bootstrap: str, client_id: str = "pssync") -> None:
+    def __init__(self, settings: Settings, client_id: str = "pssync") -> None:
         self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "client.id": client_id,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "batch.num.messages": 10000,
-            }
+            kafka_config(
+                settings,
+                **{
+                    "client.id": client_id,
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "batch.num.messages": 10000,
+                },
+            )
         )
         self._errors: list[str] = []
 
@@ -71,12 +75,12 @@ class Output:
 
 
 def produce_sync(
-    bootstrap: str,
+    settings: Settings,
     records: list[tuple[str, bytes | None, bytes | None]],
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Small helper for tools and tests: produce and wait."""
-    p = Producer({"bootstrap.servers": bootstrap, **(extra or {})})
+    p = Producer(kafka_config(settings, **(extra or {})))
     for topic, key, value in records:
         p.produce(topic, key=key, value=value)
     if p.flush(30):

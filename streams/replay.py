@@ -14,6 +14,8 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicP
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from streams.errors import ConfigError, PssyncError
+from streams.security import kafka_config
+from streams.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,8 @@ def parse_target(to: str) -> OffsetSpec | int:
 
 
 class Replayer:
-    def __init__(self, bootstrap: str, timeout: float = 30.0) -> None:
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+    def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
+        self.admin = AdminClient(kafka_config(settings))
         self.timeout = timeout
 
     def _partitions(self, topic: str) -> list[int]:

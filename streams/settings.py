@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from streams.errors import ConfigError
 
@@ -51,6 +53,8 @@ class StackPorts:
     registry: int = 8081
     registry_management: int = 9081
     postgres: int = 5432
+    erp: int = 8000
+    psa: int = 3000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
@@ -63,7 +67,30 @@ class StackPorts:
                 env, "PSSYNC_REGISTRY_MANAGEMENT_PORT", cls.registry_management
             ),
             postgres=_int(env, "PSSYNC_PG_PORT", cls.postgres),
+            erp=_int(env, "PSSYNC_ERP_PORT", cls.erp),
+            psa=_int(env, "PSSYNC_PSA_PORT", cls.psa),
         )
+
+
+# Secrets are kept out of reprs (repr=False) and masked by Settings.describe().
+SECRET: dict[str, bool] = {"secret": True}
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+CONNECT_SECRET_PROVIDERS = ("file", "env")
+
+
+def redact_url(url: str) -> str:
+    """`url` with the password of its user info replaced by ***, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -73,8 +100,110 @@ class SourceDb:
     host: str
     port: int
     user: str
-    password: str
-    dbname: str
+    password: str = field(repr=False, metadata=SECRET)
+    dbname: str = ""
+
+
+def _check_file(name: str, path: str) -> None:
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{name}={path!r} is not a readable file; fix the path or unset it")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client pssync builds authenticates and encrypts (see streams/security.py)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False, metadata=SECRET)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: str = field(default="", repr=False, metadata=SECRET)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> KafkaSecurity:
+        return cls(
+            protocol=_str(env, "PSSYNC_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+            sasl_mechanism=_str(env, "PSSYNC_KAFKA_SASL_MECHANISM", "").upper(),
+            sasl_username=_str(env, "PSSYNC_KAFKA_SASL_USERNAME", ""),
+            sasl_password=_str(env, "PSSYNC_KAFKA_SASL_PASSWORD", ""),
+            ssl_cafile=_str(env, "PSSYNC_KAFKA_SSL_CAFILE", ""),
+            ssl_certfile=_str(env, "PSSYNC_KAFKA_SSL_CERTFILE", ""),
+            ssl_keyfile=_str(env, "PSSYNC_KAFKA_SSL_KEYFILE", ""),
+            ssl_key_password=_str(env, "PSSYNC_KAFKA_SSL_KEY_PASSWORD", ""),
+        )
+
+    def validate(self) -> None:
+        if self.protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"PSSYNC_KAFKA_SECURITY_PROTOCOL={self.protocol!r} is not supported; "
+                f"use one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        sasl_set = [
+            n
+            for n, v in (
+                ("PSSYNC_KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                ("PSSYNC_KAFKA_SASL_USERNAME", self.sasl_username),
+                ("PSSYNC_KAFKA_SASL_PASSWORD", self.sasl_password),
+            )
+            if v
+        ]
+        if self.uses_sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"PSSYNC_KAFKA_SECURITY_PROTOCOL={self.protocol} needs "
+                    f"PSSYNC_KAFKA_SASL_MECHANISM set to one of {', '.join(SASL_MECHANISMS)}"
+                    + (f" (got {self.sasl_mechanism!r})" if self.sasl_mechanism else "")
+                )
+            if not (self.sasl_username and self.sasl_password):
+                raise ConfigError(
+                    f"PSSYNC_KAFKA_SECURITY_PROTOCOL={self.protocol} needs both "
+                    "PSSYNC_KAFKA_SASL_USERNAME and PSSYNC_KAFKA_SASL_PASSWORD"
+                )
+        elif sasl_set:
+            # Credentials that would be silently ignored are a configuration mistake.
+            raise ConfigError(
+                f"{', '.join(sasl_set)} set but PSSYNC_KAFKA_SECURITY_PROTOCOL={self.protocol} "
+                "does not use SASL; set it to SASL_SSL (or SASL_PLAINTEXT), or unset them"
+            )
+        ssl_set = [
+            n
+            for n, v in (
+                ("PSSYNC_KAFKA_SSL_CAFILE", self.ssl_cafile),
+                ("PSSYNC_KAFKA_SSL_CERTFILE", self.ssl_certfile),
+                ("PSSYNC_KAFKA_SSL_KEYFILE", self.ssl_keyfile),
+                ("PSSYNC_KAFKA_SSL_KEY_PASSWORD", self.ssl_key_password),
+            )
+            if v
+        ]
+        if ssl_set and not self.uses_ssl:
+            raise ConfigError(
+                f"{', '.join(ssl_set)} set but PSSYNC_KAFKA_SECURITY_PROTOCOL={self.protocol} "
+                "does not use TLS; set it to SSL or SASL_SSL, or unset them"
+            )
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError(
+                "a TLS client certificate needs both PSSYNC_KAFKA_SSL_CERTFILE and "
+                "PSSYNC_KAFKA_SSL_KEYFILE; set both (or neither)"
+            )
+        if self.ssl_key_password and not self.ssl_keyfile:
+            raise ConfigError(
+                "PSSYNC_KAFKA_SSL_KEY_PASSWORD is set without PSSYNC_KAFKA_SSL_KEYFILE; "
+                "set the key file or unset the password"
+            )
+        _check_file("PSSYNC_KAFKA_SSL_CAFILE", self.ssl_cafile)
+        _check_file("PSSYNC_KAFKA_SSL_CERTFILE", self.ssl_certfile)
+        _check_file("PSSYNC_KAFKA_SSL_KEYFILE", self.ssl_keyfile)
 
 
 @dataclass(frozen=True)
@@ -82,13 +211,22 @@ class Settings:
     ports: StackPorts = field(default_factory=StackPorts)
     stack_dir: Path = REPO_ROOT / ".stack"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     connect_url: str = "http://127.0.0.1:8083"
     registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
     registry_user: str = ""
-    registry_password: str = ""
+    registry_password: str = field(default="", repr=False, metadata=SECRET)
+    # TLS towards the registry: CA to verify it, client certificate for mutual TLS.
+    registry_ca_file: str = ""
+    registry_cert_file: str = ""
+    registry_key_file: str = ""
     # Source databases (as the Connect worker sees them) and the raw topic prefix per system.
     crm_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "crm")
     crm_topic_prefix: str = "crm"
+    # Connector configs carry references, not passwords: `file` -> ${file:<file>:crm.password}
+    # (the file lives on the Connect worker's host), `env` -> ${env:PSSYNC_CRM_DB_PASSWORD}.
+    connect_secrets: str = "file"
+    connect_secrets_file: str = str(REPO_ROOT / ".stack" / "secrets" / "connect.properties")
     # SQLAlchemy URL of the target database the sink applies canonical events to.
     target_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/target"
     # Faust application id: consumer group and prefix of table changelog topics.
@@ -107,6 +245,23 @@ class Settings:
     # Where the local stack keeps its PostgreSQL cluster; None: chosen by the stack (see
     # docker/local/stack.py), outside the clone when it must run as the postgres user.
     pg_data_dir: Path | None = None
+    # Masked copies for analytics: policy file (empty: off), topic prefix, HMAC key for `hash`.
+    analytics_policy: str = ""
+    analytics_prefix: str = "analytics"
+    masking_key: str = field(default="", repr=False, metadata=SECRET)
+    # The ERP (Tryton): JSON-RPC base URL, database, and the integration user pssync writes
+    # as. Its password is read from a file (0600), never from the environment's defaults.
+    erp_url: str = "http://127.0.0.1:8000"
+    erp_database: str = "erp"
+    erp_user: str = "pssync"
+    erp_password_file: Path = REPO_ROOT / ".stack" / "secrets" / "erp-pssync.password"
+    # The PSA (Redmine): REST base URL and the file holding the integration user's API key.
+    psa_url: str = "http://127.0.0.1:3000"
+    psa_api_key_file: Path = REPO_ROOT / ".stack" / "secrets" / "psa-pssync.key"
+    # True when PSSYNC_ERP_URL / PSSYNC_PSA_URL name a system the local stack does not run:
+    # `make up` then only checks that it answers.
+    erp_external: bool = False
+    psa_external: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,16 +269,21 @@ class Settings:
         ports = StackPorts.from_env(e)
         stack_dir = Path(_str(e, "PSSYNC_STACK_DIR", str(REPO_ROOT / ".stack")))
         pg_host = _str(e, "PSSYNC_PG_HOST", "127.0.0.1")
+        secrets = stack_dir / "secrets"
         settings = cls(
             ports=ports,
             stack_dir=stack_dir,
             kafka_bootstrap=_str(e, "PSSYNC_KAFKA_BOOTSTRAP", f"127.0.0.1:{ports.kafka}"),
+            kafka_security=KafkaSecurity.from_env(e),
             connect_url=_str(e, "PSSYNC_CONNECT_URL", f"http://127.0.0.1:{ports.connect}"),
             registry_url=_str(
                 e, "PSSYNC_REGISTRY_URL", f"http://127.0.0.1:{ports.registry}/apis/ccompat/v7"
             ),
             registry_user=_str(e, "PSSYNC_REGISTRY_USER", ""),
             registry_password=_str(e, "PSSYNC_REGISTRY_PASSWORD", ""),
+            registry_ca_file=_str(e, "PSSYNC_REGISTRY_CA_FILE", ""),
+            registry_cert_file=_str(e, "PSSYNC_REGISTRY_CERT_FILE", ""),
+            registry_key_file=_str(e, "PSSYNC_REGISTRY_KEY_FILE", ""),
             crm_db=SourceDb(
                 host=_str(e, "PSSYNC_CRM_DB_HOST", pg_host),
                 port=_int(e, "PSSYNC_CRM_DB_PORT", ports.postgres),
@@ -132,6 +292,10 @@ class Settings:
                 dbname=_str(e, "PSSYNC_CRM_DB_NAME", "crm"),
             ),
             crm_topic_prefix=_str(e, "PSSYNC_CRM_TOPIC_PREFIX", "crm"),
+            connect_secrets=_str(e, "PSSYNC_CONNECT_SECRETS", "file").lower(),
+            connect_secrets_file=_str(
+                e, "PSSYNC_CONNECT_SECRETS_FILE", str(stack_dir / "secrets" / "connect.properties")
+            ),
             target_url=_str(
                 e,
                 "PSSYNC_TARGET_URL",
@@ -148,6 +312,21 @@ class Settings:
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
             pg_data_dir=Path(e["PSSYNC_PG_DATA_DIR"]) if e.get("PSSYNC_PG_DATA_DIR") else None,
+            analytics_policy=_str(e, "PSSYNC_ANALYTICS_POLICY", ""),
+            analytics_prefix=_str(e, "PSSYNC_ANALYTICS_TOPIC_PREFIX", "analytics"),
+            masking_key=_str(e, "PSSYNC_MASKING_KEY", ""),
+            erp_url=_str(e, "PSSYNC_ERP_URL", f"http://127.0.0.1:{ports.erp}").rstrip("/"),
+            erp_database=_str(e, "PSSYNC_ERP_DB", "erp"),
+            erp_user=_str(e, "PSSYNC_ERP_USER", "pssync"),
+            erp_password_file=Path(
+                _str(e, "PSSYNC_ERP_PASSWORD_FILE", str(secrets / "erp-pssync.password"))
+            ),
+            psa_url=_str(e, "PSSYNC_PSA_URL", f"http://127.0.0.1:{ports.psa}").rstrip("/"),
+            psa_api_key_file=Path(
+                _str(e, "PSSYNC_PSA_API_KEY_FILE", str(secrets / "psa-pssync.key"))
+            ),
+            erp_external=bool(e.get("PSSYNC_ERP_URL")),
+            psa_external=bool(e.get("PSSYNC_PSA_URL")),
         )
         settings.validate()
         return settings
@@ -162,13 +341,91 @@ class Settings:
                 f"PSSYNC_TARGET_URL={self.target_url!r}: only PostgreSQL targets are supported "
                 "so far; use a postgresql+psycopg:// URL"
             )
+        self.kafka_security.validate()
+        self._validate_registry()
+        self._validate_connect_secrets()
+        if not self.analytics_prefix.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(
+                f"PSSYNC_ANALYTICS_TOPIC_PREFIX={self.analytics_prefix!r}: use letters, digits, "
+                "'_' or '-' (topics are named <prefix>.<entity>)"
+            )
+        if self.analytics_policy and not Path(self.analytics_policy).is_file():
+            raise ConfigError(
+                f"PSSYNC_ANALYTICS_POLICY={self.analytics_policy!r} is not a file; point it at a "
+                "masking policy such as schemas/masking.json, or unset it to turn analytics off"
+            )
+
+    def _validate_registry(self) -> None:
+        tls = [
+            n
+            for n, v in (
+                ("PSSYNC_REGISTRY_CA_FILE", self.registry_ca_file),
+                ("PSSYNC_REGISTRY_CERT_FILE", self.registry_cert_file),
+                ("PSSYNC_REGISTRY_KEY_FILE", self.registry_key_file),
+            )
+            if v
+        ]
+        if tls and not self.registry_url.startswith("https://"):
+            raise ConfigError(
+                f"{', '.join(tls)} set but PSSYNC_REGISTRY_URL={redact_url(self.registry_url)!r} "
+                "is not https://; use the registry's https URL or unset them"
+            )
+        if self.registry_key_file and not self.registry_cert_file:
+            raise ConfigError(
+                "PSSYNC_REGISTRY_KEY_FILE needs PSSYNC_REGISTRY_CERT_FILE (the client certificate)"
+            )
+        for name, path in zip(
+            ("PSSYNC_REGISTRY_CA_FILE", "PSSYNC_REGISTRY_CERT_FILE", "PSSYNC_REGISTRY_KEY_FILE"),
+            (self.registry_ca_file, self.registry_cert_file, self.registry_key_file),
+            strict=True,
+        ):
+            _check_file(name, path)
+        if bool(self.registry_user) != bool(self.registry_password):
+            raise ConfigError(
+                "registry basic auth needs both PSSYNC_REGISTRY_USER and PSSYNC_REGISTRY_PASSWORD"
+            )
+        if self.registry_user and urlsplit(self.registry_url).username:
+            raise ConfigError(
+                "PSSYNC_REGISTRY_URL carries user:password and PSSYNC_REGISTRY_USER is set too; "
+                "keep the credentials in PSSYNC_REGISTRY_USER/PASSWORD only"
+            )
+
+    def _validate_connect_secrets(self) -> None:
+        if self.connect_secrets not in CONNECT_SECRET_PROVIDERS:
+            raise ConfigError(
+                f"PSSYNC_CONNECT_SECRETS={self.connect_secrets!r}: use `file` (a properties "
+                "file on the Connect worker) or `env` (the Connect worker's environment)"
+            )
+        path = self.connect_secrets_file
+        # ${file:<path>:<key>} is split on ':' and ends at '}'; the worker resolves relative
+        # paths against its own working directory.
+        if self.connect_secrets == "file" and (
+            not path.startswith("/") or any(c in path for c in ':}"\\')
+        ):
+            raise ConfigError(
+                f"PSSYNC_CONNECT_SECRETS_FILE={path!r}: use an absolute path (as the Connect "
+                "worker sees it) without ':', '}', quotes or backslashes"
+            )
 
     def describe(self) -> dict[str, str]:
-        """Settings as printable strings, secrets masked."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if "password" in f.name and value:
-                value = "***"
-            out[f.name] = str(value)
-        return out
+        """Settings as printable strings, secrets masked (nested settings flattened)."""
+        return _describe(self, "")
+
+    def __repr__(self) -> str:
+        # URLs may carry passwords: a logged or printed Settings shows them masked.
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.describe().items())})"
+
+
+def _describe(obj: Any, prefix: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if is_dataclass(value) and not isinstance(value, type):
+            out.update(_describe(value, f"{name}."))
+        elif f.metadata.get("secret") or "password" in f.name:
+            out[name] = "***" if value else ""
+        else:
+            text = str(value)
+            out[name] = redact_url(text) if "://" in text else text
+    return out

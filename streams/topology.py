@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas.conventions import (
     DLQ_STAGES,
+    analytics_topic,
     audit_topic,
     canonical_topic,
     dlq_reruns_topic,
@@ -15,6 +16,7 @@ from schemas.conventions import (
     raw_topic,
     value_subject,
 )
+from schemas.masking import load_policy
 from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.mappings import crm
@@ -36,9 +38,14 @@ class Route:
 class Topology:
     routes: list[Route]
     namespace: str
+    analytics_prefix: str = "analytics"
 
     def canonical(self, entity: str) -> str:
         return canonical_topic(entity, self.namespace)
+
+    def analytics(self, entity: str) -> str:
+        """Topic of the entity's masked copy (see streams/analytics.py)."""
+        return analytics_topic(entity, self.namespace, self.analytics_prefix)
 
     def subject(self, entity: str) -> str:
         return value_subject(self.canonical(entity))
@@ -65,7 +72,16 @@ def topology(settings: Settings) -> Topology:
             Route(raw_topic(prefix, "sales", "opportunity"), "opportunity", crm.map_opportunity)
         ],
         namespace=settings.topic_namespace,
+        analytics_prefix=settings.analytics_prefix,
     )
+
+
+def analytics_entities(settings: Settings, topo: Topology) -> list[str]:
+    """Entities this worker emits that the masking policy lists (none when analytics is off)."""
+    if not settings.analytics_policy:
+        return []
+    policy = load_policy(settings.analytics_policy)
+    return [e for e in topo.entities if e in policy.rules]
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -77,6 +93,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"}) for route in t.routes
     ]
     canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
+    analytics = [
+        TopicSpec(t.analytics(e), p, r, {"cleanup.policy": "compact"})
+        for e in analytics_entities(settings, t)
+    ]
     dlq = [
         TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
         for stage in DLQ_STAGES
@@ -85,4 +105,4 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    return raw + canonical + dlq + audit + reruns
+    return raw + canonical + analytics + dlq + audit + reruns

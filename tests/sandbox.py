@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from connectors.debezium import crm_connector, slot_name
+from connectors.debezium import crm_connector, slot_name, write_secrets_file
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema
 from streams.admin import delete_topics, ensure_topics
@@ -139,6 +139,7 @@ class Sandbox:
     crm_db: str
     target_db: str
     connector: str
+    own_secrets: bool = False  # its own connector secrets file (PSSYNC_CONNECT_SECRETS_FILE)
 
 
 def create_sandbox(
@@ -167,13 +168,21 @@ def create_sandbox(
         **(extra_env or {}),
     }
     settings = Settings.from_env(env)
-    apply_schema(settings.crm_db, "crm")
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
     connector = crm_connector(settings)
-    connect = ConnectClient(settings.connect_url)
-    connect.put(connector["name"], connector["config"])
-    connect.wait_running(connector["name"], timeout=120)
-    return Sandbox(settings, env, crm_db, target_db, connector["name"])
+    own_secrets = "PSSYNC_CONNECT_SECRETS_FILE" in (extra_env or {})
+    sandbox = Sandbox(settings, env, crm_db, target_db, connector["name"], own_secrets)
+    try:
+        if own_secrets:
+            write_secrets_file(settings)
+        apply_schema(settings.crm_db, "crm")
+        ensure_topics(settings, topic_specs(settings))
+        connect = ConnectClient(settings.connect_url)
+        connect.put(connector["name"], connector["config"])
+        connect.wait_running(connector["name"], timeout=120)
+    except BaseException:
+        destroy_sandbox(sandbox)  # a failed set-up still drops what it created
+        raise
+    return sandbox
 
 
 def destroy_sandbox(sandbox: Sandbox) -> None:
@@ -201,18 +210,20 @@ def destroy_sandbox(sandbox: Sandbox) -> None:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
     finally:
         admin.dispose()
+    if sandbox.own_secrets:
+        Path(settings.connect_secrets_file).unlink(missing_ok=True)
     names = [t.name for t in topic_specs(settings)]
     names += [
         f"{settings.app_id}-dedupe-positions-changelog",
         f"{settings.app_id}-__assignor-__leader",
     ]
-    delete_topics(settings.kafka_bootstrap, names)
+    delete_topics(settings, names)
 
 
 def group_positions(settings: Settings) -> list[str]:
     """Where the group is: committed offset against the end of every topic it reads."""
     lines = [f"group {settings.app_id}"]
-    replayer = Replayer(settings.kafka_bootstrap, timeout=10)
+    replayer = Replayer(settings, timeout=10)
     for spec in topic_specs(settings):
         try:
             plan = replayer.plan(settings.app_id, spec.name, "latest")

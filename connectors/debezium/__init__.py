@@ -1,8 +1,14 @@
-"""Debezium connector configs (JSON templates) and how to render them from settings."""
+"""Debezium connector configs (JSON templates) and how to render them from settings.
+
+Rendered configs never hold a credential: database user and password are Kafka Connect
+config-provider references (``${file:...}`` or ``${env:...}``) that the Connect worker resolves
+when it starts a task, so the REST API, the config topic and the logs only see the reference.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from string import Template
@@ -19,13 +25,51 @@ def slot_name(topic_prefix: str) -> str:
     return "pssync_" + re.sub(r"[^a-z0-9_]", "_", topic_prefix.lower())
 
 
+def secret_ref(settings: Settings, system: str, what: str) -> str:
+    """Config-provider reference to `what` (user | password) of a source system's database."""
+    if settings.connect_secrets == "env":
+        return f"${{env:PSSYNC_{system.upper()}_DB_{what.upper()}}}"
+    return f"${{file:{settings.connect_secrets_file}:{system}.{what}}}"
+
+
+def _escape(value: str) -> str:
+    # java.util.Properties: backslash escapes; separators and comment marks are escaped too.
+    out = value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    for c in "=:#!":
+        out = out.replace(c, "\\" + c)
+    return "\\" + out if out[:1] in (" ", "\t") else out
+
+
+def secrets_properties(settings: Settings) -> str:
+    """The secrets file the `file` provider reads: `<system>.user` / `<system>.password`."""
+    lines = ["# Credentials Debezium connectors reference; keep this file mode 0600."]
+    for system, db in (("crm", settings.crm_db),):
+        lines.append(f"{system}.user={_escape(db.user)}")
+        lines.append(f"{system}.password={_escape(db.password)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_secrets_file(settings: Settings, path: Path | None = None) -> Path:
+    """Write the secrets file (default PSSYNC_CONNECT_SECRETS_FILE), readable by its owner only."""
+    target = Path(path or settings.connect_secrets_file)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = target.with_name(f".{target.name}.tmp")
+    # Created 0600 from the start, then renamed: the secret is never readable by others.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets_properties(settings))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return target
+
+
 def connector_values(db: SourceDb, topic_prefix: str, settings: Settings) -> dict[str, str]:
     return {
         "connector_name": f"{topic_prefix}-postgres",
         "db_host": db.host,
         "db_port": str(db.port),
-        "db_user": db.user,
-        "db_password": db.password,
+        "db_user": secret_ref(settings, "crm", "user"),
+        "db_password": secret_ref(settings, "crm", "password"),
         "db_name": db.dbname,
         "topic_prefix": topic_prefix,
         "slot_name": slot_name(topic_prefix),

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import URL, create_engine, text
 
 from streams.settings import SourceDb
 
 SQL_DIR = Path(__file__).resolve().parent
 
 
-def db_url(db: SourceDb) -> str:
-    return f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/{db.dbname}"
+def db_url(db: SourceDb) -> URL:
+    # A URL object: any character in the password works, and str() of it masks the password.
+    return URL.create(
+        "postgresql+psycopg",
+        username=db.user,
+        password=db.password,
+        host=db.host,
+        port=db.port,
+        database=db.dbname,
+    )
 
 
 def apply_schema(db: SourceDb, name: str) -> None:

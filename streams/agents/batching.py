@@ -8,11 +8,12 @@ acknowledges the records to Faust's consumer afterwards.
 
 Faust keeps what it is good at: group membership, partition assignment, table recovery,
 offset commits from acknowledged records, and rebalances. The batch path takes part in
-them the way Faust's streams do: records are tracked as pending when delivered (so a
-rebalance waits for the batch being processed before it commits), the stage queues are
-flow-controlled by the app (cleared when Faust clears its stream queues, blocked while it
-holds flow), and a fetch made while the consumer's flow is stopped is dropped before any
-offset moves, exactly like Faust's per-record delivery.
+them the way Faust's streams do: records are tracked as pending when delivered, so a
+rebalance waits until every delivered record is processed and acknowledged before it
+commits and gives partitions away; a fetch made while the consumer's flow is stopped is
+dropped before any offset moves (Faust seeks back to the committed offsets before flow
+resumes), exactly like Faust's per-record delivery. Unlike Faust's stream queues, the
+stage queues are never cleared: a record is processed or fetched again, never dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import faust
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message, TopicT
 from mode import Service, ServiceT
-from mode.utils.queues import FlowControlQueue
 
 from streams.settings import Settings
 
@@ -60,9 +60,11 @@ class StageRunner(Service):
         self.stage = stage
         self.batch_size = settings.batch_size
         # A few fetches of look-ahead; beyond that the fetch loop waits (backpressure).
-        self.queue: FlowControlQueue[list[Message]] = FlowControlQueue(
-            maxsize=4, flow_control=app.flow_control, clear_on_resume=True
-        )
+        # Never cleared behind the stage's back: Faust clears its stream queues whenever it
+        # resumes flow, also after it has sought to the committed offsets, and a record
+        # dropped then is never fetched again. Queued records are tracked, so a rebalance
+        # waits until they are processed and acknowledged; at worst they are seen twice.
+        self.queue: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize=4)
         super().__init__()
 
     async def deliver(self, messages: list[Message]) -> None:

@@ -15,6 +15,7 @@ from schemas import contracts
 from schemas.registry import Registry
 from schemas.serde import encode
 from streams.agents.batching import StageRunner, batch_stage, bytes_topic
+from streams.analytics import AnalyticsCopies, Emitted
 from streams.changes import parse
 from streams.dlq import send_to_dlq
 from streams.metrics import metrics
@@ -29,7 +30,12 @@ STAGE = "normalize"
 
 class Normalizer:
     def __init__(
-        self, topology: Topology, output: Output, registry: Registry, positions: Positions
+        self,
+        topology: Topology,
+        output: Output,
+        registry: Registry,
+        positions: Positions,
+        analytics: AnalyticsCopies | None = None,
     ) -> None:
         self.topology = topology
         self.routes: dict[str, Route] = {r.raw_topic: r for r in topology.routes}
@@ -39,6 +45,7 @@ class Normalizer:
         self.dlq_topic = topology.dlq(STAGE)
         # entity -> (canonical topic, schema id, parsed schema), resolved once in prepare().
         self.outputs: dict[str, tuple[str, int, Any]] = {}
+        self.analytics = analytics
 
     async def prepare(self) -> None:
         """Register the canonical schemas once, before the first batch."""
@@ -54,6 +61,8 @@ class Normalizer:
                     schema_id,
                     contracts.parsed(entity),
                 )
+        if self.analytics is not None:
+            await self.analytics.prepare()
 
     async def process(self, messages: Sequence[Message]) -> None:
         m = metrics()
@@ -63,6 +72,7 @@ class Normalizer:
         # Positions are recorded only after the batch is acknowledged by Kafka: a crash in
         # between re-emits (harmless, sinks are idempotent) instead of losing events.
         pending: dict[str, tuple[int, Position]] = {}
+        emitted: list[Emitted] = []  # for the analytics copies, handed over once per batch
         for msg in messages:
             route = self.routes[msg.topic]
             seen[route.entity] += 1
@@ -83,6 +93,8 @@ class Normalizer:
                 topic, schema_id, parsed = self.outputs[route.entity]
                 self.output.send(topic, key.encode(), encode(schema_id, parsed, record))
                 pending[state_key] = (msg.partition, position)
+                if self.analytics is not None:
+                    emitted.append((route.entity, key, record))
                 out[route.entity] += 1
             except Exception as exc:  # noqa: BLE001 - poison must never stop the line
                 log.warning(
@@ -90,6 +102,8 @@ class Normalizer:
                 )
                 send_to_dlq(self.output, self.dlq_topic, STAGE, msg, exc)
                 m.dlq.labels(STAGE, type(exc).__name__).inc()
+        if emitted and self.analytics is not None:
+            self.analytics.emit(emitted)
         await self.output.flush()
         self.positions.write((p, key, pos) for key, (p, pos) in pending.items())
         for entity, n in seen.items():
@@ -109,8 +123,9 @@ def register(
     output: Output,
     registry: Registry,
     positions: Positions,
+    analytics: AnalyticsCopies | None = None,
 ) -> Normalizer:
-    normalizer = Normalizer(topology, output, registry, positions)
+    normalizer = Normalizer(topology, output, registry, positions, analytics)
     raw = bytes_topic(app, *[r.raw_topic for r in topology.routes])
     batch_stage(app, runners, raw, "normalize", normalizer, settings)
     return normalizer

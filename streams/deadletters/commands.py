@@ -81,7 +81,7 @@ def _record_json(d: DeadLetter, reruns: dict[str, Rerun]) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     """Counts and ages by stage and error class; with --records, one line per dead letter."""
-    with TopicReader(settings.kafka_bootstrap) as reader:
+    with TopicReader(settings) as reader:
         letters, reruns = _load(args, settings, reader, payloads=False)
     groups = summarize(letters, reruns)
     now = datetime.now(UTC)
@@ -113,7 +113,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     """One dead letter: context, original headers, key and value decoded where possible."""
     ref = parse_ref(args.ref)
     topo = topology(settings)
-    with TopicReader(settings.kafka_bootstrap) as reader:
+    with TopicReader(settings) as reader:
         d = reader.read_one(ref)
         if not d.is_dead_letter:
             raise DeadLetterError(
@@ -186,23 +186,23 @@ def _record_time(ms: str) -> str:
 def cmd_rerun(args: argparse.Namespace, settings: Settings) -> int:
     """The plan; with --execute, the selected dead letters back to their origin, recorded."""
     topo = topology(settings)
-    with TopicReader(settings.kafka_bootstrap) as reader:
+    with TopicReader(settings) as reader:
         letters, reruns = _load(args, settings, reader)
         plan = build_plan(letters, reruns)
         print(format_plan(plan))
         if not plan.todo:
             return 0
         origins = {d.origin.topic for d in plan.todo if d.origin is not None}
-        for topic in compacted(settings.kafka_bootstrap, origins):
+        for topic in compacted(settings, origins):
             print(compaction_note(topic))
         if not args.execute:
             print("dry run: nothing produced; add --execute to rerun")
             return 0
         check_origins(reader, plan.todo)
     ensure_topics(
-        settings.kafka_bootstrap, [s for s in topic_specs(settings) if s.name == topo.dlq_reruns]
+        settings, [s for s in topic_specs(settings) if s.name == topo.dlq_reruns]
     )
-    done = execute(settings.kafka_bootstrap, plan.todo, topo.dlq_reruns)
+    done = execute(settings, plan.todo, topo.dlq_reruns)
     for r in done:
         print(f"rerun {r.dead_letter} -> {r.landed}")
     print(f"{len(done)} dead letter(s) rerun and recorded in {topo.dlq_reruns}")

@@ -11,6 +11,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streams.deadletters.model import DeadLetter, Ref
 from streams.errors import DeadLetterError, PssyncError
+from streams.security import kafka_config
+from streams.settings import Settings
 
 
 def _letter(msg: Message) -> DeadLetter:
@@ -22,17 +24,19 @@ def _letter(msg: Message) -> DeadLetter:
 class TopicReader:
     """Reads topics from their start to the end offsets seen when the read began."""
 
-    def __init__(self, bootstrap: str, timeout: float = 30.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, timeout: float = 30.0) -> None:
+        self.bootstrap = settings.kafka_bootstrap
         self.timeout = timeout
         # A group id is required by the client, but nothing joins or commits: assign() only.
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"pssync-dlq-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-            }
+            kafka_config(
+                settings,
+                **{
+                    "group.id": f"pssync-dlq-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                },
+            )
         )
 
     def __enter__(self) -> TopicReader:
@@ -52,7 +56,8 @@ class TopicReader:
             md = self._consumer.list_topics(topic, timeout=self.timeout).topics.get(topic)
         except KafkaException as exc:
             raise PssyncError(
-                f"cannot reach Kafka at {self.bootstrap} ({exc}); check PSSYNC_KAFKA_BOOTSTRAP"
+                f"cannot reach Kafka at {self.bootstrap} ({exc}); check PSSYNC_KAFKA_BOOTSTRAP "
+                "and PSSYNC_KAFKA_SECURITY_PROTOCOL (and its credentials)"
             ) from exc
         if md is None or md.error is not None or not md.partitions:
             return None

@@ -12,6 +12,8 @@ from streams.deadletters.ledger import Rerun
 from streams.deadletters.model import DeadLetter, Ref
 from streams.deadletters.reader import TopicReader
 from streams.errors import DeadLetterError
+from streams.security import kafka_config
+from streams.settings import Settings
 
 
 def check_origins(reader: TopicReader, letters: list[DeadLetter]) -> None:
@@ -31,11 +33,11 @@ def check_origins(reader: TopicReader, letters: list[DeadLetter]) -> None:
             )
 
 
-def compacted(bootstrap: str, topics: set[str], timeout: float = 30.0) -> list[str]:
+def compacted(settings: Settings, topics: set[str], timeout: float = 30.0) -> list[str]:
     """Which of `topics` are compacted (a rerun becomes the newest record of its key there)."""
     if not topics:
         return []
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config(settings))
     resources = [ConfigResource("topic", t) for t in sorted(topics)]
     found = []
     for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
@@ -58,7 +60,7 @@ def compaction_note(topic: str) -> str:
 
 
 def execute(
-    bootstrap: str, letters: list[DeadLetter], reruns_topic: str, timeout: float = 60.0
+    settings: Settings, letters: list[DeadLetter], reruns_topic: str, timeout: float = 60.0
 ) -> list[Rerun]:
     """Rerun `letters`; returns what was rerun and recorded. Raises if any could not be.
 
@@ -67,7 +69,7 @@ def execute(
     harmless because the pipeline dedupes (the dedupe table drops a raw change it already
     applied, sinks upsert guarded by entity_version). Recording first could lose a record.
     """
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+    producer = Producer(kafka_config(settings, **{"enable.idempotence": True, "acks": "all"}))
     landed: dict[Ref, Ref] = {}
     failed: dict[Ref, str] = {}
 

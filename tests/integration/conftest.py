@@ -39,6 +39,13 @@ def base_settings() -> Settings:
     down = stack_down(settings)
     if down:
         pytest.fail(f"local stack not running ({', '.join(down)} down): run `make up` first")
+    secrets = Path(settings.connect_secrets_file)
+    if settings.connect_secrets == "file" and not secrets.is_file():
+        pytest.fail(
+            f"no connector secrets file at {secrets}: `make up` writes it; when the stack runs "
+            "from another folder, set PSSYNC_CONNECT_SECRETS_FILE to that folder's "
+            ".stack/secrets/connect.properties"
+        )
     return settings
 
 

@@ -6,15 +6,16 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from streams.security import kafka_config
+from streams.settings import Settings
 
-def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Message]:
+
+def read_all(settings: Settings, topic: str, timeout: float = 10.0) -> list[Message]:
     """Every message currently in `topic` (all partitions), in partition/offset order."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"assert-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-        }
+        kafka_config(
+            settings, **{"group.id": f"assert-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
     )
     try:
         md = consumer.list_topics(topic, timeout=timeout).topics[topic]

@@ -24,6 +24,7 @@ from streams.deadletters.model import RERUN_HEADER
 from streams.dlq import dlq_headers, read_context
 from streams.errors import BadEventError, SerdeError
 from streams.output import produce_sync
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import Topology, topic_specs, topology
 from tests.integration.conftest import REPO, SliceEnv
@@ -59,14 +60,14 @@ def fails(env: dict[str, str], *args: str) -> str:
     return done.stderr
 
 
-def count(bootstrap: str, topic: str) -> int:
-    return len(read_all(bootstrap, topic)) if _end(bootstrap, topic) else 0
+def count(settings: Settings, topic: str) -> int:
+    return len(read_all(settings, topic)) if _end(settings, topic) else 0
 
 
-def _end(bootstrap: str, topic: str) -> int:
+def _end(settings: Settings, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"assert-{uuid.uuid4()}"})
+    c = Consumer(kafka_config(settings, **{"group.id": f"assert-{uuid.uuid4()}"}))
     try:
         return int(c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1])
     finally:
@@ -85,12 +86,12 @@ def dlq_env(base_settings: Settings) -> Iterator[DlqEnv]:
     sfx = "q" + uuid.uuid4().hex[:10]
     env = {**os.environ, "PSSYNC_TOPIC_NAMESPACE": sfx, "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}"}
     settings = Settings.from_env(env)
-    ensure_topics(settings.kafka_bootstrap, topic_specs(settings))
+    ensure_topics(settings, topic_specs(settings))
     topo = topology(settings)
     try:
         yield DlqEnv(settings, env, topo)
     finally:
-        delete_topics(settings.kafka_bootstrap, [s.name for s in topic_specs(settings)])
+        delete_topics(settings, [s.name for s in topic_specs(settings)])
         registry = Registry(settings)
         if topo.subject("opportunity") in registry.subjects():
             registry.delete_subject(topo.subject("opportunity"))
@@ -116,7 +117,7 @@ def _poison(e: DlqEnv) -> dict[str, tuple[str, bytes, bytes, list[tuple[str, byt
         ("sink", canonical, 3, b"crm:opportunity:006C", avro, [], ValueError("char(3)")),
         ("sink", canonical, 4, b"crm:opportunity:006J", b"\x00\x00\x00", [], SerdeError("short")),
     ]
-    p = Producer({"bootstrap.servers": e.settings.kafka_bootstrap})
+    p = Producer(kafka_config(e.settings))
     out = {}
     per_topic: dict[str, int] = {}
     for stage, origin, offset, key, value, headers, error in letters:
@@ -132,7 +133,7 @@ def _poison(e: DlqEnv) -> dict[str, tuple[str, bytes, bytes, list[tuple[str, byt
 
 def test_list_show_rerun_and_rerun_again(dlq_env: DlqEnv) -> None:
     e = dlq_env
-    boot = e.settings.kafka_bootstrap
+    boot = e.settings
     raw, canonical = e.topo.routes[0].raw_topic, e.topo.canonical("opportunity")
     letters = _poison(e)
     n0, n1, s0, s1 = list(letters)
@@ -232,7 +233,7 @@ def test_bad_selectors_unknown_topics_and_an_unreachable_registry(dlq_env: DlqEn
     assert "time zone" in fails(e.env, "dlq", "rerun", "--since", "2026-11-29T10:00:00")
     assert "does not exist" in fails(e.env, "dlq", "rerun", "--offsets", f"nope.{dlq}:0:0")
     # A record without pssync.dlq.* headers is not a dead letter.
-    produce_sync(e.settings.kafka_bootstrap, [(dlq, b"k", b"v")])
+    produce_sync(e.settings, [(dlq, b"k", b"v")])
     assert "not a dead letter" in fails(e.env, "dlq", "show", f"{dlq}:0:2")
     # The registry cannot be asked: say so (the bytes may be fine); --raw still shows them.
     away = {**e.env, "PSSYNC_REGISTRY_URL": "http://127.0.0.1:9/apis/ccompat/v7"}
@@ -241,9 +242,9 @@ def test_bad_selectors_unknown_topics_and_an_unreachable_registry(dlq_env: DlqEn
     # Offsets select exactly; a dead letter whose origin topic is gone is refused, not
     # produced to an auto-created topic.
     assert "1 dead letter(s) to rerun" in ok(e.env, "dlq", "rerun", "--offsets", n0)
-    delete_topics(e.settings.kafka_bootstrap, [e.topo.routes[0].raw_topic])
+    delete_topics(e.settings, [e.topo.routes[0].raw_topic])
     assert "does not exist" in fails(e.env, "dlq", "rerun", "--offsets", n0, "--execute")
-    assert _end(e.settings.kafka_bootstrap, e.topo.dlq_reruns) == 0
+    assert _end(e.settings, e.topo.dlq_reruns) == 0
 
 
 def test_poison_rerun_goes_back_to_the_worker_and_dead_letters_again(
@@ -251,11 +252,11 @@ def test_poison_rerun_goes_back_to_the_worker_and_dead_letters_again(
 ) -> None:
     """The loop is bounded (one rerun per dead letter) and visible (rerun-of header)."""
     env = slice_env
-    boot = env.settings.kafka_bootstrap
+    boot = env.settings
     topo = topology(env.settings)
     raw, dlq = topo.routes[0].raw_topic, topo.dlq("normalize")
     env.worker().start()
-    p = Producer({"bootstrap.servers": boot})
+    p = Producer(kafka_config(boot))
     p.produce(raw, key=b'{"id":"006Z"}', value=b"{still not json", headers=[("trace", b"t1")])
     assert p.flush(30) == 0
     env.wait_for(lambda: count(boot, dlq) == 1, what="first dead letter")
@@ -285,7 +286,7 @@ def test_poison_rerun_goes_back_to_the_worker_and_dead_letters_again(
 def test_sink_dead_letter_lands_after_the_target_is_fixed(slice_env: SliceEnv) -> None:
     """The use the tool is for: the target rejected a row, it is fixed, the row is rerun."""
     env = slice_env
-    boot = env.settings.kafka_bootstrap
+    boot = env.settings
     topo = topology(env.settings)
     canonical, dlq = topo.canonical("opportunity"), topo.dlq("sink")
     env.worker().start()

@@ -116,7 +116,7 @@ class Verifier:
     # ---------------------------------------------------------------- reading
     def _raw(self) -> dict[str, RawChange]:
         changes: dict[str, RawChange] = {}
-        for msg in read_all(self.settings.kafka_bootstrap, self.raw_topic):
+        for msg in read_all(self.settings, self.raw_topic):
             if find_marker(msg.key()) or msg.value() is None:
                 continue  # poison (checked through the DLQ) or a tombstone after a delete
             change = parse(msg.key(), msg.value(), self.raw_topic)
@@ -131,7 +131,7 @@ class Verifier:
 
     def _canonical(self, f: Findings) -> dict[str, list[dict[str, Any]]]:
         events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for msg in read_all(self.settings.kafka_bootstrap, self.canonical_topic):
+        for msg in read_all(self.settings, self.canonical_topic):
             if find_marker(msg.key()):
                 continue  # sink poison
             f.canonical_messages += 1
@@ -265,7 +265,7 @@ class Verifier:
             expected = {m for m, s in self.tally.poison_acked.items() if s == stage}
             found: Counter[str] = Counter()
             unmarked = 0
-            for msg in read_all(self.settings.kafka_bootstrap, topic):
+            for msg in read_all(self.settings, topic):
                 mark = find_marker(msg.key())
                 if mark is None:
                     unmarked += 1

@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 
 from connectors.sql import db_url
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topology
 from tests.soak import poison
@@ -77,11 +78,9 @@ class Workload:
                        "sink": topo.canonical("opportunity")}
         # Idempotent and patient: poison produced while the broker is down is delivered once
         # it is back, and exactly once, so the DLQ count is exact.
-        self.producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "message.timeout.ms": 300000,
-        }, logger=client_log)
+        self.producer = Producer(kafka_config(
+            settings, **{"enable.idempotence": True, "message.timeout.ms": 300000}
+        ), logger=client_log)
         self.live: list[str] = []
         self.live_at: dict[str, int] = {}
         self.dead: list[str] = []

@@ -56,6 +56,34 @@ def pssync_env() -> dict[str, str]:
 def test_topology_has_every_component() -> None:
     services = set(compose()["services"])
     assert {"kafka", "connect", "registry", "postgres", "pssync", "prometheus"} <= services
+    assert {"erp", "psa"} <= services
+
+
+def test_erp_and_psa_match_the_local_stack() -> None:
+    erp = sys.modules["components.erp"]
+    psa = sys.modules["components.psa"]
+    assert image_tag("erp") == erp.TRYTON_SERIES
+    assert compose()["services"]["erp"]["image"].startswith("tryton/tryton:")
+    assert image_tag("psa") == psa.REDMINE_SERIES
+    assert compose()["services"]["psa"]["image"].startswith("redmine:")
+    pins = re.findall(
+        r'"(trytond[a-z_-]*|proteus)(?:\[[a-z]+\])?>=([0-9.]+),<([0-9.]+)"',
+        (ROOT / "pyproject.toml").read_text(),
+    )
+    assert pins, "pyproject's stack extra pins the Tryton packages"
+    for name, low, high in pins:
+        assert low.startswith(erp.TRYTON_SERIES), name
+        assert high == "8.3", name
+    # Same databases as the local stack, on the compose PostgreSQL.
+    assert "erp" in _stack.SOURCE_DATABASES and "psa" in _stack.SOURCE_DATABASES
+    init = (ROOT / "docker" / "postgres-init.sql").read_text()
+    assert "CREATE DATABASE erp;" in init and "CREATE DATABASE psa;" in init
+    assert compose()["services"]["psa"]["environment"]["REDMINE_DB_DATABASE"] == "psa"
+    erp_env = compose()["services"]["erp"]["environment"]
+    assert erp_env["TRYTOND_DATABASE_NAMES"] == pssync_env()["PSSYNC_ERP_DB"] == "erp"
+    docker = Settings.from_env(pssync_env())
+    assert docker.erp_external and docker.psa_external
+    assert docker.erp_url == "http://erp:8000" and docker.psa_url == "http://psa:3000"
 
 
 def test_versions_match_the_local_stack() -> None:
@@ -77,9 +105,28 @@ def test_same_topics_and_connector_config_as_the_code() -> None:
     local_conf = crm_connector(local)["config"]
     docker_conf = crm_connector(docker)["config"]
     differing = {k for k in local_conf if local_conf[k] != docker_conf[k]}
-    # Only where the database is reached may differ between the two shapes.
-    assert differing <= {"database.hostname"}
+    # Only where the database is reached and where its credentials come from may differ.
+    assert differing <= {"database.hostname", "database.user", "database.password"}
     assert docker_conf["database.hostname"] == "postgres"
+
+
+def test_connect_resolves_the_credentials_connectors_reference() -> None:
+    connect = compose()["services"]["connect"]["environment"]
+    docker_conf = crm_connector(Settings.from_env(pssync_env()))["config"]
+    assert docker_conf["database.password"] == "${env:PSSYNC_CRM_DB_PASSWORD}"
+    assert docker_conf["database.user"] == "${env:PSSYNC_CRM_DB_USER}"
+    # The variables exist where the worker resolves them, and the providers are configured
+    # like the local worker's.
+    assert connect["PSSYNC_CRM_DB_PASSWORD"] and connect["PSSYNC_CRM_DB_USER"]
+    local = (ROOT / "docker" / "local" / "connect.properties").read_text()
+    for key in (
+        "CONFIG_PROVIDERS",
+        "CONFIG_PROVIDERS_FILE_CLASS",
+        "CONFIG_PROVIDERS_ENV_CLASS",
+        "CONFIG_PROVIDERS_ENV_PARAM_ALLOWLIST_PATTERN",
+    ):
+        prop = key.lower().replace("_", ".")
+        assert f"{prop}={connect['CONNECT_' + key]}\n" in local, prop
 
 
 def test_connect_storage_topics_match_local_worker() -> None:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import argparse
+import json
+
 import pytest
 
 from streams.errors import ConfigError
-from streams.settings import Settings
+from streams.settings import Settings, redact_url
 
 
 def test_defaults_point_at_local_stack() -> None:
@@ -35,3 +38,53 @@ def test_non_postgres_target_is_refused() -> None:
 def test_describe_masks_secrets() -> None:
     s = Settings.from_env({"PSSYNC_REGISTRY_PASSWORD": "s3cret", "PSSYNC_REGISTRY_USER": "u"})
     assert s.describe()["registry_password"] == "***"
+
+
+def test_describe_masks_every_secret() -> None:
+    env = {
+        "PSSYNC_REGISTRY_URL": "https://ruser:urlpw1@registry:8443/apis/ccompat/v7",
+        "PSSYNC_CONNECT_URL": "https://cuser:urlpw2@connect:8083",
+        "PSSYNC_TARGET_URL": "postgresql+psycopg://app:urlpw3@db:5432/target",
+        "PSSYNC_CRM_DB_PASSWORD": "dbpw4",
+        "PSSYNC_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "PSSYNC_KAFKA_SASL_MECHANISM": "PLAIN",
+        "PSSYNC_KAFKA_SASL_USERNAME": "kuser",
+        "PSSYNC_KAFKA_SASL_PASSWORD": "saslpw5",
+        "PSSYNC_MASKING_KEY": "maskkey6-0123456789",
+    }
+    s = Settings.from_env(env)
+    shown = s.describe()
+    text = json.dumps(shown)
+    for secret in ("urlpw1", "urlpw2", "urlpw3", "dbpw4", "saslpw5", "maskkey6"):
+        assert secret not in text, secret
+        assert secret not in repr(s), secret
+    assert shown["registry_url"] == "https://ruser:***@registry:8443/apis/ccompat/v7"
+    assert shown["target_url"] == "postgresql+psycopg://app:***@db:5432/target"
+    assert shown["crm_db.password"] == "***" and shown["crm_db.user"] == "postgres"
+    assert shown["kafka_security.sasl_password"] == "***"
+    assert shown["kafka_security.sasl_username"] == "kuser"
+    assert shown["masking_key"] == "***"
+    # An unset secret shows as empty, so users can tell "not set" from "set".
+    assert Settings.from_env({}).describe()["registry_password"] == ""
+
+
+def test_pssync_settings_command_prints_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    from streams.cli import cmd_settings
+
+    s = Settings.from_env({"PSSYNC_TARGET_URL": "postgresql://u:topsecret@h/db"})
+    cmd_settings(argparse.Namespace(), s)
+    out = capsys.readouterr().out
+    assert "topsecret" not in out and "u:***@h" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:8081/x", "http://127.0.0.1:8081/x"),
+        ("https://user@h/x", "https://user@h/x"),
+        ("https://user:p%40ss@h:1/x?q=1", "https://user:***@h:1/x?q=1"),
+        ("postgresql://:pw@h/db", "postgresql://:***@h/db"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

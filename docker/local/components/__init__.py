@@ -1,0 +1,1 @@
+"""The local stack's components, one module each, all behind `base.Component`."""
