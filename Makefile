@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ demo: up
 
 test: up lint
 	$(BIN)/pytest tests
+	$(MAKE) soak SOAK_PROFILE=short
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -46,7 +47,7 @@ integration: up
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components
+	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components tests/sandbox.py tests/soak
 
 # pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
 # e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
@@ -67,6 +68,14 @@ bench-slice: up
 bench-restart: install
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/restart_bench.py
+
+# Fault soak on this clone's stack (kills its Kafka and Connect): SOAK_PROFILE=short|long,
+# SOAK_SEED=<n> repeats a run.
+# Only the slice's components, like the benchmarks.
+SOAK_PROFILE ?= short
+soak: install
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python -m tests.soak --profile $(SOAK_PROFILE) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 # stack.py clean stops the stack and removes its PostgreSQL cluster, which may live outside
 # .stack (see README); without the venv, the system Python runs it (it needs no packages).

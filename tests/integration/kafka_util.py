@@ -33,7 +33,7 @@ def read_all(settings: Settings, topic: str, timeout: float = 10.0) -> list[Mess
             if msg.error():
                 continue
             out.append(msg)
-            if msg.offset() + 1 >= ends[msg.partition()]:
+            if (msg.offset() or 0) + 1 >= ends[msg.partition()]:
                 remaining.discard(msg.partition())
         return out
     finally:
