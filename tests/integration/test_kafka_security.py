@@ -23,9 +23,11 @@ from schemas.registry import client_config
 from streams.output import produce_sync
 from streams.settings import Settings
 from streams.topology import topology
-from tests.integration.conftest import REPO, SliceEnv, Worker, _admin_engine, _free_port
+from tests.integration.conftest import SliceEnv
 from tests.integration.kafka_util import read_all
 from tests.integration.secure_kafka import SecureBroker, secure_broker
+from tests.sandbox import REPO, Worker, free_port
+from tests.sandbox import admin_engine as _admin_engine
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +79,7 @@ def test_worker_and_tools_over_sasl_ssl(
         "PSSYNC_TOPIC_NAMESPACE": sfx,
         "PSSYNC_APP_ID": f"pssync-{sfx}",
         "PSSYNC_TARGET_URL": f"postgresql+psycopg://postgres:postgres@127.0.0.1:{pg}/{target_db}",
-        "PSSYNC_WEB_PORT": str(_free_port()),
+        "PSSYNC_WEB_PORT": str(free_port()),
         "PSSYNC_DATA_DIR": str(tmp_path / "worker-data"),
         "PSSYNC_BATCH_WITHIN": "0.1",
     }
