@@ -56,8 +56,8 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import create_engine, text
 
+from connectors.sql import server_execute
 from schemas.registry import Registry
 from streams.admin import delete_topics, ensure_topics
 from streams.errors import RegistryError
@@ -73,14 +73,7 @@ SEQUENCE_BASE = 1_000_000  # source positions of the prefilled keys: SEQUENCE_BA
 
 
 def admin_exec(settings: Settings, sql: str) -> None:
-    db = settings.crm_db
-    engine = create_engine(
-        f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
-        isolation_level="AUTOCOMMIT",
-    )
-    with engine.connect() as conn:
-        conn.execute(text(sql))
-    engine.dispose()
+    server_execute(settings.crm_db, sql)
 
 
 def free_port() -> int:

@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, text
 from connectors.debezium import crm_connector, slot_name
 from connectors.kafka_connect import ConnectClient
 from connectors.sinks.postgres import PostgresSink
-from connectors.sql import apply_schema, db_url
+from connectors.sql import apply_schema, db_url, server_execute
 from schemas import contracts
 from schemas.registry import Registry
 from schemas.serde import Decoder, encode
@@ -48,14 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def admin_exec(settings: Settings, sql: str) -> None:
-    db = settings.crm_db
-    engine = create_engine(
-        f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
-        isolation_level="AUTOCOMMIT",
-    )
-    with engine.connect() as conn:
-        conn.execute(text(sql))
-    engine.dispose()
+    server_execute(settings.crm_db, sql)
 
 
 def topic_end(settings: Settings, topic: str) -> int:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from connectors.debezium import crm_connector, slot_name, write_secrets_file
 from connectors.kafka_connect import ConnectClient
-from connectors.sql import apply_schema
+from connectors.sql import apply_schema, server_engine
 from streams.admin import delete_topics, ensure_topics
 from streams.replay import Replayer
 from streams.settings import Settings
@@ -42,8 +42,12 @@ def stack_down(settings: Settings) -> list[str]:
     """The local stack's components that do not answer on their port."""
     p = settings.ports
     down = []
-    for name, port in (("postgres", p.postgres), ("kafka", p.kafka),
-                       ("registry", p.registry), ("connect", p.connect)):
+    for name, port in (
+        ("postgres", p.postgres),
+        ("kafka", p.kafka),
+        ("registry", p.registry),
+        ("connect", p.connect),
+    ):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
@@ -54,11 +58,7 @@ def stack_down(settings: Settings) -> list[str]:
 
 def admin_engine(settings: Settings) -> Any:
     """AUTOCOMMIT engine on the server's `postgres` database (CREATE/DROP/ALTER DATABASE)."""
-    db = settings.crm_db
-    return create_engine(
-        f"postgresql+psycopg://{db.user}:{db.password}@{db.host}:{db.port}/postgres",
-        isolation_level="AUTOCOMMIT",
-    )
+    return server_engine(settings.crm_db)
 
 
 class WorkerNotReady(AssertionError):

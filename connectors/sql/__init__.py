@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import URL, create_engine, text
+from sqlalchemy import URL, Engine, create_engine, text
 
 from streams.settings import SourceDb
 
@@ -21,6 +21,21 @@ def db_url(db: SourceDb) -> URL:
         port=db.port,
         database=db.dbname,
     )
+
+
+def server_engine(db: SourceDb) -> Engine:
+    """AUTOCOMMIT engine on `db`'s server maintenance database (CREATE/DROP/ALTER DATABASE)."""
+    return create_engine(db_url(db).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+def server_execute(db: SourceDb, sql: str) -> None:
+    """Run one statement that must not be in a transaction, e.g. CREATE DATABASE."""
+    engine = server_engine(db)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+    finally:
+        engine.dispose()
 
 
 def apply_schema(db: SourceDb, name: str) -> None:
