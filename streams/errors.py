@@ -45,3 +45,23 @@ class SinkError(PssyncError):
 
 class DeadLetterError(PssyncError):
     """A dead letter cannot be found, read or rerun (`pssync dlq`)."""
+
+
+class ApplicationError(PssyncError):
+    """An application pssync writes to through its API (ERP, PSA, CRM) failed a command."""
+
+    def __init__(self, system: str, message: str) -> None:
+        super().__init__(f"{system}: {message}")
+        self.system = system
+
+
+class ApplicationUnavailableError(ApplicationError):
+    """The application did not answer, or answered busy (timeout, 429, 5xx): retried later."""
+
+
+class CommandRejectedError(ApplicationError):
+    """The application refused the command on its merits; retrying as is cannot succeed.
+
+    The workflow parks as a business exception naming the step and this message; fixing the
+    data (or the application's setup) and `pssync exceptions retry` resume it.
+    """

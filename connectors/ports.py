@@ -1,0 +1,117 @@
+"""What the quote-to-cash workflows need from the applications, independent of the vendor.
+
+The saga speaks only these protocols; `connectors/erp`, `connectors/psa` and `connectors/crm`
+implement them over each application's API. Every operation is idempotent on an external key
+the caller derives deterministically (the canonical customer id, the deal's correlation id),
+so a redelivered or replayed command finds what an earlier attempt created instead of
+creating it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CustomerSpec:
+    code: str  # the canonical customer id: the ERP party code, unique there
+    name: str
+    tax_id: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2
+    currency: str | None = None  # ISO 4217
+
+
+@dataclass(frozen=True)
+class ErpCustomer:
+    id: int
+    code: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    phase: str  # the WBS phase the task belongs to
+    effort_hours: Decimal | None = None
+    unit_price: Decimal | None = None  # per hour, from the deal's line items
+
+
+@dataclass(frozen=True)
+class MilestoneSpec:
+    name: str
+    due: date | None = None
+    amount: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """The ERP project of one closed-won deal."""
+
+    key: str  # the deal's correlation id: how the project is found again
+    name: str
+    customer_id: int  # ErpCustomer.id
+    invoice_method: str  # timesheet | effort | progress | manual
+    currency: str
+    list_price: Decimal  # per hour, the project's default rate
+    tasks: tuple[TaskSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ErpProject:
+    id: int
+    number: str  # assigned by the ERP: the enterprise project code
+    task_ids: dict[str, int] = field(default_factory=dict)  # task name -> id
+
+
+@dataclass(frozen=True)
+class Member:
+    login: str  # the user's login (or mail) in the PSA
+    role: str  # e.g. "Manager", "Developer"
+
+
+@dataclass(frozen=True)
+class PsaProjectSpec:
+    identifier: str  # derived from the ERP project code: how the project is found again
+    name: str
+    erp_project_code: str
+    description: str = ""
+    tasks: tuple[TaskSpec, ...] = ()  # phases become parent issues, tasks their children
+    milestones: tuple[MilestoneSpec, ...] = ()  # versions
+    members: tuple[Member, ...] = ()
+    placeholders: tuple[str, ...] = ()  # roles to staff later, e.g. "Solution architect"
+
+
+@dataclass(frozen=True)
+class PsaProject:
+    id: int
+    identifier: str
+    url: str
+
+
+@dataclass(frozen=True)
+class CrmWriteBack:
+    """Fields pssync owns in the CRM; their change data is recognized as pssync's own echo."""
+
+    opportunity_id: str
+    account_id: str | None = None
+    erp_customer_id: str | None = None
+    project_code: str | None = None
+    psa_project_url: str | None = None
+    sync_status: str | None = None  # e.g. "provisioned", "exception: <reason>"
+    sync_error: str | None = None
+
+
+class Erp(Protocol):
+    async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer: ...
+
+    async def ensure_project(self, spec: ProjectSpec) -> ErpProject: ...
+
+
+class Psa(Protocol):
+    async def ensure_project(self, spec: PsaProjectSpec) -> PsaProject: ...
+
+
+class Crm(Protocol):
+    async def write_back(self, change: CrmWriteBack) -> None: ...
