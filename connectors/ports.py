@@ -9,10 +9,14 @@ creating it twice.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,57 @@ class Psa(Protocol):
 
 class Crm(Protocol):
     async def write_back(self, change: CrmWriteBack) -> None: ...
+
+
+# -- JSON form of the specs and results, as saga commands and results carry them ----------
+
+_Spec = TypeVar("_Spec")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal | date):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+def to_json(value: object) -> str:
+    """A spec or result as JSON: decimals and dates as strings, tuples as lists."""
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"))
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = [a for a in args if a is not type(None)]
+        return _typed(inner[0], value) if len(inner) == 1 else value
+    if origin is tuple:
+        return tuple(_typed(args[0], v) for v in value)
+    if origin is dict:
+        return {k: _typed(args[1], v) for k, v in value.items()}
+    if hint is Decimal:
+        return Decimal(str(value))
+    if hint is date:
+        return date.fromisoformat(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_json(hint, value)
+    return value
+
+
+def from_json(kind: type[_Spec], data: str | dict[str, Any]) -> _Spec:
+    """The inverse of `to_json` for one of the dataclasses above."""
+    raw = json.loads(data) if isinstance(data, str) else data
+    hints = typing.get_type_hints(kind)
+    names = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    unknown = set(raw) - names
+    if unknown:
+        raise ValueError(f"{kind.__name__} has no field(s) {sorted(unknown)}")
+    return kind(**{k: _typed(hints[k], v) for k, v in raw.items()})
