@@ -15,6 +15,10 @@ class StackError(PssyncError):
     """A local stack component failed to install, start or answer."""
 
 
+class KafkaUnavailableError(PssyncError):
+    """Kafka did not answer or answered "try again" (a broker restarting, a leader moving)."""
+
+
 class ConnectError(PssyncError):
     """Kafka Connect refused or failed a request."""
 

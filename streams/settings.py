@@ -258,6 +258,8 @@ class Settings:
     batch_within: float = 0.2
     # Seconds a failing target is retried before the worker stops (nothing is skipped).
     sink_retry_for: float = 600.0
+    # How long a starting worker waits for Kafka (a broker restarting) before giving up.
+    startup_wait: float = 120.0
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
@@ -328,6 +330,7 @@ class Settings:
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
+            startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
