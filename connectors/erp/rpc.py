@@ -59,10 +59,10 @@ class TrytonRpc:
         except httpx.HTTPError as exc:
             raise unavailable(SYSTEM, self.url, exc) from exc
         check_busy(SYSTEM, resp, f"{method} on {redact_url(self.url)}")
+        if resp.status_code in (401, 403) and method == "common.db.login":
+            raise self._login_refused()
         if resp.status_code == 401:
             raise _SessionExpired
-        if resp.status_code == 403 and method == "common.db.login":
-            raise self._login_refused()
         if resp.status_code >= 400:
             # 403 on a model method: it is not exposed over RPC (or not to this user).
             raise CommandRejectedError(
