@@ -1,8 +1,9 @@
 """The PSA port over Redmine 5's REST API.
 
-- Project: found by its identifier (derived from the ERP project code, `psa_identifier`);
-  the ERP code is also kept in the project custom field "ERP project code" and the
-  description.
+- Project: identified by its identifier (derived from the ERP project code, `psa_identifier`)
+  and found as the oldest project with that identifier among those whose custom field
+  "ERP project code" holds the code (a filter: Redmine's setup marks the field "used as a
+  filter"); the code is also written in the description.
 - WBS: each phase is a parent issue, its tasks child issues, found by subject under their
   parent; billing milestones are versions, found by name.
 - People: the project manager is looked up in the group "Project managers" (a non-admin
@@ -13,13 +14,19 @@
   "directory" project (the integration user's anchor project), which is how the integration
   user sees them.
 
-Redmine has no unique key on issue subjects: a project's issues are ensured by one command
-at a time (the saga's commands of one deal are applied in order), and a create repeated
-after a crash finds what the first attempt made.
+Redmine enforces unique identifiers and version names only in its application code, not in
+its database, and issue subjects not at all: concurrent creates of one project can all
+succeed. Within a process this port ensures one project at a time per identifier; across
+processes the saga applies a deal's commands one at a time (one consumer per deal). Should
+two processes still create one project at the same moment (a rebalance), the duplicate is
+detected right after the create: the oldest project of that ERP code and identifier is the
+project, the other is renamed for people to delete (the integration user may not delete
+projects). A create repeated after a crash finds what the first attempt made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -34,6 +41,8 @@ PLACEHOLDER_PREFIX = "Placeholder: "
 # The role a placeholder holds in a project; roles not listed are staffed as Developer.
 PLACEHOLDER_ROLES = {"project manager": "Manager"}
 DEFAULT_PLACEHOLDER_ROLE = "Developer"
+# Name given to a project a lost create race left behind, for people to delete.
+DUPLICATE_MARK = "[duplicate, delete me]"
 # Redmine: lowercase letters, digits, '-' and '_', not only digits, at most 100, not "new".
 _IDENTIFIER = re.compile(r"^(?!\d+$)[a-z0-9_-]{1,100}$")
 
@@ -62,6 +71,7 @@ class RedminePsa:
         self._code_field: int | None = None
         # lower-cased login and mail -> user id, of the project managers' group
         self._managers: dict[str, int] = {}
+        self._creating: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 30.0) -> RedminePsa:
@@ -179,11 +189,13 @@ class RedminePsa:
             )
             for p in spec.placeholders
         ]
-        project = await self._ensure_project(spec)
-        project_id = int(project["id"])
-        await self._ensure_versions(project_id, spec)
-        await self._ensure_wbs(project_id, spec.tasks)
-        await self._ensure_members(project_id, members)
+        # One ensure at a time per project in this process (see the module's docstring).
+        async with self._creating.setdefault(spec.identifier, asyncio.Lock()):
+            project = await self._ensure_project(spec)
+            project_id = int(project["id"])
+            await self._ensure_versions(project_id, spec)
+            await self._ensure_wbs(project_id, spec.tasks)
+            await self._ensure_members(project_id, members)
         return PsaProject(
             id=project_id,
             identifier=str(project["identifier"]),
@@ -191,41 +203,79 @@ class RedminePsa:
         )
 
     async def _ensure_project(self, spec: PsaProjectSpec) -> dict[str, Any]:
-        path = f"/projects/{spec.identifier}.json"
         field_id = await self._code_field_id()
-        found = await self.client.get(path)
-        if found is None:
-            description = spec.description or ""
-            body = {
-                "project": {
-                    "name": spec.name,
-                    "identifier": spec.identifier,
-                    "description": f"{description}\n\n{CODE_FIELD}: {spec.erp_project_code}".strip(),
-                    "is_public": False,
-                    "custom_fields": [{"id": field_id, "value": spec.erp_project_code}],
-                }
-            }
-            try:
-                created = await self.client.post("/projects.json", body)
-                return dict(created["project"])
-            except Unprocessable as exc:
-                if not exc.taken():
-                    raise exc.rejected("fix the project's name or identifier") from None
-                # Lost a race with another create of the same identifier: that one is ours.
-                found = await self.client.get(path)
-                if found is None:
-                    raise exc.rejected(
-                        "the identifier is taken by a project the integration user cannot "
-                        "see (archived or closed?); unarchive it or choose another code"
-                    ) from None
-        project = dict(found["project"])
+        project = await self._find(spec, field_id)
+        if project is None:
+            project = await self._create(spec, field_id)
         values = {int(f["id"]): f.get("value") for f in project.get("custom_fields", [])}
         if values.get(field_id) != spec.erp_project_code:
             await self.client.put(
-                path,
+                f"/projects/{int(project['id'])}.json",
                 {"project": {"custom_fields": [{"id": field_id, "value": spec.erp_project_code}]}},
             )
         return project
+
+    async def _find(self, spec: PsaProjectSpec, field_id: int) -> dict[str, Any] | None:
+        # By the ERP code filter rather than GET /projects/<identifier>: with a duplicate
+        # left by a race, Redmine answers the latter with either project.
+        return await self._canonical(spec, field_id)
+
+    async def _by_identifier(self, spec: PsaProjectSpec) -> dict[str, Any] | None:
+        found = await self.client.get(f"/projects/{spec.identifier}.json")
+        return dict(found["project"]) if found else None
+
+    async def _create(self, spec: PsaProjectSpec, field_id: int) -> dict[str, Any]:
+        description = f"{spec.description}\n\n{CODE_FIELD}: {spec.erp_project_code}".strip()
+        body = {
+            "project": {
+                "name": spec.name,
+                "identifier": spec.identifier,
+                "description": description,
+                "is_public": False,
+                "custom_fields": [{"id": field_id, "value": spec.erp_project_code}],
+            }
+        }
+        try:
+            created = dict((await self.client.post("/projects.json", body))["project"])
+        except Unprocessable as exc:
+            if not exc.taken():
+                raise exc.rejected("fix the project's name or identifier") from None
+            # Lost a race with another create of the same identifier, or a project made by
+            # hand without the ERP code: that one is ours (the code is set on it below).
+            found = await self._by_identifier(spec)
+            if found is None:
+                raise exc.rejected(
+                    "the identifier is taken by a project the integration user cannot see "
+                    "(archived or closed?); unarchive it or choose another code"
+                ) from None
+            return found
+        canonical = await self._canonical(spec, field_id)
+        if canonical is not None and int(canonical["id"]) != int(created["id"]):
+            # Another process created the same project at the same moment: the oldest one
+            # is the project; this one is renamed so people see it is to be deleted (the
+            # integration user may not delete projects).
+            await self.client.put(
+                f"/projects/{int(created['id'])}.json",
+                {"project": {"name": f"{DUPLICATE_MARK} {spec.identifier}"}},
+            )
+            return canonical
+        return created
+
+    async def _canonical(self, spec: PsaProjectSpec, field_id: int) -> dict[str, Any] | None:
+        """The oldest project with this identifier (and ERP code) that is not a duplicate."""
+        same_code = await self.client.pages(
+            "/projects.json", "projects", {f"cf_{field_id}": spec.erp_project_code}
+        )
+        mine = sorted(
+            (
+                p
+                for p in same_code
+                if p.get("identifier") == spec.identifier
+                and not str(p.get("name", "")).startswith(DUPLICATE_MARK)
+            ),
+            key=lambda p: int(p["id"]),
+        )
+        return dict(mine[0]) if mine else None
 
     async def _ensure_versions(self, project_id: int, spec: PsaProjectSpec) -> None:
         path = f"/projects/{project_id}/versions.json"
