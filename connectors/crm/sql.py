@@ -88,12 +88,16 @@ async def _update(
         changed = " OR ".join(f"{c} IS DISTINCT FROM :{c}" for c in values)
         # Column names come from the code above, never from the command: safe to format.
         result = await conn.execute(
-            text(f"UPDATE sales.{table} SET {sets} WHERE id = :row_id AND ({changed}) RETURNING id"),
+            text(
+                f"UPDATE sales.{table} SET {sets} WHERE id = :row_id AND ({changed}) RETURNING id"
+            ),
             {**values, "row_id": row_id},
         )
         if result.first() is not None:
             return
-    found = await conn.execute(text(f"SELECT id FROM sales.{table} WHERE id = :row_id"), {"row_id": row_id})
+    found = await conn.execute(
+        text(f"SELECT id FROM sales.{table} WHERE id = :row_id"), {"row_id": row_id}
+    )
     if found.first() is None:
         raise CommandRejectedError(
             SYSTEM,

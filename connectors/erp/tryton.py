@@ -107,10 +107,10 @@ class TrytonErp:
         if not await self.rpc.model("country.country", "search", [], 0, 1, None):
             return None
         raise CommandRejectedError(
-                SYSTEM,
-                f"country {code!r} is unknown to the ERP; fix the account's billing country "
-                "(ISO 3166-1 alpha-2) in the CRM",
-            )
+            SYSTEM,
+            f"country {code!r} is unknown to the ERP; fix the account's billing country "
+            "(ISO 3166-1 alpha-2) in the CRM",
+        )
 
     # -- projects --------------------------------------------------------------------------
 
@@ -186,7 +186,9 @@ class TrytonErp:
             )
         return ErpProject(id=project_id, number=str(read["number"]), task_ids=task_ids)
 
-    async def _ensure_tasks(self, project_id: int, company: int, spec: ProjectSpec) -> dict[str, int]:
+    async def _ensure_tasks(
+        self, project_id: int, company: int, spec: ProjectSpec
+    ) -> dict[str, int]:
         if not spec.tasks:
             return {}
         found = await self.rpc.model(
@@ -224,7 +226,9 @@ class TrytonErp:
             "parent": project_id,
             "company": company,
             # The ERP needs a price on every work it may invoice; the project's by default.
-            "list_price": _price(task.unit_price if task.unit_price is not None else spec.list_price),
+            "list_price": _price(
+                task.unit_price if task.unit_price is not None else spec.list_price
+            ),
         }
         if task.effort_hours is not None:
             values["effort_duration"] = _duration(task.effort_hours)

@@ -63,7 +63,9 @@ def psa_identifier(erp_project_code: str) -> str:
 class RedminePsa:
     """Implements `connectors.ports.Psa`. Every operation is idempotent on its external key."""
 
-    def __init__(self, client: RedmineClient, directory_project: str = "pssync-integration") -> None:
+    def __init__(
+        self, client: RedmineClient, directory_project: str = "pssync-integration"
+    ) -> None:
         self.client = client
         self.directory_project = directory_project
         self._roles: dict[str, int] = {}
@@ -333,9 +335,7 @@ class RedminePsa:
             return
         path = f"/projects/{project_id}/memberships.json"
         existing = await self.client.pages(path, "memberships")
-        have = {
-            int((m.get("user") or m.get("group") or {}).get("id", 0)): m for m in existing
-        }
+        have = {int((m.get("user") or m.get("group") or {}).get("id", 0)): m for m in existing}
         for principal, role in members:
             if principal in have:
                 continue

@@ -8,6 +8,7 @@ group with one member, `demo.pm`, and the placeholder groups.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -185,7 +186,9 @@ def test_create_race_between_processes_settles_on_one_project(api: httpx.Client)
 
     made = asyncio.run(go())
     assert len({p.id for p in made}) == 1
-    listed = _all(api, "/projects.json", "projects", **{f"cf_{_code_field(api)}": spec.erp_project_code})
+    listed = _all(
+        api, "/projects.json", "projects", **{f"cf_{_code_field(api)}": spec.erp_project_code}
+    )
     live = [p for p in listed if not p["name"].startswith("[duplicate")]
     assert [p["id"] for p in live] == [made[0].id]
     # Later ensures find the same project, whatever Redmine answers by identifier.
@@ -218,7 +221,9 @@ def test_unknown_project_manager_is_rejected_before_anything_is_made(
 
 
 def test_unreachable_psa_is_unavailable() -> None:
-    with pytest.raises(ApplicationUnavailableError, match="cannot reach http://127.0.0.1:1"):
+    with pytest.raises(
+        ApplicationUnavailableError, match=re.escape("cannot reach http://127.0.0.1:1")
+    ):
         _ensure(_spec(), psa_url="http://127.0.0.1:1")
 
 
