@@ -21,6 +21,7 @@ from connectors.erp import TrytonErp, TrytonRpc
 from connectors.ports import CustomerSpec, PsaProjectSpec
 from connectors.psa import RedmineClient, RedminePsa, psa_identifier
 from streams.errors import ApplicationUnavailableError, CommandRejectedError
+from streams.settings import Settings
 
 REDMINE_IDENTIFIER = re.compile(r"^(?!\d+$)[a-z0-9_-]{1,100}$")
 
@@ -174,3 +175,12 @@ def test_psa_validation_errors_are_rejected_with_redmines_words() -> None:
     with pytest.raises(CommandRejectedError, match="Name cannot be blank") as info:
         _project(psa)
     assert "k3y" not in str(info.value)
+
+
+def test_adapter_settings_default_to_the_crm_database_and_mask_passwords() -> None:
+    s = Settings.from_env({"PSSYNC_CRM_DB_HOST": "crm.example", "PSSYNC_CRM_DB_NAME": "sales"})
+    assert s.crm_writeback_url == "postgresql+psycopg://pssync_crm_writeback@crm.example:5432/sales"
+    assert s.psa_directory_project == "pssync-integration"
+    url = "postgresql+psycopg://pssync_crm_writeback:hunter22@crm.example/sales"
+    described = Settings.from_env({"PSSYNC_CRM_WRITEBACK_URL": url}).describe()
+    assert "hunter22" not in described["crm_writeback_url"]
