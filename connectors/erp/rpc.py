@@ -110,10 +110,14 @@ class TrytonRpc:
             except _SessionExpired:
                 raise self._login_refused() from None
 
-    async def model(self, model: str, method: str, *args: Any) -> Any:
-        """`model.<model>.<method>(*args, context)` with the user's context."""
+    async def ensure_session(self) -> None:
+        """Log in unless a session exists (it also loads `context`)."""
         if self._auth is None:
             await self._session(None)
+
+    async def model(self, model: str, method: str, *args: Any) -> Any:
+        """`model.<model>.<method>(*args, context)` with the user's context."""
+        await self.ensure_session()
         return await self.call(f"model.{model}.{method}", *args, self.context)
 
 

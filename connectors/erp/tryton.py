@@ -6,7 +6,10 @@
   Tryton leaves free (`number` is read-only, from the ERP's sequence; `origin` only takes
   records of other models; `name` is the people's). The ERP assigns `number`: the enterprise
   project code.
-- Tasks = child works of type task, found by name under the project.
+- Tasks = child works of type task, found by name under the project (the ERP keeps them
+  flat: phases are the PSA's work breakdown).
+
+An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
 
 from __future__ import annotations
@@ -116,8 +119,7 @@ class TrytonErp:
 
     async def _own_company(self) -> _Company:
         if self._company is None:
-            if not self.rpc.context:
-                await self.rpc.model("res.user", "get_preferences", True)
+            await self.rpc.ensure_session()
             company_id = self.rpc.context.get("company")
             if not company_id:
                 raise CommandRejectedError(
