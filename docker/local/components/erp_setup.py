@@ -5,7 +5,7 @@ venv Python after `trytond-admin` activated the modules:
 
 Creates, each only if missing: the company (EUR), the minimal chart of accounts, the fiscal
 year with its invoice sequences, a payment term, a service product sold by the hour, an
-employee, and the integration user with a group that grants only what pssync needs.
+employee, the "PRJ-" prefix of project numbers, and the integration user with a group that grants only what pssync needs.
 Prints one JSON line describing what it found or made.
 """
 
@@ -26,6 +26,10 @@ EMPLOYEE_NAME = "Integration Employee"
 PRODUCT_NAME = "Consulting hour"
 PAYMENT_TERM = "Direct"
 INTEGRATION_GROUP = "pssync integration"
+# The ERP numbers projects from its work sequence: with a prefix they read as project codes
+# (PRJ-00042) and make valid PSA identifiers, where a bare number would not.
+PROJECT_PREFIX = "PRJ-"
+PROJECT_PADDING = 5
 # What the integration user may do per model: (read, write, create, delete). Parties carry no
 # access record in Tryton (every user may create them), so they are not listed.
 MODEL_ACCESS: dict[str, tuple[bool, bool, bool, bool]] = {
@@ -135,6 +139,13 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         employees = [employee]
         made.append("employee")
     employee = employees[0]
+
+    work_sequence = Model.get("project.configuration")(1).work_sequence
+    if (work_sequence.prefix, work_sequence.padding) != (PROJECT_PREFIX, PROJECT_PADDING):
+        work_sequence.prefix = PROJECT_PREFIX
+        work_sequence.padding = PROJECT_PADDING
+        work_sequence.save()
+        made.append("project number prefix")
 
     group = _integration_group(Model, made)
 
