@@ -1,33 +1,35 @@
-"""The application ports (connectors/ports.py) pssync writes to, built from settings here only.
+"""The application ports (connectors/ports.py) pssync writes to, composed from settings here only.
 
-Each application's adapter lives in its own package (`connectors.erp`, `connectors.psa`,
-`connectors.crm`) exposing `from_settings(settings)`. A worker applies the commands of the
-applications whose adapter is installed; the others' commands wait on their topic.
+Each port is built on the first command for its application, not when the worker starts: a
+worker that never receives commands for an application needs none of its credentials (the
+slice, the soak), and one that does stops with a message naming the setting to fix.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+from collections.abc import Callable
 from typing import Any
 
-from streams.settings import COMMAND_TARGETS, Settings
+from streams.errors import ConfigError
+from streams.settings import Settings
 
-log = logging.getLogger(__name__)
-
-ADAPTERS = {target: f"connectors.{target}" for target in COMMAND_TARGETS}
+PortFactory = Callable[[], Any]
 
 
-def build_ports(settings: Settings) -> dict[str, Any]:
-    """target -> its port (Erp, Psa or Crm), for every application with an adapter."""
-    ports: dict[str, Any] = {}
-    for target, module_name in ADAPTERS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise  # the adapter exists but one of its imports does not: a broken install
-            log.warning("no %s adapter (%s): its saga commands wait", target, module_name)
-            continue
-        ports[target] = module.from_settings(settings)
-    return ports
+def _erp(settings: Settings) -> Any:
+    from connectors.erp import TrytonErp
+
+    try:
+        return TrytonErp.from_settings(settings)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the ERP integration user's password from PSSYNC_ERP_PASSWORD_FILE="
+            f"{str(settings.erp_password_file)!r} ({exc.strerror or exc}); point it at the file "
+            "holding that password (`make up` writes .stack/secrets/erp-pssync.password)"
+        ) from exc
+
+
+def port_factories(settings: Settings) -> dict[str, PortFactory]:
+    """Application (`erp`, `psa`, `crm`) -> how to build its port. Applications without an
+    adapter yet are absent: their commands wait on their topic."""
+    return {"erp": lambda: _erp(settings)}

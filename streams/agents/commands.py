@@ -37,6 +37,7 @@ from typing import Any
 import faust
 from faust.types import Message
 
+from connectors.applications import PortFactory
 from connectors.ports import (
     CrmWriteBack,
     CustomerSpec,
@@ -120,14 +121,15 @@ class CommandStage:
     def __init__(
         self,
         target: CommandTarget,
-        port: Any,
+        port: PortFactory,
         throttle: Throttle,
         topology: Topology,
         output: Output,
         registry: Registry,
     ) -> None:
         self.target = target
-        self.port = port
+        self.make_port = port
+        self.port: Any = None  # built on the first command (see connectors/applications.py)
         self.throttle = throttle
         self.output = output
         self.registry = registry
@@ -178,6 +180,8 @@ class CommandStage:
                 self._dlq(msg, exc)
                 continue
             by_key.setdefault(command.key, []).append(command)
+        if by_key and self.port is None:
+            self.port = self.make_port()  # a ConfigError here stops the worker, nothing acked
         # One task per saga key; the throttle bounds how many reach the application at once.
         # A failure that must stop the worker cancels the others: nothing is acknowledged.
         try:
@@ -275,13 +279,14 @@ def register(
     topology: Topology,
     output: Output,
     registry: Registry,
-    ports: dict[str, Any],
+    ports: dict[str, PortFactory],
 ) -> list[CommandStage]:
-    """A command stage for every application in TARGETS that has a port in `ports`."""
+    """A command stage for every application in TARGETS that has a port factory in `ports`."""
     stages = []
     for target in TARGETS:
         port = ports.get(target.name)
         if port is None:
+            log.warning("no %s adapter: its saga commands wait on their topic", target.name)
             continue
         stage = CommandStage(
             target, port, throttle_for(settings, target.name), topology, output, registry

@@ -26,7 +26,7 @@ from schemas.serde import Decoder, encode
 from streams.agents.commands import TARGETS, CommandStage, CommandTarget
 from streams.audit import command_schema_str
 from streams.dlq import read_context
-from streams.errors import ApplicationUnavailableError, CommandRejectedError
+from streams.errors import ApplicationUnavailableError, CommandRejectedError, ConfigError
 from streams.metrics import metrics
 from streams.settings import Settings
 from streams.topology import Topology, topology
@@ -123,7 +123,7 @@ def make_stage(
     throttle = throttle or Throttle(
         name, concurrency, rate, retry_for, Backoff(0.001, 0.004), rng=random.Random(0)
     )
-    stage = CommandStage(target(name), port, throttle, TOPO, out, reg)  # type: ignore[arg-type]
+    stage = CommandStage(target(name), lambda: port, throttle, TOPO, out, reg)  # type: ignore[arg-type]
     asyncio.run(stage.prepare())
     return stage, out, reg
 
@@ -399,3 +399,22 @@ def test_any_stream_matches_the_sequential_model(
             answer = json.loads(r["output"])
             assert answer["id"] == erp.ids[answer["code"]]
     assert out.flushed == len(out.sent)
+
+
+def test_port_is_built_on_the_first_command_and_a_config_error_stops_the_stage() -> None:
+    built: list[int] = []
+
+    def broken() -> Any:
+        built.append(1)
+        raise ConfigError("PSSYNC_ERP_PASSWORD_FILE='/nope' cannot be read")
+
+    out, reg = FakeOutput(), FakeRegistry()
+    throttle = Throttle("erp", 1, 100, 1)
+    stage = CommandStage(target("erp"), broken, throttle, TOPO, out, reg)  # type: ignore[arg-type]
+    asyncio.run(stage.prepare())
+    asyncio.run(stage.process([Msg(TOPO.commands("erp"), b"k", b"poison")]))  # type: ignore[list-item]
+    assert built == []  # only poison so far: no port needed
+    msg = command(reg, "k", "erp_customer", CustomerSpec("C1", "Acme"))
+    with pytest.raises(ConfigError, match="PSSYNC_ERP_PASSWORD_FILE"):
+        asyncio.run(stage.process([msg]))  # type: ignore[list-item]
+    assert built == [1] and not results(out, reg)
