@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import httpx
 
-from streams.errors import ApplicationUnavailableError
+from streams.errors import ApplicationUnavailableError, PssyncError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -164,5 +164,6 @@ class Throttle:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}"
+    text = " ".join(str(exc).split())[:300]
+    # pssync's own errors already say which application and what happened.
+    return text if isinstance(exc, PssyncError) else f"{type(exc).__name__}: {text}"
