@@ -319,6 +319,13 @@ class Settings:
     # The PSA (Redmine): REST base URL and the file holding the integration user's API key.
     psa_url: str = "http://127.0.0.1:3000"
     psa_api_key_file: Path = REPO_ROOT / ".stack" / "secrets" / "psa-pssync.key"
+    # The Redmine project whose members are the groups pssync staffs projects from (project
+    # managers, placeholders); the integration user sees those groups through it.
+    psa_directory_project: str = "pssync-integration"
+    # SQLAlchemy URL the CRM write-back connects with: a role that may update only the
+    # fields pssync owns (connectors/sql/crm.sql), which stands in for the CRM's API. The
+    # default is that role on the CRM database above.
+    crm_writeback_url: str = "postgresql+psycopg://pssync_crm_writeback@127.0.0.1:5432/crm"
     # True when PSSYNC_ERP_URL / PSSYNC_PSA_URL name a system the local stack does not run:
     # `make up` then only checks that it answers.
     erp_external: bool = False
@@ -390,6 +397,15 @@ class Settings:
             psa_url=_str(e, "PSSYNC_PSA_URL", f"http://127.0.0.1:{ports.psa}").rstrip("/"),
             psa_api_key_file=Path(
                 _str(e, "PSSYNC_PSA_API_KEY_FILE", str(secrets / "psa-pssync.key"))
+            ),
+            psa_directory_project=_str(e, "PSSYNC_PSA_DIRECTORY_PROJECT", "pssync-integration"),
+            crm_writeback_url=_str(
+                e,
+                "PSSYNC_CRM_WRITEBACK_URL",
+                "postgresql+psycopg://pssync_crm_writeback@"
+                f"{_str(e, 'PSSYNC_CRM_DB_HOST', pg_host)}:"
+                f"{_int(e, 'PSSYNC_CRM_DB_PORT', ports.postgres)}/"
+                f"{_str(e, 'PSSYNC_CRM_DB_NAME', 'crm')}",
             ),
             erp_external=bool(e.get("PSSYNC_ERP_URL")),
             psa_external=bool(e.get("PSSYNC_PSA_URL")),

@@ -59,10 +59,10 @@ class TrytonRpc:
         except httpx.HTTPError as exc:
             raise unavailable(SYSTEM, self.url, exc) from exc
         check_busy(SYSTEM, resp, f"{method} on {redact_url(self.url)}")
+        if resp.status_code in (401, 403) and method == "common.db.login":
+            raise self._login_refused()
         if resp.status_code == 401:
             raise _SessionExpired
-        if resp.status_code == 403 and method == "common.db.login":
-            raise self._login_refused()
         if resp.status_code >= 400:
             # 403 on a model method: it is not exposed over RPC (or not to this user).
             raise CommandRejectedError(
@@ -110,10 +110,14 @@ class TrytonRpc:
             except _SessionExpired:
                 raise self._login_refused() from None
 
-    async def model(self, model: str, method: str, *args: Any) -> Any:
-        """`model.<model>.<method>(*args, context)` with the user's context."""
+    async def ensure_session(self) -> None:
+        """Log in unless a session exists (it also loads `context`)."""
         if self._auth is None:
             await self._session(None)
+
+    async def model(self, model: str, method: str, *args: Any) -> Any:
+        """`model.<model>.<method>(*args, context)` with the user's context."""
+        await self.ensure_session()
         return await self.call(f"model.{model}.{method}", *args, self.context)
 
 

@@ -6,7 +6,10 @@
   Tryton leaves free (`number` is read-only, from the ERP's sequence; `origin` only takes
   records of other models; `name` is the people's). The ERP assigns `number`: the enterprise
   project code.
-- Tasks = child works of type task, found by name under the project.
+- Tasks = child works of type task, found by name under the project (the ERP keeps them
+  flat: phases are the PSA's work breakdown).
+
+An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
 
 from __future__ import annotations
@@ -107,17 +110,16 @@ class TrytonErp:
         if not await self.rpc.model("country.country", "search", [], 0, 1, None):
             return None
         raise CommandRejectedError(
-                SYSTEM,
-                f"country {code!r} is unknown to the ERP; fix the account's billing country "
-                "(ISO 3166-1 alpha-2) in the CRM",
-            )
+            SYSTEM,
+            f"country {code!r} is unknown to the ERP; fix the account's billing country "
+            "(ISO 3166-1 alpha-2) in the CRM",
+        )
 
     # -- projects --------------------------------------------------------------------------
 
     async def _own_company(self) -> _Company:
         if self._company is None:
-            if not self.rpc.context:
-                await self.rpc.model("res.user", "get_preferences", True)
+            await self.rpc.ensure_session()
             company_id = self.rpc.context.get("company")
             if not company_id:
                 raise CommandRejectedError(
@@ -186,7 +188,9 @@ class TrytonErp:
             )
         return ErpProject(id=project_id, number=str(read["number"]), task_ids=task_ids)
 
-    async def _ensure_tasks(self, project_id: int, company: int, spec: ProjectSpec) -> dict[str, int]:
+    async def _ensure_tasks(
+        self, project_id: int, company: int, spec: ProjectSpec
+    ) -> dict[str, int]:
         if not spec.tasks:
             return {}
         found = await self.rpc.model(
@@ -224,7 +228,9 @@ class TrytonErp:
             "parent": project_id,
             "company": company,
             # The ERP needs a price on every work it may invoice; the project's by default.
-            "list_price": _price(task.unit_price if task.unit_price is not None else spec.list_price),
+            "list_price": _price(
+                task.unit_price if task.unit_price is not None else spec.list_price
+            ),
         }
         if task.effort_hours is not None:
             values["effort_duration"] = _duration(task.effort_hours)

@@ -5,7 +5,8 @@ venv Python after `trytond-admin` activated the modules:
 
 Creates, each only if missing: the company (EUR), the minimal chart of accounts, the fiscal
 year with its invoice sequences, a payment term, a service product sold by the hour, an
-employee, the "PRJ-" prefix of project numbers, and the integration user with a group that grants only what pssync needs.
+employee, the "PRJ-" prefix of project numbers, and the integration user with a group that
+grants only what pssync needs.
 Prints one JSON line describing what it found or made.
 """
 

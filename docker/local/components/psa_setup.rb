@@ -105,7 +105,9 @@ def ensure_field(klass, name, format, made, extra = {})
   field
 end
 ensure_field(TimeEntryCustomField, 'Approved', 'bool', made, default_value: '0')
-ensure_field(ProjectCustomField, 'ERP project code', 'string', made)
+# A filter: the PSA port lists the projects of one ERP code (Redmine keeps identifiers unique
+# only in its application code, so two concurrent creates can both succeed).
+ensure_field(ProjectCustomField, 'ERP project code', 'string', made, is_filter: true)
 ensure_field(ProjectCustomField, 'Invoiced to date', 'float', made)
 ensure_field(ProjectCustomField, 'Recognized revenue', 'float', made)
 
