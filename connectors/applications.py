@@ -8,6 +8,7 @@ slice, the soak), and one that does stops with a message naming the setting to f
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from streams.errors import ConfigError
@@ -16,20 +17,48 @@ from streams.settings import Settings
 PortFactory = Callable[[], Any]
 
 
-def _erp(settings: Settings) -> Any:
-    from connectors.erp import TrytonErp
-
+def _with_secret(build: Callable[[], Any], variable: str, path: Path, what: str) -> Any:
     try:
-        return TrytonErp.from_settings(settings)
+        return build()
     except OSError as exc:
         raise ConfigError(
-            f"cannot read the ERP integration user's password from PSSYNC_ERP_PASSWORD_FILE="
-            f"{str(settings.erp_password_file)!r} ({exc.strerror or exc}); point it at the file "
-            "holding that password (`make up` writes .stack/secrets/erp-pssync.password)"
+            f"cannot read {what} from {variable}={str(path)!r} ({exc.strerror or exc}); point "
+            f"it at the file holding it (`make up` writes .stack/secrets/{path.name})"
         ) from exc
 
 
+def _erp(settings: Settings) -> Any:
+    from connectors.erp import TrytonErp
+
+    return _with_secret(
+        lambda: TrytonErp.from_settings(settings),
+        "PSSYNC_ERP_PASSWORD_FILE",
+        settings.erp_password_file,
+        "the ERP integration user's password",
+    )
+
+
+def _psa(settings: Settings) -> Any:
+    from connectors.psa import RedminePsa
+
+    return _with_secret(
+        lambda: RedminePsa.from_settings(settings),
+        "PSSYNC_PSA_API_KEY_FILE",
+        settings.psa_api_key_file,
+        "the PSA integration user's API key",
+    )
+
+
+def _crm(settings: Settings) -> Any:
+    from connectors.crm import SqlCrm
+
+    return SqlCrm.from_settings(settings)
+
+
 def port_factories(settings: Settings) -> dict[str, PortFactory]:
-    """Application (`erp`, `psa`, `crm`) -> how to build its port. Applications without an
-    adapter yet are absent: their commands wait on their topic."""
-    return {"erp": lambda: _erp(settings)}
+    """Application (`erp`, `psa`, `crm`) -> how to build its port."""
+    return {
+        "erp": lambda: _erp(settings),
+        "psa": lambda: _psa(settings),
+        "crm": lambda: _crm(settings),
+    }

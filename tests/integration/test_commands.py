@@ -1,4 +1,5 @@
-"""Saga commands through a real worker to the real ERP (Tryton), results back on Kafka."""
+"""Saga commands through a real worker to the real ERP (Tryton), PSA (Redmine) and CRM
+write-back, results back on Kafka."""
 
 from __future__ import annotations
 
@@ -6,17 +7,30 @@ import asyncio
 import json
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from sqlalchemy import create_engine, text
 
 from connectors.erp import TrytonErp
-from connectors.ports import CustomerSpec, ProjectSpec, TaskSpec, to_json
+from connectors.ports import (
+    CrmWriteBack,
+    CustomerSpec,
+    Member,
+    MilestoneSpec,
+    ProjectSpec,
+    PsaProjectSpec,
+    TaskSpec,
+    to_json,
+)
+from connectors.psa import psa_identifier
+from connectors.sql import db_url
 from schemas import saga
 from schemas.conventions import value_subject
 from schemas.registry import Registry, client_config
@@ -31,8 +45,10 @@ from tests.sandbox import free_port
 pytestmark = pytest.mark.integration
 
 
-def _command(env: SliceEnv, key: str, step: str, payload: str) -> tuple[str, bytes, bytes]:
-    topic = topology(env.settings).commands("erp")
+def _command(
+    env: SliceEnv, key: str, step: str, payload: str, target: str = "erp"
+) -> tuple[str, bytes, bytes]:
+    topic = topology(env.settings).commands(target)
     schema_id = Registry(env.settings).register(value_subject(topic), saga.schema_str("command"))
     correlation = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
     record = {
@@ -40,7 +56,7 @@ def _command(env: SliceEnv, key: str, step: str, payload: str) -> tuple[str, byt
         "correlation_id": correlation,
         "saga_key": key,
         "step": step,
-        "target": "erp",
+        "target": target,
         "attempt": 1,
         "payload": payload,
         "issued_at": datetime.now(UTC),
@@ -75,7 +91,9 @@ def _parties(env: SliceEnv, code: str) -> list[dict[str, Any]]:
     return asyncio.run(search())
 
 
-def test_commands_to_the_erp_give_results_audit_and_dead_letters(slice_env: SliceEnv) -> None:
+def test_one_deal_through_erp_psa_and_crm_with_results_audit_and_dead_letters(
+    slice_env: SliceEnv,
+) -> None:
     env = slice_env
     topo = topology(env.settings)
     worker = env.worker()
@@ -118,14 +136,70 @@ def test_commands_to_the_erp_give_results_audit_and_dead_letters(slice_env: Slic
     built = json.loads(project["output"])
     assert built["number"] and set(built["task_ids"]) == {"Design", "Build"}
 
+    # The PSA project named by the ERP's project code, then the CRM written back.
+    psa_spec = PsaProjectSpec(
+        identifier=psa_identifier(built["number"]),
+        name=f"Rollout {suffix}",
+        erp_project_code=built["number"],
+        tasks=(TaskSpec("Design", "Plan", Decimal("8")), TaskSpec("Build", "Deliver")),
+        milestones=(MilestoneSpec("Go-live", date(2027, 3, 31), Decimal("30000")),),
+        members=(Member("demo.pm@localhost.invalid", "Manager"),),
+        placeholders=("Solution architect",),
+    )
+    psa_command = _command(env, key, "psa_project", to_json(psa_spec), "psa")
+    produce_sync(env.settings, [psa_command])
+    env.wait_for(lambda: _count(env, topo.results) >= 4, timeout=120, what="PSA result")
+    psa = _decoded(env, topo.results)[3]
+    assert (psa["step"], psa["status"], psa["target"]) == ("psa_project", "done", "psa"), psa
+    psa_project = json.loads(psa["output"])
+    assert psa_project["identifier"] == psa_spec.identifier and psa_project["url"]
+    api_key = env.settings.psa_api_key_file.read_text().strip()
+    found = httpx.get(
+        f"{env.settings.psa_url}/projects/{psa_spec.identifier}.json",
+        headers={"X-Redmine-API-Key": api_key},
+        timeout=30,
+    )
+    assert found.status_code == 200 and found.json()["project"]["id"] == psa_project["id"]
+
+    opportunity = f"006IT{suffix}"
+    env.crm(
+        "INSERT INTO sales.opportunity (id, name, stage_name, amount, currency_iso_code, "
+        "close_date) VALUES (:id, 'IT deal', 'Closed Won', 1000, 'EUR', '2027-01-31')",
+        {"id": opportunity},
+    )
+    change = CrmWriteBack(
+        opportunity_id=opportunity,
+        project_code=built["number"],
+        psa_project_url=psa_project["url"],
+        sync_status="provisioned",
+    )
+    produce_sync(env.settings, [_command(env, key, "crm_writeback", to_json(change), "crm")])
+    env.wait_for(lambda: _count(env, topo.results) >= 5, timeout=90, what="CRM result")
+    crm = _decoded(env, topo.results)[4]
+    assert (crm["step"], crm["status"], crm["output"]) == ("crm_writeback", "done", "{}"), crm
+    engine = create_engine(db_url(env.settings.crm_db))
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT project_code__c, psa_project_url__c, sync_status__c "
+                "FROM sales.opportunity WHERE id = :id"
+            ),
+            {"id": opportunity},
+        ).one()
+    engine.dispose()
+    assert tuple(row) == (built["number"], psa_project["url"], "provisioned")
+
     audits = _decoded(env, topo.audit("command"))
     assert [(a["step"], a["status"]) for a in audits] == [
         ("erp_customer", "done"),
         ("erp_customer", "done"),
         ("erp_project", "done"),
+        ("psa_project", "done"),
+        ("crm_writeback", "done"),
     ]
     assert audits[0]["audit_id"] == audits[1]["audit_id"]  # same command, same answer
-    assert all(a["target"] == "erp" and a["duration_ms"] >= 0 for a in audits)
+    assert [a["target"] for a in audits] == ["erp", "erp", "erp", "psa", "crm"]
+    assert all(a["duration_ms"] >= 0 for a in audits)
 
     dead = read_all(env.settings, topo.dlq("command"))
     assert [m.key() for m in dead] == [b"poison", b"crm:opportunity:other"]
