@@ -261,6 +261,10 @@ def test_rejected_and_adapter_faults_become_rejected_results() -> None:
     erp = StubErp()
     erp.fail = lambda spec: KeyError("party") if spec.code == "BUG" else None
     stage, out, reg = make_stage(erp)
+    counted = metrics().commands
+    before = {
+        r: counted.labels("erp", "erp_customer", r)._value.get() for r in ("done", "rejected")
+    }
     batch = [
         command(reg, "a", "erp_customer", CustomerSpec("C1", "")),
         command(reg, "b", "erp_customer", CustomerSpec("BUG", "x")),
@@ -272,6 +276,8 @@ def test_rejected_and_adapter_faults_become_rejected_results() -> None:
     assert by_key["b"]["status"] == "rejected" and "unexpected KeyError" in by_key["b"]["error"]
     assert by_key["c"]["status"] == "done"
     assert {a["status"] for a in audits(out, reg)} == {"rejected", "done"}
+    after = {r: counted.labels("erp", "erp_customer", r)._value.get() for r in before}
+    assert (after["done"] - before["done"], after["rejected"] - before["rejected"]) == (1, 2)
 
 
 def test_poison_goes_to_the_dlq_and_the_line_keeps_running() -> None:
