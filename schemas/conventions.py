@@ -13,6 +13,11 @@
   (schemas/masking.json); same key and Avro contract as the canonical topic.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
+- Saga topics: ``[<namespace>.]saga.commands.<target>`` (one per target application:
+  ``erp``, ``psa``, ``crm``) and ``[<namespace>.]saga.results``; key = the saga key (the deal's
+  canonical opportunity id) as UTF-8 string; value = wire-format Avro (schemas/avro/saga).
+- Audit topics: ``[<namespace>.]audit.<stage>`` (``sink``: target writes, ``command``: saga
+  commands applied to an application); value = wire-format Avro (schemas/avro/audit).
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
   ``<dlq topic>:<partition>:<offset>``, value = JSON saying when and where it was rerun.
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
@@ -31,7 +36,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink")
+DLQ_STAGES = ("normalize", "sink", "command")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -69,6 +74,15 @@ def dlq_topic(stage: str, namespace: str = "") -> str:
 
 def audit_topic(stage: str, namespace: str = "") -> str:
     return _ns(namespace, f"audit.{stage}")
+
+
+def saga_commands_topic(target: str, namespace: str = "") -> str:
+    """Commands for one target application (`erp`, `psa`, `crm`)."""
+    return _ns(namespace, f"saga.commands.{target}")
+
+
+def saga_results_topic(namespace: str = "") -> str:
+    return _ns(namespace, "saga.results")
 
 
 def dlq_reruns_topic(namespace: str = "") -> str:

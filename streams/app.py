@@ -9,9 +9,10 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
-from streams.agents import normalize, sink
+from streams.agents import commands, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

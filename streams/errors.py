@@ -39,6 +39,11 @@ class BadEventError(PssyncError):
     """A raw change event cannot be turned into a canonical event (goes to the DLQ)."""
 
 
+class BadCommandError(PssyncError):
+    """A saga command cannot be applied as it is: unknown step, or a payload that is not the
+    step's spec (goes to `dlq.command`; the saga that issued it must be fixed)."""
+
+
 class DeliveryError(PssyncError):
     """Kafka did not acknowledge records pssync produced; nothing of the batch is acked."""
 

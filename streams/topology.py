@@ -14,13 +14,15 @@ from schemas.conventions import (
     dlq_reruns_topic,
     dlq_topic,
     raw_topic,
+    saga_commands_topic,
+    saga_results_topic,
     value_subject,
 )
 from schemas.masking import load_policy
 from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.mappings import crm
-from streams.settings import Settings
+from streams.settings import COMMAND_TARGETS, Settings
 
 Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
 
@@ -55,6 +57,14 @@ class Topology:
 
     def audit(self, stage: str) -> str:
         return audit_topic(stage, self.namespace)
+
+    def commands(self, target: str) -> str:
+        """Saga commands for one application (erp, psa, crm)."""
+        return saga_commands_topic(target, self.namespace)
+
+    @property
+    def results(self) -> str:
+        return saga_results_topic(self.namespace)
 
     @property
     def dlq_reruns(self) -> str:
@@ -101,8 +111,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
         for stage in DLQ_STAGES
     ]
-    # Every target write, kept like an audit log: by time, not compacted.
-    audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
+    # Saga commands and results: a deal's records share its partition (keyed by saga key);
+    # kept by time, the saga state holds what is still needed.
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    saga = [TopicSpec(t.commands(a), p, r, month) for a in COMMAND_TARGETS]
+    saga.append(TopicSpec(t.results, p, r, month))
+    # Every target write and applied command, kept like an audit log: by time, not compacted.
+    year = {"retention.ms": str(365 * 24 * 3600 * 1000)}
+    audit = [TopicSpec(t.audit(stage), p, r, year) for stage in ("sink", "command")]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    return raw + canonical + analytics + dlq + audit + reruns
+    return raw + canonical + analytics + dlq + saga + audit + reruns
