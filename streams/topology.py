@@ -23,6 +23,7 @@ from schemas.masking import load_policy
 from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.mappings import crm, erp
+from streams.reference.model import SECTIONS
 from streams.settings import Settings
 
 Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
@@ -115,6 +116,19 @@ def analytics_entities(settings: Settings, topo: Topology) -> list[str]:
     return [e for e in topo.entities if e in policy.rules]
 
 
+def reference_specs(settings: Settings) -> list[TopicSpec]:
+    """The compacted topics of the reference sets pssync's reference file publishes."""
+    return [
+        TopicSpec(
+            contract_topic(name, True, settings.topic_namespace),
+            settings.partitions,
+            settings.replication,
+            {"cleanup.policy": "compact"},
+        )
+        for name in SECTIONS.values()
+    ]
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     t = topology(settings)
     p, r = settings.partitions, settings.replication
@@ -136,4 +150,4 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    return raw + canonical + analytics + dlq + audit + reruns
+    return raw + canonical + reference_specs(settings) + analytics + dlq + audit + reruns
