@@ -162,9 +162,7 @@ class ReferenceResolver:
                 "are tax codes (a fixed amount has no rate to apply)"
             )
         try:
-            rate = (Decimal(str(_required(row, "rate", table))) * 100).quantize(
-                Decimal("0.0001")
-            )
+            rate = (Decimal(str(_required(row, "rate", table))) * 100).quantize(Decimal("0.0001"))
         except InvalidOperation:
             raise BadEventError(f"ERP tax {code!r} rate={row.get('rate')!r} is no number") from None
         data = {
@@ -177,7 +175,6 @@ class ReferenceResolver:
             "is_active": _active(row),
         }
         return code, {"envelope": env, "data": data}
-
 
 
 @cache

@@ -120,8 +120,7 @@ def parse(text: str, path: Path) -> ReferenceData:
     unknown = sorted(set(doc) - set(SECTIONS) - {"version", "description"})
     if unknown:
         raise ReferenceDataError(
-            f"{path}: unknown section(s) {', '.join(unknown)}; sections are "
-            f"{', '.join(SECTIONS)}"
+            f"{path}: unknown section(s) {', '.join(unknown)}; sections are {', '.join(SECTIONS)}"
         )
     sets: dict[str, dict[str, dict[str, Any]]] = {}
     for section, name in SECTIONS.items():
@@ -193,9 +192,10 @@ def _check_links(data: ReferenceData) -> None:
         _fail(str(p), f"ERP company {sorted(twice)[0]} is given to two legal entities")
     for code, r in data.sets["region"].items():
         where = f"{p}: regions {code!r}"
-        if r["legal_entity"] is not None and r["legal_entity"] not in data.sets[
-            "legal_entity_profile"
-        ]:
+        if (
+            r["legal_entity"] is not None
+            and r["legal_entity"] not in data.sets["legal_entity_profile"]
+        ):
             _fail(where, f"legal_entity {r['legal_entity']!r} is not in legal_entities")
         for country in r["countries"]:
             if not _COUNTRY.match(country):

@@ -95,9 +95,23 @@ def test_customer_key_does_not_move_when_the_erp_number_arrives() -> None:
     assert key == before == "crm:account:001A"
     assert record["data"]["erp_customer_id"] == "C-0042"
     # The opportunity points at the same id.
-    opp = Change("create", None, {"id": "006A", "account_id": "001A", "name": "x",
-                                  "stage_name": "Prospecting", "currency_iso_code": "EUR"},
-                 "crm", "sales.opportunity", "006A", "0/1", 1, 0)
+    opp = Change(
+        "create",
+        None,
+        {
+            "id": "006A",
+            "account_id": "001A",
+            "name": "x",
+            "stage_name": "Prospecting",
+            "currency_iso_code": "EUR",
+        },
+        "crm",
+        "sales.opportunity",
+        "006A",
+        "0/1",
+        1,
+        0,
+    )
     assert map_opportunity(opp, "c")[1]["data"]["customer_id"] == key
 
 
@@ -143,8 +157,14 @@ def test_line_item_total_rounds_half_up_to_cents() -> None:
 
 
 def test_line_item_delete_keeps_its_deal() -> None:
-    old = {"id": "00kL1", "opportunity_id": "006A", "service_line__c": "IMPL",
-           "quantity": "1", "unit_price": "1", "currency_iso_code": "EUR"}
+    old = {
+        "id": "00kL1",
+        "opportunity_id": "006A",
+        "service_line__c": "IMPL",
+        "quantity": "1",
+        "unit_price": "1",
+        "currency_iso_code": "EUR",
+    }
     key, record = map_line_item(debezium("opportunity_line_item", "00kL1", "delete", old), "c")
     assert key == "crm:opportunity_line_item:00kL1" and record["data"] is None
     assert record["envelope"]["correlation_id"] == correlation_id("crm:opportunity:006A")
@@ -195,10 +215,15 @@ def test_bad_milestones(row: dict[str, Any], message: str) -> None:
 
 def test_opportunity_type_is_folded_onto_deal_types() -> None:
     row = {"id": "006A", "name": "x", "stage_name": "Prospecting", "currency_iso_code": "EUR"}
-    for source, expected in (("New Business", "new_business"), ("Change Order", "change_order"),
-                             (None, "unknown"), ("Upsell", "unknown")):
-        c = Change("create", None, {**row, "type": source}, "crm", "sales.opportunity", "006A",
-                   "0/1", 1, 0)
+    for source, expected in (
+        ("New Business", "new_business"),
+        ("Change Order", "change_order"),
+        (None, "unknown"),
+        ("Upsell", "unknown"),
+    ):
+        c = Change(
+            "create", None, {**row, "type": source}, "crm", "sales.opportunity", "006A", "0/1", 1, 0
+        )
         _, record = map_opportunity(c, "c")
         assert record["data"]["deal_type"] == expected
         _fits("opportunity", record)

@@ -37,12 +37,25 @@ def resolver() -> ReferenceResolver:
 
 
 def test_currency_is_keyed_by_its_iso_code() -> None:
-    row = {"id": 1, "code": "eur", "name": "Euro", "symbol": "€", "digits": 2, "active": True,
-           "rounding": "0.01", "write_date": WRITE_DATE}
+    row = {
+        "id": 1,
+        "code": "eur",
+        "name": "Euro",
+        "symbol": "€",
+        "digits": 2,
+        "active": True,
+        "rounding": "0.01",
+        "write_date": WRITE_DATE,
+    }
     key, record = map_currency(erp("currency_currency", "snapshot", row), "erp.public.c/0/1")
     assert key == "EUR"
-    assert record["data"] == {"code": "EUR", "name": "Euro", "minor_units": 2, "symbol": "€",
-                              "is_active": True}
+    assert record["data"] == {
+        "code": "EUR",
+        "name": "Euro",
+        "minor_units": 2,
+        "symbol": "€",
+        "is_active": True,
+    }
     _fits("currency", record)
     _, inactive = map_currency(erp("currency_currency", "update", {**row, "active": False}), "c")
     assert inactive["data"]["is_active"] is False
@@ -77,7 +90,9 @@ def test_company_becomes_the_legal_entity_its_profile_names(resolver: ReferenceR
     data = record["data"]
     assert data["legal_entity_id"] == "LC-DE" and data["erp_id"] == "1"
     assert (data["name"], data["country"], data["base_currency"]) == (
-        "Local Consulting GmbH", "DE", "EUR"
+        "Local Consulting GmbH",
+        "DE",
+        "EUR",
     )
     assert data["region"] == "EMEA"
     assert data["last_modified_at"] == datetime(2026, 11, 29, 10, tzinfo=UTC)
@@ -93,9 +108,18 @@ def test_company_without_profile_says_what_to_add(resolver: ReferenceResolver) -
 
 
 def tax(**row: Any) -> dict[str, Any]:
-    return {"id": 3, "name": "VAT-DE-19", "description": "Umsatzsteuer 19 %", "type": "percentage",
-            "rate": "0.19", "company": 1, "active": True, "start_date": 20454, "end_date": None,
-            **row}
+    return {
+        "id": 3,
+        "name": "VAT-DE-19",
+        "description": "Umsatzsteuer 19 %",
+        "type": "percentage",
+        "rate": "0.19",
+        "company": 1,
+        "active": True,
+        "start_date": 20454,
+        "end_date": None,
+        **row,
+    }
 
 
 def test_tax_is_a_tax_code_in_its_companys_country(resolver: ReferenceResolver) -> None:
