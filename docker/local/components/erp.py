@@ -122,9 +122,7 @@ class Erp(Managed):
         # Idempotent, on every start: a schema upgrade by the application may add tables.
         from connectors.debezium import captured_tables, ensure_replica_identity, erp_connector
 
-        changed = ensure_replica_identity(
-            self.s.erp_db, captured_tables(erp_connector(self.s))
-        )
+        changed = ensure_replica_identity(self.s.erp_db, captured_tables(erp_connector(self.s)))
         if changed:
             log(f"ERP: REPLICA IDENTITY FULL on {', '.join(changed)} (no primary key)")
 

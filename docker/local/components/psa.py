@@ -142,9 +142,7 @@ class Psa(Managed):
         # Idempotent, on every start: a schema upgrade by the application may add tables.
         from connectors.debezium import captured_tables, ensure_replica_identity, psa_connector
 
-        changed = ensure_replica_identity(
-            self.s.psa_db, captured_tables(psa_connector(self.s))
-        )
+        changed = ensure_replica_identity(self.s.psa_db, captured_tables(psa_connector(self.s)))
         if changed:
             log(f"PSA: REPLICA IDENTITY FULL on {', '.join(changed)} (no primary key)")
 
