@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 from sqlalchemy import create_engine, text
 
 from connectors.debezium import (
@@ -28,23 +30,28 @@ from connectors.debezium import (
     erp_connector,
     psa_connector,
     slot_name,
-    write_secrets_file,
 )
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import db_url, server_execute
 from schemas.conventions import raw_topic
+from schemas.registry import Registry, client_config
 from streams.admin import delete_topics
 from streams.security import kafka_config
 from streams.settings import Settings, SourceDb
-from tests.sandbox import admin_engine
+from streams.topology import topology
+from tests.integration.kafka_util import read_all
+from tests.sandbox import Sandbox, Worker, admin_engine, create_sandbox, destroy_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 
 @dataclass
 class Capture:
-    settings: Settings
-    connectors: list[str]
+    sandbox: Sandbox
+
+    @property
+    def settings(self) -> Settings:
+        return self.sandbox.settings
 
 
 def _drop_slot_and_publication(settings: Settings, db: SourceDb, prefix: str) -> None:
@@ -75,18 +82,20 @@ def _drop_slot_and_publication(settings: Settings, db: SourceDb, prefix: str) ->
 
 
 @pytest.fixture(scope="module")
-def capture() -> Iterator[Capture]:
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Capture]:
+    """A sandbox (own CRM database, topics, namespace, group, connector secrets file) whose
+    ERP and PSA connectors capture the stack's real `erp` and `psa` databases."""
     base = Settings.from_env()
     sfx = "c" + uuid.uuid4().hex[:10]
     secrets = Path(base.connect_secrets_file).parent / f"it-{sfx}.properties"
-    env = {
-        **os.environ,
-        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{sfx}",
-        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{sfx}",
-        "PSSYNC_CONNECT_SECRETS_FILE": str(secrets),
-    }
-    settings = Settings.from_env(env)
-    write_secrets_file(settings)
+    tmp = tmp_path_factory.mktemp("capture")
+    sandbox = create_sandbox(
+        base,
+        sfx,
+        tmp / "worker-data",
+        {"PSSYNC_CONNECT_SECRETS_FILE": str(secrets), "PSSYNC_BATCH_WITHIN": "0.1"},
+    )
+    settings = sandbox.settings
     client = ConnectClient(settings.connect_url)
     connectors = [erp_connector(settings), psa_connector(settings)]
     try:
@@ -94,20 +103,24 @@ def capture() -> Iterator[Capture]:
             client.put(c["name"], c["config"])
         for c in connectors:
             client.wait_running(c["name"], timeout=120)
-        yield Capture(settings, [c["name"] for c in connectors])
+        yield Capture(sandbox)
     finally:
         for c in connectors:
             client.delete(c["name"])
         time.sleep(1)
         _drop_slot_and_publication(settings, settings.erp_db, settings.erp_topic_prefix)
         _drop_slot_and_publication(settings, settings.psa_db, settings.psa_topic_prefix)
-        secrets.unlink(missing_ok=True)
+        destroy_sandbox(sandbox)
         from confluent_kafka.admin import AdminClient
 
         topics = AdminClient(kafka_config(settings)).list_topics(timeout=10).topics
-        mine = [t for t in topics if t.startswith((f"erp_{sfx}.", f"psa_{sfx}."))]
+        mine = [t for t in topics if t.startswith((f"erp_{sfx}.", f"psa_{sfx}.", f"{sfx}."))]
         if mine:
             delete_topics(settings, mine)
+        registry = Registry(settings)
+        for subject in registry.subjects():
+            if subject.startswith(f"{sfx}."):
+                registry.delete_subject(subject)
 
 
 def _wait_event(
@@ -145,7 +158,8 @@ def _erp_session(s: Settings) -> tuple[httpx.Client, dict[str, str], dict[str, A
 
     def call(method: str, params: list[Any], headers: dict[str, str]) -> Any:
         resp = http.post(
-            f"/{s.erp_database}/rpc/", json={"id": 1, "method": method, "params": params},
+            f"/{s.erp_database}/rpc/",
+            json={"id": 1, "method": method, "params": params},
             headers=headers,
         )
         resp.raise_for_status()
@@ -222,11 +236,53 @@ def test_every_captured_table_keeps_old_rows_for_updates_and_deletes(capture: Ca
         with engine.connect() as conn:
             ident = dict(
                 conn.execute(
-                    text("SELECT relname, relreplident FROM pg_class WHERE relname IN "
-                         "('links', 'keyed')")
+                    text(
+                        "SELECT relname, relreplident FROM pg_class WHERE relname IN "
+                        "('links', 'keyed')"
+                    )
                 ).all()
             )
         engine.dispose()
         assert ident == {"links": "f", "keyed": "d"}
     finally:
         server_execute(s.erp_db, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_erp_company_and_currency_become_canonical_and_reference_events(
+    capture: Capture, tmp_path: Path
+) -> None:
+    s = capture.settings
+    worker = Worker(capture.sandbox.env, tmp_path / "worker.log")
+    worker.start()
+    try:
+        topo = topology(s)
+        deserializer = AvroDeserializer(SchemaRegistryClient(client_config(s)))
+
+        def newest(entity: str, key: str) -> dict[str, Any] | None:
+            topic = topo.output(entity)
+            found = None
+            try:
+                messages = read_all(s, topic, timeout=5)
+            except (AssertionError, KeyError):
+                return None
+            for m in messages:
+                if (m.key() or b"").decode() == key:
+                    found = deserializer(m.value(), SerializationContext(topic, MessageField.VALUE))
+            return found
+
+        deadline = time.monotonic() + 120
+        entity = currency = None
+        while time.monotonic() < deadline and (entity is None or currency is None):
+            entity = entity or newest("legal_entity", "LC-DE")
+            currency = currency or newest("currency", "EUR")
+            time.sleep(1)
+        assert entity is not None and currency is not None, worker.log.read_text()[-4000:]
+    finally:
+        worker.stop()
+    # Tryton's company 1 is the default reference file's LC-DE.
+    assert topo.output("legal_entity") == f"{s.topic_namespace}.canonical.legal_entity"
+    assert entity["data"]["erp_id"] == "1" and entity["data"]["base_currency"] == "EUR"
+    assert entity["envelope"]["source"]["entity"] == "public.company_company"
+    assert entity["data"]["last_modified_at"] is not None
+    assert topo.output("currency") == f"{s.topic_namespace}.reference.currency"
+    assert currency["data"]["name"] == "Euro" and currency["data"]["minor_units"] == 2

@@ -119,10 +119,12 @@ def test_crm_deal_children_follow_their_opportunity(slice_env: SliceEnv) -> None
     # A delete must land beside the opportunity too (old row: REPLICA IDENTITY FULL).
     env.crm(f"DELETE FROM sales.opportunity_line_item WHERE id = '00k{deals[0]}1'")
     env.wait_for(
-        lambda: _count(env, "opportunity_line_item") >= 2 * len(deals) + 1
-        and _count(env, "billing_milestone") >= len(deals)
-        and _count(env, "opportunity") >= len(deals)
-        and _count(env, "customer") >= 2,
+        lambda: (
+            _count(env, "opportunity_line_item") >= 2 * len(deals) + 1
+            and _count(env, "billing_milestone") >= len(deals)
+            and _count(env, "opportunity") >= len(deals)
+            and _count(env, "customer") >= 2
+        ),
         timeout=120,
         what="canonical customers, opportunities, line items and milestones",
     )
