@@ -234,7 +234,7 @@ def test_every_captured_table_keeps_old_rows_for_updates_and_deletes(capture: Ca
         assert ensure_replica_identity(db, tables) == ["public.links"]
         assert ensure_replica_identity(db, tables) == []
         with engine.connect() as conn:
-            ident = dict(
+            ident: dict[str, str] = dict(
                 conn.execute(
                     text(
                         "SELECT relname, relreplident FROM pg_class WHERE relname IN "
