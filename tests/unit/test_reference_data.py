@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from fastavro import parse_schema
 from fastavro.validation import validate
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import contracts
 from streams.errors import ReferenceDataError
@@ -146,3 +148,44 @@ def test_changes_need_a_higher_version_and_removals_become_deletes() -> None:
     ]
     event = record(parsed(d), steps[1], datetime(2026, 11, 30, tzinfo=UTC))
     assert event["data"] is None and event["envelope"]["op"] == "delete"
+
+
+def _apply(held: dict[str, dict[str, Held]], data: ReferenceData) -> None:
+    """What a compacted topic keeps after a load: the newest record per key."""
+    for step in plan(data, held):
+        held.setdefault(step.name, {})[step.code] = Held(data.version, step.data)
+
+
+_EDITS = st.lists(
+    st.tuples(
+        st.sampled_from(["rename_region", "drop_jurisdiction", "add_role", "retime_task", "same"]),
+        st.integers(min_value=0, max_value=5),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(_EDITS)
+def test_successive_loads_converge_to_each_file(edits: list[tuple[str, int]]) -> None:
+    held: dict[str, dict[str, Held]] = {}
+    d = doc()
+    for version, (edit, n) in enumerate(edits, start=1):
+        d = copy.deepcopy(d)
+        d["version"] = version
+        if edit == "rename_region":
+            d["regions"][n % len(d["regions"])]["name"] = f"Region {version}"
+        elif edit == "drop_jurisdiction" and len(d["jurisdictions"]) > 1:
+            d["jurisdictions"].pop(n % len(d["jurisdictions"]))
+        elif edit == "add_role":
+            d["roles"].append({"code": f"R{version}", "name": f"Role {version}"})
+        elif edit == "retime_task":
+            d["project_templates"][0]["phases"][0]["tasks"][0]["hours"] = n + 0.5
+        data = parsed(d)
+        _apply(held, data)
+        live = {
+            name: {code: h.data for code, h in codes.items() if h.data is not None}
+            for name, codes in held.items()
+        }
+        assert {n: v for n, v in live.items() if v} == {n: v for n, v in data.sets.items() if v}
+        assert plan(data, held) == []  # loading the same file again publishes nothing
