@@ -142,11 +142,18 @@ class ReferenceResolver:
         }
         return key, {"envelope": env, "data": data}
 
+    def _jurisdiction(self, code: str, home: str) -> str:
+        named = self.data.jurisdictions_of_tax(code)
+        if not named or home in named:
+            return home
+        return named[0]
+
     def map_tax(self, change: Change, causation: str) -> tuple[str, dict[str, Any]]:
         """(tax code, TaxCodeEvent record) for a change of account_tax.
 
-        The code is the tax's name in Tryton (what its users pick on invoice lines); the
-        jurisdiction is the country of the legal entity whose company owns the tax.
+        The code is the tax's name in Tryton (what its users pick on invoice lines). The
+        jurisdiction is the one the reference file applies this tax in (its company's country
+        first when several do), else the country of the legal entity owning the tax.
         """
         table = "account_tax"
         row = _deleted_row(change, table, "name") if change.op == "delete" else change.after or {}
@@ -168,7 +175,7 @@ class ReferenceResolver:
         data = {
             "code": code,
             "name": str(row.get("description") or code),
-            "jurisdiction": profile["country"],
+            "jurisdiction": self._jurisdiction(code, profile["country"]),
             "rate_percent": rate,
             "valid_from": _date(row.get("start_date"), "start_date"),
             "valid_to": _date(row.get("end_date"), "end_date"),

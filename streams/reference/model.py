@@ -95,6 +95,14 @@ class ReferenceData:
                 return entry
         return None
 
+    def jurisdictions_of_tax(self, tax_code: str) -> list[str]:
+        """Codes of the jurisdictions that apply `tax_code`, sorted."""
+        return sorted(
+            code
+            for code, entry in self.sets.get("jurisdiction", {}).items()
+            if entry.get("tax_code") == tax_code
+        )
+
     def region_of(self, legal_entity: str) -> str | None:
         """Code of the first region whose deals the legal entity contracts."""
         for code, entry in self.sets.get("region", {}).items():

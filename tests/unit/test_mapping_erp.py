@@ -160,3 +160,14 @@ def test_resolver_reads_its_file_once(tmp_path: Path) -> None:
     r.map_company(erp("company_company", "create", {"id": 1}), "c")
     path.write_text("not json any more")
     r.map_company(erp("company_company", "create", {"id": 1}), "c")  # still the loaded data
+
+
+def test_tax_takes_the_jurisdiction_the_reference_file_applies_it_in(
+    resolver: ReferenceResolver,
+) -> None:
+    # A tax of the German company used for invoices to France is French VAT.
+    _, record = resolver.map_tax(erp("account_tax", "create", tax(name="VAT-FR-20"), "4"), "c")
+    assert record["data"]["jurisdiction"] == "FR"
+    # A tax no jurisdiction names applies in its company's country.
+    _, other = resolver.map_tax(erp("account_tax", "create", tax(name="VAT-DE-7"), "5"), "c")
+    assert other["data"]["jurisdiction"] == "DE"
