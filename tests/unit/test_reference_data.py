@@ -189,3 +189,20 @@ def test_successive_loads_converge_to_each_file(edits: list[tuple[str, int]]) ->
         }
         assert {n: v for n, v in live.items() if v} == {n: v for n, v in data.sets.items() if v}
         assert plan(data, held) == []  # loading the same file again publishes nothing
+
+
+def test_the_local_erp_has_what_the_default_reference_data_names() -> None:
+    import importlib.util
+
+    path = DEFAULT.parents[2] / "docker" / "local" / "components" / "erp_setup.py"
+    spec = importlib.util.spec_from_file_location("erp_setup_for_test", path)
+    assert spec is not None and spec.loader is not None
+    setup = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup)
+    data = load(DEFAULT)
+    taxes = {j["tax_code"] for j in data.sets["jurisdiction"].values()}
+    assert taxes <= set(setup.TAXES)
+    currencies = {
+        c for e in data.sets["legal_entity_profile"].values() for c in e["allowed_currencies"]
+    }
+    assert currencies <= {"EUR", *setup.CURRENCIES}
