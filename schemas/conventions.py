@@ -100,8 +100,8 @@ def canonical_id(system: str, entity: str, source_key: str) -> str:
 
 
 # The partitioner pssync's producers are configured with (streams/output.py): librdkafka's
-# `consistent_random`, CRC32 of the key modulo the partition count (random only for a null
-# key, which pssync never produces). Java clients default to murmur2 and would disagree.
+# `consistent_random`, CRC32 of the key modulo the partition count (random for a null or
+# empty key, which pssync never produces). Java clients default to murmur2 and would disagree.
 PARTITIONER = "consistent_random"
 
 
@@ -109,4 +109,6 @@ def partition_for(key: bytes, partitions: int) -> int:
     """The partition pssync's producers choose for `key` on a topic of `partitions`."""
     if partitions < 1:
         raise ValueError(f"a topic has at least one partition, got {partitions}")
+    if not key:
+        raise ValueError("an empty key goes to a random partition; co-partition by a real key")
     return zlib.crc32(key) % partitions

@@ -27,6 +27,15 @@ def test_partition_for_is_crc32_modulo_the_count(key: bytes, partitions: int) ->
     assert 0 <= p < partitions and p == zlib.crc32(key) % partitions
 
 
+def test_no_partition_for_an_empty_key_or_topic() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="random partition"):
+        partition_for(b"", 3)
+    with pytest.raises(ValueError, match="at least one partition"):
+        partition_for(b"k", 0)
+
+
 def test_known_values_of_the_partitioner() -> None:
     # Fixed points (CRC-32 0xa0541af3), so a change of hash function cannot pass unnoticed.
     key = b"crm:opportunity:006A"
