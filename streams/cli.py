@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_cli.add_subcommands(sub)
     commands["dlq"] = cmd_dlq
 
+    from streams.reference import cli as reference_cli
+
+    reference_cli.add_subcommands(sub)
+    commands["reference"] = reference_cli.run
+
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings
 

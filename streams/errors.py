@@ -74,3 +74,7 @@ class CommandRejectedError(ApplicationError):
     The workflow parks as a business exception naming the step and this message; fixing the
     data (or the application's setup) and `pssync exceptions retry` resume it.
     """
+
+
+class ReferenceDataError(PssyncError):
+    """The reference data file is invalid, or its entries cannot be published as they are."""

@@ -123,6 +123,17 @@ class SourceDb:
     dbname: str = ""
 
 
+def _source_db(env: Mapping[str, str], system: str, host: str, port: int, name: str) -> SourceDb:
+    """PSSYNC_<SYSTEM>_DB_HOST/_PORT/_USER/_PASSWORD, defaulting to the stack's PostgreSQL."""
+    return SourceDb(
+        host=_str(env, f"PSSYNC_{system}_DB_HOST", host),
+        port=_int(env, f"PSSYNC_{system}_DB_PORT", port),
+        user=_str(env, f"PSSYNC_{system}_DB_USER", "postgres"),
+        password=_str(env, f"PSSYNC_{system}_DB_PASSWORD", "postgres"),
+        dbname=name,
+    )
+
+
 def _check_file(name: str, path: str) -> None:
     if path and not Path(path).is_file():
         raise ConfigError(f"{name}={path!r} is not a readable file; fix the path or unset it")
@@ -278,6 +289,14 @@ class Settings:
     # Source databases (as the Connect worker sees them) and the raw topic prefix per system.
     crm_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "crm")
     crm_topic_prefix: str = "crm"
+    # The ERP's and the PSA's own databases, captured the same way (never written to).
+    erp_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "erp")
+    erp_topic_prefix: str = "erp"
+    psa_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "psa")
+    psa_topic_prefix: str = "psa"
+    # Reference data pssync owns (service lines, templates, regions, ...), versioned in the
+    # repo; `pssync reference load` publishes it and the ERP mappings resolve against it.
+    reference_file: Path = REPO_ROOT / "schemas" / "reference" / "default.json"
     # Connector configs carry references, not passwords: `file` -> ${file:<file>:crm.password}
     # (the file lives on the Connect worker's host), `env` -> ${env:PSSYNC_CRM_DB_PASSWORD}.
     connect_secrets: str = "file"
@@ -362,6 +381,19 @@ class Settings:
                 dbname=_str(e, "PSSYNC_CRM_DB_NAME", "crm"),
             ),
             crm_topic_prefix=_str(e, "PSSYNC_CRM_TOPIC_PREFIX", "crm"),
+            erp_db=_source_db(e, "ERP", pg_host, ports.postgres, _str(e, "PSSYNC_ERP_DB", "erp")),
+            erp_topic_prefix=_str(e, "PSSYNC_ERP_TOPIC_PREFIX", "erp"),
+            psa_db=_source_db(
+                e, "PSA", pg_host, ports.postgres, _str(e, "PSSYNC_PSA_DB_NAME", "psa")
+            ),
+            psa_topic_prefix=_str(e, "PSSYNC_PSA_TOPIC_PREFIX", "psa"),
+            reference_file=Path(
+                _str(
+                    e,
+                    "PSSYNC_REFERENCE_FILE",
+                    str(REPO_ROOT / "schemas" / "reference" / "default.json"),
+                )
+            ),
             connect_secrets=_str(e, "PSSYNC_CONNECT_SECRETS", "file").lower(),
             connect_secrets_file=_str(
                 e, "PSSYNC_CONNECT_SECRETS_FILE", str(stack_dir / "secrets" / "connect.properties")

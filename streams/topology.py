@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from schemas import contracts
 from schemas.conventions import (
     DLQ_STAGES,
     analytics_topic,
     audit_topic,
     canonical_topic,
+    contract_topic,
     dlq_reruns_topic,
     dlq_topic,
     raw_topic,
@@ -21,7 +24,8 @@ from schemas.conventions import (
 from schemas.masking import load_policy
 from streams.admin import TopicSpec
 from streams.changes import Change
-from streams.mappings import crm
+from streams.mappings import crm, erp
+from streams.reference.model import SECTIONS
 from streams.settings import COMMAND_TARGETS, Settings
 
 Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
@@ -29,11 +33,17 @@ Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
 
 @dataclass(frozen=True)
 class Route:
-    """A raw topic and how its changes become canonical events of one entity."""
+    """A raw topic and how its changes become canonical events of one entity.
+
+    `partition_by` names the data field holding the parent's canonical id: the record is
+    then produced to the partition of that id (schemas.conventions.partition_for), beside
+    its parent's events, instead of the partition of its own key.
+    """
 
     raw_topic: str
     entity: str
     mapper: Mapper
+    partition_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +55,16 @@ class Topology:
     def canonical(self, entity: str) -> str:
         return canonical_topic(entity, self.namespace)
 
+    def output(self, name: str) -> str:
+        """Where events of a contract go: canonical.<entity>, or reference.<set>."""
+        return contract_topic(name, contracts.is_reference(name), self.namespace)
+
     def analytics(self, entity: str) -> str:
         """Topic of the entity's masked copy (see streams/analytics.py)."""
         return analytics_topic(entity, self.namespace, self.analytics_prefix)
 
     def subject(self, entity: str) -> str:
-        return value_subject(self.canonical(entity))
+        return value_subject(self.output(entity))
 
     def dlq(self, stage: str) -> str:
         return dlq_topic(stage, self.namespace)
@@ -76,10 +90,28 @@ class Topology:
 
 
 def topology(settings: Settings) -> Topology:
-    prefix = settings.crm_topic_prefix
+    crm_raw = partial(raw_topic, settings.crm_topic_prefix, "sales")
+    erp_raw = partial(raw_topic, settings.erp_topic_prefix, "public")
+    reference = erp.resolver(settings.reference_file)
     return Topology(
         routes=[
-            Route(raw_topic(prefix, "sales", "opportunity"), "opportunity", crm.map_opportunity)
+            Route(crm_raw("opportunity"), "opportunity", crm.map_opportunity),
+            Route(crm_raw("account"), "customer", crm.map_account),
+            Route(
+                crm_raw("opportunity_line_item"),
+                "opportunity_line_item",
+                crm.map_line_item,
+                partition_by="opportunity_id",
+            ),
+            Route(
+                crm_raw("billing_milestone"),
+                "billing_milestone",
+                crm.map_billing_milestone,
+                partition_by="opportunity_id",
+            ),
+            Route(erp_raw("company_company"), "legal_entity", reference.map_company),
+            Route(erp_raw("currency_currency"), "currency", erp.map_currency),
+            Route(erp_raw("account_tax"), "tax_code", reference.map_tax),
         ],
         namespace=settings.topic_namespace,
         analytics_prefix=settings.analytics_prefix,
@@ -94,6 +126,19 @@ def analytics_entities(settings: Settings, topo: Topology) -> list[str]:
     return [e for e in topo.entities if e in policy.rules]
 
 
+def reference_specs(settings: Settings) -> list[TopicSpec]:
+    """The compacted topics of the reference sets pssync's reference file publishes."""
+    return [
+        TopicSpec(
+            contract_topic(name, True, settings.topic_namespace),
+            settings.partitions,
+            settings.replication,
+            {"cleanup.policy": "compact"},
+        )
+        for name in SECTIONS.values()
+    ]
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     t = topology(settings)
     p, r = settings.partitions, settings.replication
@@ -102,7 +147,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     raw = [
         TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"}) for route in t.routes
     ]
-    canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
+    canonical = [TopicSpec(t.output(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
     analytics = [
         TopicSpec(t.analytics(e), p, r, {"cleanup.policy": "compact"})
         for e in analytics_entities(settings, t)
@@ -121,4 +166,4 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     audit = [TopicSpec(t.audit(stage), p, r, year) for stage in ("sink", "command")]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    return raw + canonical + analytics + dlq + saga + audit + reruns
+    return raw + canonical + reference_specs(settings) + analytics + dlq + saga + audit + reruns

@@ -35,6 +35,43 @@ CREATE TABLE IF NOT EXISTS sales.opportunity (
     last_modified_date       timestamptz NOT NULL DEFAULT now()
 );
 
+-- Quote-to-cash shape. Additive only, so an existing CRM database upgrades in place.
+-- Account hierarchy (Salesforce Account.ParentId).
+ALTER TABLE sales.account ADD COLUMN IF NOT EXISTS parent_id varchar(18) REFERENCES sales.account (id);
+-- Opportunity.Type: New Business, Change Order, ...
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS type text;
+
+-- OpportunityLineItem: one sold service line of a deal.
+CREATE TABLE IF NOT EXISTS sales.opportunity_line_item (
+    id                   varchar(18) PRIMARY KEY,
+    opportunity_id       varchar(18) NOT NULL REFERENCES sales.opportunity (id) ON DELETE CASCADE,
+    service_line__c      text        NOT NULL,
+    description          text,
+    quantity             numeric(12, 2) NOT NULL DEFAULT 1,
+    unit_price           numeric(18, 2) NOT NULL,
+    currency_iso_code    char(3)     NOT NULL DEFAULT 'USD',
+    created_date         timestamptz NOT NULL DEFAULT now(),
+    last_modified_date   timestamptz NOT NULL DEFAULT now()
+);
+
+-- Billing milestones agreed in the deal (a custom object in Salesforce terms).
+CREATE TABLE IF NOT EXISTS sales.billing_milestone (
+    id                   varchar(18) PRIMARY KEY,
+    opportunity_id       varchar(18) NOT NULL REFERENCES sales.opportunity (id) ON DELETE CASCADE,
+    name                 text        NOT NULL,
+    due_date__c          date,
+    amount__c            numeric(18, 2),
+    percent__c           numeric(5, 2),
+    currency_iso_code    char(3)     NOT NULL DEFAULT 'USD',
+    created_date         timestamptz NOT NULL DEFAULT now(),
+    last_modified_date   timestamptz NOT NULL DEFAULT now()
+);
+
+-- A child's delete must say which opportunity it belonged to (its canonical event goes to
+-- the opportunity's partition): full old rows in delete events.
+ALTER TABLE sales.opportunity_line_item REPLICA IDENTITY FULL;
+ALTER TABLE sales.billing_milestone REPLICA IDENTITY FULL;
+
 -- Fields pssync writes back (stand-ins for the org's custom fields). Their change data comes
 -- back through CDC and is recognized as pssync's own echo.
 ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS project_code__c text;
