@@ -9,7 +9,7 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
-from connectors.sinks.postgres import PostgresSink
+from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
 from streams.agents import normalize, sink
 from streams.agents.batching import StageRunner
@@ -67,7 +67,8 @@ def create_app(settings: Settings) -> faust.App:
     runners: dict[str, StageRunner] = {}
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
-    sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    target = PostgresTarget(settings.target_url)
+    sink.register(app, runners, settings, topo, output, registry, target)
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
