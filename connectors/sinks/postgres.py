@@ -184,7 +184,7 @@ def evolution(spec: TableSpec, existing: dict[str, str]) -> list[sql.Composable]
         )
     for column in spec.columns:
         if column.name not in existing:
-            out.append(_add_column(spec, column))
+            out.append(add_column(spec, column))
         elif existing[column.name] != column.sql_type:
             log.warning(
                 "sink: %s.%s is %s in the target, the %s contract says %s: kept as it is "
@@ -198,7 +198,8 @@ def evolution(spec: TableSpec, existing: dict[str, str]) -> list[sql.Composable]
     return out
 
 
-def _add_column(spec: TableSpec, column: Column) -> sql.Composable:
+def add_column(spec: TableSpec, column: Column) -> sql.Composable:
+    """ALTER TABLE for one new column; SchemaError when rows already there cannot get a value."""
     table, name = sql.Identifier(spec.table), sql.Identifier(column.name)
     if not column.nullable and column.default in (NO_DEFAULT, None):
         raise SchemaError(
