@@ -6,7 +6,7 @@ table of its own without a table written by hand per entity. The rules:
 
 - table: the contract's name (``opportunity``, ``customer``, ``currency``);
 - key column: the data record's first field, a required string: ``code`` for reference sets,
-  a name ending in ``_id`` for entities (``opportunity_id``, ``milestone_id``). It holds the
+  a name ending in ``_id`` for entities (``opportunity_id``, ``customer_id``). It holds the
   record's key, which by convention is that field's value;
 - one column per other field of the data record, named like the field and typed by logical
   type first (see ``_column_type``); records, maps, unions of several types and arrays of
@@ -186,13 +186,20 @@ def fingerprint(schema: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_SPECS: dict[tuple[str, bool, str], TableSpec] = {}
+_SPECS: dict[tuple[str, bool, str, str | None], TableSpec] = {}
 
 
-def compile_spec(entity: str, schema: dict[str, Any], reference: bool = False) -> TableSpec:
-    """The table spec of one version of `entity`'s contract (the whole event schema)."""
+def compile_spec(
+    entity: str, schema: dict[str, Any], reference: bool = False, key: str | None = None
+) -> TableSpec:
+    """The table spec of one version of `entity`'s contract (the whole event schema).
+
+    `key` None: the key follows the rule (the data record's first field). A table's key is
+    decided once, by the contract the worker ships with; the other versions it meets on a
+    topic are compiled with that key, so a version that reorders fields keeps the table.
+    """
     fp = fingerprint(schema)
-    cached = _SPECS.get((entity, reference, fp))
+    cached = _SPECS.get((entity, reference, fp, key))
     if cached is not None:
         return cached
     index = TypeIndex(schema)
@@ -209,10 +216,20 @@ def compile_spec(entity: str, schema: dict[str, Any], reference: bool = False) -
     if record.kind != "record":
         raise SchemaError(f"schema of {entity}: `data` must be a record or null")
     fields: list[dict[str, Any]] = record.node["fields"]
-    key = key_field(entity, reference, fields)
+    if key is None:
+        key_name = key_field(entity, reference, fields)
+    elif any(f["name"] == key and f["type"] == "string" for f in fields):
+        key_name = key
+    else:
+        raise SchemaError(
+            f"this version ({fp}) of the {entity} contract has no required string field "
+            f"{key!r}, the key of table {entity}; a contract version must keep its key field"
+        )
     columns = []
-    for f in fields[1:]:
+    for f in fields:
         name = f["name"]
+        if name == key_name:
+            continue
         if name in BOOKKEEPING_NAMES or len(name) > MAX_IDENTIFIER:
             raise SchemaError(
                 f"contract {entity}: field {name!r} cannot be a column of the target: "
@@ -230,8 +247,8 @@ def compile_spec(entity: str, schema: dict[str, Any], reference: bool = False) -
             else NO_DEFAULT
         )
         columns.append(Column(name, sql_type, nullable, default))
-    spec = TableSpec(entity, entity, key, tuple(columns), fp)
-    _SPECS[(entity, reference, fp)] = spec
+    spec = TableSpec(entity, entity, key_name, tuple(columns), fp)
+    _SPECS[(entity, reference, fp, key)] = spec
     return spec
 
 

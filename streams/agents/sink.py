@@ -110,7 +110,9 @@ class Sink:
             # Decoding fetched the schema already: this is the registry client's cache.
             schema = self.registry.schema_by_id(schema_id)
             try:
-                found = compile_spec(lane.entity, schema, lane.table.reference)
+                found = compile_spec(
+                    lane.entity, schema, lane.table.reference, key=lane.table.spec.key
+                )
             except SchemaError as exc:  # not this entity's contract: its records are poison
                 found = exc
             lane.specs[schema_id] = found

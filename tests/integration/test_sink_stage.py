@@ -1,4 +1,4 @@
-"""The sink stage in a worker: a newer contract version on the topic reaches the target."""
+"""The sink stage in a worker: contract versions met on a topic, and schemas that are not."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from schemas import contracts
 from schemas.registry import Registry, client_config
+from schemas.samples import Sampler
+from schemas.serde import Encoder
+from streams.dlq import read_context
 from streams.output import produce_sync
 from streams.topology import topology
 from tests.integration.conftest import SliceEnv
@@ -44,6 +47,7 @@ def test_a_newer_contract_version_on_the_topic_adds_its_column(slice_env: SliceE
     record["data"].update(opportunity_id="crm:opportunity:006V2", win_reason="price")
     v2 = json.dumps(with_fields(contracts.schema("opportunity"), WIN_REASON))
     serializer = AvroSerializer(client, v2, conf={"auto.register.schemas": True})
+    registry, scratch = Registry(env.settings), f"{canonical}.scratch-value"
     try:
         produce_sync(
             env.settings, [(canonical, b"crm:opportunity:006V2", serializer(record, context))]
@@ -56,5 +60,21 @@ def test_a_newer_contract_version_on_the_topic_adds_its_column(slice_env: SliceE
         env.wait_for(lambda: (_row(env, "006V1") or {}).get("name") == "Again", what="update")
         assert (_row(env, "006V1") or {})["win_reason"] is None
         assert read_all(env.settings, topo.dlq("sink"), timeout=2) == []
+
+        # Another entity's record on this topic (a registered schema, but not a version of
+        # this contract): dead-lettered, and the line goes on.
+        foreign = Encoder(registry.register, scratch, contracts.schema_str("customer"))
+        customer = Sampler(contracts.schema("customer"), seed=2).record()
+        produce_sync(env.settings, [(canonical, b"crm:account:001X", foreign.encode(customer))])
+        env.crm(INSERT, {"id": "006V3", "name": "After", "amount": "3.00"})
+        env.wait_for(lambda: _row(env, "006V3") is not None, what="row after the foreign one")
+        (letter,) = read_all(env.settings, topo.dlq("sink"))
+        assert read_context(letter.headers())["error.class"] == "SchemaError"
+        assert (
+            "no required string field 'opportunity_id'"
+            in (read_context(letter.headers())["error.message"])
+        )
     finally:
-        Registry(env.settings).delete_subject(topo.subject("opportunity"))
+        for subject in (topo.subject("opportunity"), scratch):
+            if subject in registry.subjects():
+                registry.delete_subject(subject)

@@ -185,7 +185,7 @@ def test_the_key_is_the_first_field_by_rule(
 
 
 def test_an_entity_key_need_not_repeat_the_entity_name() -> None:
-    # e.g. billing_milestone keyed by milestone_id
+    # An entity named billing_item keyed by item_id.
     spec = compile_spec("billing_item", event_schema([{"name": "item_id", "type": "string"}]))
     assert spec.key == "item_id"
 
@@ -320,3 +320,18 @@ def test_column_defaults_render_as_sql_literals() -> None:
         'ALTER TABLE "thing" ADD COLUMN IF NOT EXISTS "lines" jsonb '
         'DEFAULT \'[{"a":"1.5"}]\'::jsonb CHECK (data_version IS NULL OR "lines" IS NOT NULL)'
     )
+
+
+def test_other_versions_keep_the_key_of_the_workers_contract() -> None:
+    own = compile_spec("thing", event_schema([KEY, {"name": "x", "type": "int"}]))
+    # A compatible version with a new field in front: the table keeps its key.
+    reordered = event_schema(
+        [{"name": "a_id", "type": ["null", "string"], "default": None}, KEY,
+         {"name": "x", "type": "int"}]
+    )  # fmt: skip
+    writer = compile_spec("thing", reordered, key=own.key)
+    assert writer.key == "thing_id" and writer.data_columns == ["a_id", "x"]
+    assert own.merged(writer).data_columns == ["x", "a_id"]
+    # A version without the key field cannot be applied: its records are poison.
+    with pytest.raises(SchemaError, match="must keep its key field"):
+        compile_spec("thing", event_schema([{"name": "x_id", "type": "string"}]), key="thing_id")
