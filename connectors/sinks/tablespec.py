@@ -7,7 +7,8 @@ table of its own without a table written by hand per entity. The rules:
 - table: the contract's name (``opportunity``, ``customer``, ``currency``);
 - key column: the data record's first field, a required string: ``code`` for reference sets,
   a name ending in ``_id`` for entities (``opportunity_id``, ``customer_id``). It holds the
-  record's key, which by convention is that field's value;
+  record's key, which by convention is that field's value. The contract the worker ships
+  with decides it; the other versions it meets on a topic must keep that field;
 - one column per other field of the data record, named like the field and typed by logical
   type first (see ``_column_type``); records, maps, unions of several types and arrays of
   anything but scalars are ``jsonb`` (decimals, dates and ids inside as strings);
