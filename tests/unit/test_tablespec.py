@@ -162,9 +162,23 @@ def test_columns_are_in_contract_order_then_bookkeeping() -> None:
 def test_every_contract_compiles_with_its_key(name: str) -> None:
     reference = contracts.is_reference(name)
     spec = compile_spec(name, contracts.schema(name), reference)
+    data = next(t for t in contracts.schema(name)["fields"][1]["type"] if t != "null")
     assert spec.table == name
-    assert spec.key == ("code" if reference else f"{name}_id")
-    assert spec.key not in spec.data_columns
+    assert spec.key == data["fields"][0]["name"] and spec.key not in spec.data_columns
+    assert spec.key == "code" if reference else spec.key.endswith("_id")
+    assert len(spec.data_columns) == len(data["fields"]) - 1
+
+
+def test_keys_of_the_first_entities() -> None:
+    keys = {n: compile_spec(n, contracts.schema(n), contracts.is_reference(n)).key
+            for n in ("opportunity", "customer", "project", "currency", "tax_code")}  # fmt: skip
+    assert keys == {
+        "opportunity": "opportunity_id",
+        "customer": "customer_id",
+        "project": "project_id",
+        "currency": "code",
+        "tax_code": "code",
+    }
 
 
 @pytest.mark.parametrize(
