@@ -13,8 +13,17 @@
   (schemas/masking.json); same key and Avro contract as the canonical topic.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
+- Saga topics: ``[<namespace>.]saga.commands.<target>`` (one per target application:
+  ``erp``, ``psa``, ``crm``) and ``[<namespace>.]saga.results``; key = the saga key (the deal's
+  canonical opportunity id) as UTF-8 string; value = wire-format Avro (schemas/avro/saga).
+- Audit topics: ``[<namespace>.]audit.<stage>`` (``sink``: target writes, ``command``: saga
+  commands applied to an application); value = wire-format Avro (schemas/avro/audit).
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
   ``<dlq topic>:<partition>:<offset>``, value = JSON saying when and where it was rerun.
+- Co-partitioned children: a record whose route declares ``partition_by`` (line items and
+  billing milestones of an opportunity) is keyed by its own canonical id but produced to the
+  partition its parent's key maps to (`partition_for`), so a consumer of the parent's
+  partition sees the parent and its children together, in order.
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
 - Compatibility per subject: BACKWARD_TRANSITIVE for entities (consumers upgrade first and
   must read every record still on the topic); FULL for reference data (small sets read by
@@ -26,12 +35,14 @@
 
 from __future__ import annotations
 
+import zlib
+
 CANONICAL = "canonical"
 REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink")
+DLQ_STAGES = ("normalize", "sink", "command")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -71,6 +82,15 @@ def audit_topic(stage: str, namespace: str = "") -> str:
     return _ns(namespace, f"audit.{stage}")
 
 
+def saga_commands_topic(target: str, namespace: str = "") -> str:
+    """Commands for one target application (`erp`, `psa`, `crm`)."""
+    return _ns(namespace, f"saga.commands.{target}")
+
+
+def saga_results_topic(namespace: str = "") -> str:
+    return _ns(namespace, "saga.results")
+
+
 def dlq_reruns_topic(namespace: str = "") -> str:
     return _ns(namespace, "dlq.reruns")
 
@@ -91,3 +111,18 @@ def compatibility_level(reference: bool) -> str:
 def canonical_id(system: str, entity: str, source_key: str) -> str:
     """Canonical id before an enterprise id exists: stable across replays."""
     return f"{system}:{entity}:{source_key}"
+
+
+# The partitioner pssync's producers are configured with (streams/output.py): librdkafka's
+# `consistent_random`, CRC32 of the key modulo the partition count (random for a null or
+# empty key, which pssync never produces). Java clients default to murmur2 and would disagree.
+PARTITIONER = "consistent_random"
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition pssync's producers choose for `key` on a topic of `partitions`."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, got {partitions}")
+    if not key:
+        raise ValueError("an empty key goes to a random partition; co-partition by a real key")
+    return zlib.crc32(key) % partitions

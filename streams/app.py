@@ -9,9 +9,10 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import normalize, sink
+from streams.agents import commands, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -69,11 +70,12 @@ def create_app(settings: Settings) -> faust.App:
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
     sink.register(app, runners, settings, topo, output, registry, target)
+    commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
 
-    lag_topics = [r.raw_topic for r in topo.routes] + [topo.canonical(e) for e in topo.entities]
+    lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.entities]
 
     # Committed-offset lag, as a Kafka exporter would report it for this group.
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
