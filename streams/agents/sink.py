@@ -1,9 +1,10 @@
 """Canonical events -> target systems, applied idempotently per batch.
 
-One stage reads the topics of every entity the topology emits; each entity has a lane: its
-table in the target (derived from its contract), its audit and its metrics. A batch is
-split by topic and each lane applies its part in one transaction, bisecting bad records
-out and retrying target faults (connectors/sinks/resilient.py).
+One stage reads the topics of every entity the topology emits and of the reference sets
+pssync publishes; each has a lane: its table in the target (derived from its contract), its
+audit and its metrics. A batch is split by topic and each lane applies its part in one
+transaction, bisecting bad records out and retrying target faults
+(connectors/sinks/resilient.py).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from faust.types import Message
 from connectors.sinks.postgres import PostgresSink, PostgresTarget
 from connectors.sinks.resilient import RetryPolicy, apply_isolating, retry_target
 from connectors.sinks.tablespec import TableSpec, compile_spec
-from schemas import contracts
-from schemas.conventions import contract_topic
 from schemas.registry import Registry
 from schemas.serde import Decoder, split
 from streams.agents.batching import StageRunner, batch_stage, bytes_topic
@@ -31,6 +30,7 @@ from streams.dlq import send_to_dlq
 from streams.errors import SchemaError, SerdeError
 from streams.metrics import metrics
 from streams.output import Output
+from streams.reference.model import SECTIONS
 from streams.settings import Settings
 from streams.topology import Topology
 
@@ -42,9 +42,10 @@ def _tombstone(key: str) -> dict[str, Any]:
     return {"key": key, "envelope": {"entity_version": -1}, "data": None}
 
 
-def sink_topic(topology: Topology, entity: str) -> str:
-    """Where the normalize stage writes an entity's events (reference sets on reference.*)."""
-    return contract_topic(entity, contracts.is_reference(entity), topology.namespace)
+def sink_entities(topology: Topology) -> list[str]:
+    """What lands in the target: every entity the routes emit and every reference set
+    `pssync reference load` publishes (streams/reference/model.py)."""
+    return sorted({*topology.entities, *SECTIONS.values()})
 
 
 @dataclass
@@ -78,7 +79,7 @@ class Sink:
             table = target.table(entity)
             audit = SinkAudit(output, registry, topology.audit(STAGE), table.object_name(), entity)
             table.before_commit = audit
-            self.lanes[sink_topic(topology, entity)] = Lane(entity, table, audit)
+            self.lanes[topology.output(entity)] = Lane(entity, table, audit)
 
     @property
     def topics(self) -> list[str]:
@@ -175,9 +176,9 @@ def register(
     registry: Registry,
     target: PostgresTarget,
 ) -> Sink:
-    """One batch stage for every entity the topology emits, into one table each."""
+    """One batch stage for every entity and reference set, into one table each."""
     retry = RetryPolicy(retry_for=settings.sink_retry_for)
-    sink = Sink(topology, topology.entities, target, output, registry, retry)
+    sink = Sink(topology, sink_entities(topology), target, output, registry, retry)
     topic = bytes_topic(app, *sink.topics)
     batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)
     return sink

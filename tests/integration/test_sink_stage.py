@@ -26,7 +26,7 @@ from schemas.registry import Registry, client_config
 from schemas.samples import Sampler
 from schemas.serde import Decoder, Encoder
 from streams.admin import TopicSpec, delete_topics, ensure_topics
-from streams.agents.sink import Sink, sink_topic
+from streams.agents.sink import Sink
 from streams.dlq import read_context
 from streams.output import Output, produce_sync
 from streams.settings import Settings
@@ -118,7 +118,7 @@ def test_one_stage_applies_each_entity_of_a_batch_to_its_own_table(
     )
     routes = [Route(f"{ns}.raw.{e}", e, _unused) for e in ("opportunity", "customer", "currency")]
     topo = Topology(routes=routes, namespace=ns)
-    topics = {e: sink_topic(topo, e) for e in topo.entities}
+    topics = {e: topo.output(e) for e in topo.entities}
     assert topics["currency"] == f"{ns}.reference.currency"
     created = [*topics.values(), topo.audit("sink"), topo.dlq("sink")]
     ensure_topics(settings, [TopicSpec(t, 1, 1) for t in created])
