@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from itertools import zip_longest
@@ -29,9 +31,10 @@ from streams.admin import TopicSpec, delete_topics, ensure_topics
 from streams.agents.sink import Sink
 from streams.dlq import read_context
 from streams.output import Output, produce_sync
+from streams.reference.model import SECTIONS
 from streams.settings import Settings
 from streams.topology import Route, Topology, topology
-from tests.integration.conftest import SliceEnv
+from tests.integration.conftest import REPO, SliceEnv
 from tests.integration.kafka_util import read_all
 from tests.integration.test_sink_contracts import samples
 from tests.integration.test_slice import INSERT, _row
@@ -170,3 +173,67 @@ def test_one_stage_applies_each_entity_of_a_batch_to_its_own_table(
         for topic in [*topics.values(), topo.audit("sink")]:
             if value_subject(topic) in subjects:
                 registry.delete_subject(value_subject(topic))
+
+
+def _target_count(env: SliceEnv, table: str, where: str = "true") -> int:
+    engine = create_engine(env.settings.target_url)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+                return 0
+            return int(
+                conn.execute(text(f'SELECT count(*) FROM "{table}" WHERE {where}')).scalar() or 0
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_lands_every_entity_and_reference_set_in_its_table(slice_env: SliceEnv) -> None:
+    env = slice_env
+    env.worker().start()
+    env.crm(
+        "INSERT INTO sales.account (id, name, billing_country, currency_iso_code) "
+        "VALUES ('001L', 'Acme GmbH', 'DE', 'EUR')"
+    )
+    env.crm(
+        "INSERT INTO sales.opportunity (id, account_id, name, stage_name, amount, "
+        "currency_iso_code) VALUES ('006L', '001L', 'Deal', 'Prospecting', 90000, 'EUR')"
+    )
+    env.crm(
+        "INSERT INTO sales.opportunity_line_item (id, opportunity_id, service_line__c, quantity, "
+        "unit_price, currency_iso_code) VALUES ('00kL1', '006L', 'IMPL', 100, 150, 'EUR'), "
+        "('00kL2', '006L', 'IMPL', 10, 150, 'EUR')"
+    )
+    env.crm(
+        "INSERT INTO sales.billing_milestone (id, opportunity_id, name, due_date__c, percent__c, "
+        "currency_iso_code) VALUES ('a0ML', '006L', 'Go-live', '2027-03-01', 40, 'EUR')"
+    )
+    env.crm("DELETE FROM sales.opportunity_line_item WHERE id = '00kL2'")
+    load = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "reference", "load"],
+        env=env.env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert load.returncode == 0, load.stderr
+    expected = {
+        "customer": 1,
+        "opportunity": 1,
+        "opportunity_line_item": 2,
+        "billing_milestone": 1,
+        **{name: 1 for name in SECTIONS.values()},  # at least one entry each
+    }
+    env.wait_for(
+        lambda: (
+            all(_target_count(env, t) >= n for t, n in expected.items())
+            and _target_count(env, "opportunity_line_item", "is_deleted") == 1
+        ),
+        what=f"rows in {sorted(expected)}",
+    )
+    engine = create_engine(env.settings.target_url)
+    with engine.connect() as conn:
+        item = conn.execute(
+            text("SELECT * FROM opportunity_line_item WHERE NOT is_deleted")
+        ).mappings().one()  # fmt: skip
+    engine.dispose()
+    assert item["line_item_id"] == "crm:opportunity_line_item:00kL1"
+    assert item["opportunity_id"] == "crm:opportunity:006L"
+    assert read_all(env.settings, topology(env.settings).dlq("sink"), timeout=2) == []
