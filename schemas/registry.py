@@ -33,6 +33,9 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
+SUBJECTS_PAGE = 500
+
+
 @dataclass(frozen=True)
 class Version:
     """One registered version of a subject."""
@@ -114,7 +117,17 @@ class Registry:
         return self._schemas[schema_id]
 
     def subjects(self) -> list[str]:
-        return sorted(self._call("list subjects", self.client.get_subjects))
+        # Page through: registries cap one answer (Apicurio at 1,000 subjects).
+        out: list[str] = []
+        while True:
+            offset = len(out)
+            page = self._call(
+                "list subjects",
+                lambda: self.client.get_subjects(offset=offset, limit=SUBJECTS_PAGE),  # noqa: B023
+            )
+            out += page
+            if len(page) < SUBJECTS_PAGE:
+                return sorted(set(out))
 
     def versions(self, subject: str) -> list[int]:
         """Versions of `subject`, oldest first; empty if the subject does not exist."""
