@@ -13,6 +13,14 @@
   (schemas/masking.json); same key and Avro contract as the canonical topic.
 - Dead-letter topics: ``[<namespace>.]dlq.<stage>``; key and value = the original bytes,
   context in headers.
+- Saga topics: ``[<namespace>.]saga.commands.<target>`` (one per target application:
+  ``erp``, ``psa``, ``crm``) and ``[<namespace>.]saga.results``; key = the saga key (the deal's
+  canonical opportunity id) as UTF-8 string; value = wire-format Avro (schemas/avro/saga).
+- Saga control: ``[<namespace>.]saga.control``; key = the saga key; value = JSON asking the
+  deal stage to act on one saga (``pssync exceptions retry``).
+- Business exceptions: ``[<namespace>.]exceptions.business``, compacted; key = the saga key;
+  value = wire-format Avro (schemas/avro/saga/exception.avsc), the deal's latest exception,
+  open or resolved.
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
   ``<dlq topic>:<partition>:<offset>``, value = JSON saying when and where it was rerun.
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
@@ -31,7 +39,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink")
+DLQ_STAGES = ("normalize", "sink", "deal")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -69,6 +77,23 @@ def dlq_topic(stage: str, namespace: str = "") -> str:
 
 def audit_topic(stage: str, namespace: str = "") -> str:
     return _ns(namespace, f"audit.{stage}")
+
+
+def saga_commands_topic(target: str, namespace: str = "") -> str:
+    """Commands for one target application (`erp`, `psa`, `crm`)."""
+    return _ns(namespace, f"saga.commands.{target}")
+
+
+def saga_results_topic(namespace: str = "") -> str:
+    return _ns(namespace, "saga.results")
+
+
+def saga_control_topic(namespace: str = "") -> str:
+    return _ns(namespace, "saga.control")
+
+
+def exceptions_topic(kind: str = "business", namespace: str = "") -> str:
+    return _ns(namespace, f"exceptions.{kind}")
 
 
 def dlq_reruns_topic(namespace: str = "") -> str:

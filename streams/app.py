@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
-from streams.agents import normalize, sink
+from streams.agents import deal, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -22,6 +22,7 @@ from streams.replay import Replayer
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.topology import topology
+from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,16 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    # Registered after the sink: it shares the sink's runner for canonical.opportunity.
+    deal.register(
+        app,
+        runners,
+        settings,
+        topo,
+        output,
+        registry,
+        deal_tables(app, settings.partitions, output),
+    )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

@@ -65,3 +65,11 @@ class CommandRejectedError(ApplicationError):
     The workflow parks as a business exception naming the step and this message; fixing the
     data (or the application's setup) and `pssync exceptions retry` resume it.
     """
+
+
+class DealError(PssyncError):
+    """A deal cannot be turned into the command of a saga step: a business exception."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
