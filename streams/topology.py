@@ -66,11 +66,12 @@ class Topology:
     def dlq_reruns(self) -> str:
         return dlq_reruns_topic(self.namespace)
 
-    def saga_commands(self, target: str) -> str:
+    def commands(self, target: str) -> str:
+        """Saga commands for one application (erp, psa, crm)."""
         return saga_commands_topic(target, self.namespace)
 
     @property
-    def saga_results(self) -> str:
+    def results(self) -> str:
         return saga_results_topic(self.namespace)
 
     @property
@@ -141,9 +142,9 @@ def deal_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
     month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
     inputs = [TopicSpec(t.canonical(e), p, r, compact) for e in (OPPORTUNITY, *CHILDREN)]
     views = [TopicSpec(v.topic(t.namespace), p, r, compact) for v in VIEWS.values()]
-    commands = [TopicSpec(t.saga_commands(x), p, r, month) for x in sorted(set(TARGETS.values()))]
+    commands = [TopicSpec(t.commands(x), p, r, month) for x in sorted(set(TARGETS.values()))]
     saga = [
-        TopicSpec(t.saga_results, p, r, month),
+        TopicSpec(t.results, p, r, month),
         TopicSpec(t.saga_control, p, r, month),
         TopicSpec(t.exceptions, p, r, compact),
     ]

@@ -108,7 +108,7 @@ class DealStage:
         self.topics = {
             self.opportunity_topic,
             *self.child_topics,
-            topology.saga_results,
+            topology.results,
             topology.saga_control,
         }
         self.lock = asyncio.Lock()
@@ -128,7 +128,7 @@ class DealStage:
         for view in self.views.values():
             view.start()
         subjects = [
-            (self.topology.saga_commands(target), "command")
+            (self.topology.commands(target), "command")
             for target in sorted(set(machine.TARGETS.values()))
         ] + [(self.topology.exceptions, "exception")]
         for topic, schema in subjects:
@@ -158,7 +158,7 @@ class DealStage:
                         self._opportunity(work, msg, now)
                     elif msg.topic in self.child_topics:
                         self._child(work, msg, now)
-                    elif msg.topic == self.topology.saga_results:
+                    elif msg.topic == self.topology.results:
                         self._result(work, msg, now)
                     else:
                         self._control(work, msg, now)
@@ -332,7 +332,7 @@ class DealStage:
     def _command(
         self, saga: Saga, step: str, attempt: int, command_id: str, payload: str, now: float
     ) -> None:
-        topic = self.topology.saga_commands(machine.TARGETS[step])
+        topic = self.topology.commands(machine.TARGETS[step])
         record = command_record(saga, step, attempt, command_id, payload, now)
         enc = self.encoders.encoder(topic, "command")
         self.output.send(topic, saga.key.encode(), enc.encode(record))
