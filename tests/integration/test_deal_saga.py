@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -240,6 +241,27 @@ def _reference(k: Kafka, account: str) -> None:
     )
 
 
+def _exception(k: Kafka, key: str) -> dict[str, Any] | None:
+    """The deal's latest business exception record."""
+    topic = topology(k.settings).exceptions
+    found = [
+        k.decoder.decode(m.value()) for m in read_all(k.settings, topic) if m.key() == key.encode()
+    ]
+    return found[-1] if found else None
+
+
+def _metrics(port: int, name: str) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return [ln for ln in r.read().decode().splitlines() if ln.startswith(name)]
+
+
+def _cli(env: SliceEnv, *args: str) -> str:
+    cli = [sys.executable, "-m", "streams.cli", "exceptions", *args]
+    done = subprocess.run(cli, env=env.env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def _wait(env: SliceEnv, check: Any, what: str, timeout: float = 120) -> Any:
     found: list[Any] = []
 
@@ -334,6 +356,32 @@ def test_closed_won_deal_issues_the_saga_steps_in_order(slice_env: SliceEnv) -> 
     assert [t.name for t in project.tasks] == ["ARCH work", "CONSULT work"]
     assert commands[1][0].partition() == opp.partition()
 
+    # The ERP refuses the project: the saga parks on that step; a retry resumes it there.
+    rejected = {
+        **result,
+        "command_id": f"{cid}:erp_project",
+        "step": "erp_project",
+        "status": "rejected",
+        "output": "{}",
+        "error": "no fiscal year open for 2027: open one in the ERP",
+    }
+    k.send(results, saga_schema("result"), key, rejected)
+    parked = _wait(env, lambda: _exception(k, key), "the exception of the rejected step")
+    assert (parked["step"], parked["reason"], parked["attempt"]) == ("erp_project", "rejected", 1)
+    assert "no fiscal year" in parked["message"]
+    [(_, notice)] = _wait(env, lambda: k.commands("crm"), "the CRM status notice")
+    assert '"sync_status":"exception: rejected"' in notice["payload"]
+
+    dry = _cli(env, "retry", key)
+    assert "dry run" in dry and len(k.commands("erp")) == 2
+    assert "retry sent" in _cli(env, "retry", key, "--execute")
+    _wait(env, lambda: len(k.commands("erp")) >= 3, "the erp_project command, attempt 2")
+    retried = k.commands("erp")[2][1]
+    assert (retried["command_id"], retried["attempt"]) == (f"{cid}:erp_project:2", 2)
+    assert from_json(ProjectSpec, retried["payload"]) == project
+    resolved = _exception(k, key)
+    assert resolved is not None and resolved["status"] == "resolved"
+
 
 @pytest.mark.parametrize("slice_env", [PARAMS], indirect=True)
 def test_invalid_deal_is_parked_and_resumes_when_fixed_in_the_crm(slice_env: SliceEnv) -> None:
@@ -349,13 +397,7 @@ def test_invalid_deal_is_parked_and_resumes_when_fixed_in_the_crm(slice_env: Sli
         OPPORTUNITY, {"id": crm_id, "account": account, "name": "Stray", "pm": "who@example.com"}
     )
 
-    exceptions = topology(env.settings).exceptions
-
-    def exception() -> dict[str, Any] | None:
-        found = [k.decoder.decode(m.value()) for m in read_all(env.settings, exceptions)]
-        return found[-1] if found else None
-
-    parked = _wait(env, exception, "the business exception")
+    parked = _wait(env, lambda: _exception(k, key), "the business exception")
     assert (parked["reason"], parked["step"], parked["status"]) == (
         "project_manager_unknown",
         "validate",
@@ -366,12 +408,24 @@ def test_invalid_deal_is_parked_and_resumes_when_fixed_in_the_crm(slice_env: Sli
     assert '"sync_status":"exception: project_manager_unknown"' in notice["payload"]
     assert k.commands("erp") == []
 
-    cli = [sys.executable, "-m", "streams.cli", "exceptions"]
-    listed = subprocess.run([*cli, "list"], env=env.env, capture_output=True, text=True)
-    assert listed.returncode == 0, listed.stderr
-    assert key in listed.stdout and "project_manager_unknown" in listed.stdout
-    shown = subprocess.run([*cli, "show", key], env=env.env, capture_output=True, text=True)
-    assert "what to fix" in shown.stdout and "who@example.com" in shown.stdout
+    listed = _cli(env, "list")
+    assert key in listed and "project_manager_unknown" in listed
+    shown = _cli(env, "show", key)
+    assert "what to fix" in shown and "who@example.com" in shown
+    port = int(env.env["PSSYNC_WEB_PORT"])
+    assert any(
+        'reason="project_manager_unknown"' in line and line.endswith(" 1.0")
+        for line in _metrics(port, "pssync_business_exceptions_total")
+    )
+    _wait(
+        env,
+        lambda: any(
+            'status="parked",step="validate"' in line and line.endswith(" 1.0")
+            for line in _metrics(port, "pssync_sagas_open")
+        ),
+        "the open sagas gauge",
+        timeout=40,
+    )
 
     # Fixed in the CRM: the deal resumes by itself.
     env.crm(
@@ -379,6 +433,6 @@ def test_invalid_deal_is_parked_and_resumes_when_fixed_in_the_crm(slice_env: Sli
         {"id": crm_id},
     )
     _wait(env, lambda: k.commands("erp"), "the erp_customer command after the fix")
-    resolved = exception()
+    resolved = _exception(k, key)
     assert resolved is not None and resolved["status"] == "resolved"
     assert resolved["resolved_at"] is not None
