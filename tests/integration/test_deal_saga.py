@@ -9,6 +9,7 @@ plays the command stage's part by writing results to saga.results.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from schemas.serde import Decoder, Encoder
 from streams.deals.records import saga_schema
 from streams.deals.sources import VIEWS
 from streams.mappings.envelope import correlation_id
+from streams.replay import Replayer
 from streams.security import kafka_config
 from streams.topology import topology
 from tests.integration.conftest import SliceEnv
@@ -436,3 +438,90 @@ def test_invalid_deal_is_parked_and_resumes_when_fixed_in_the_crm(slice_env: Sli
     resolved = _exception(k, key)
     assert resolved is not None and resolved["status"] == "resolved"
     assert resolved["resolved_at"] is not None
+
+
+@pytest.mark.parametrize("slice_env", [PARAMS], indirect=True)
+def test_a_replay_after_restoring_the_state_fires_and_advances_nothing_again(
+    slice_env: SliceEnv,
+) -> None:
+    env = slice_env
+    k = Kafka(env)
+    account, crm_id = "001R" + uuid.uuid4().hex[:6], "006R" + uuid.uuid4().hex[:6]
+    key = f"crm:opportunity:{crm_id}"
+    cid = correlation_id(key)
+    _reference(k, account)
+    worker = env.worker()
+    worker.start()
+    env.crm(ACCOUNT, {"id": account, "name": "Acme"})
+    env.crm(
+        OPPORTUNITY, {"id": crm_id, "account": account, "name": "Replayed", "pm": "pm@example.com"}
+    )
+    canonical = topology(env.settings).canonical("opportunity")
+    [opp] = _wait(
+        env,
+        lambda: [m for m in read_all(env.settings, canonical) if m.key() == key.encode()],
+        "the canonical opportunity",
+    )
+    line_topic = topology(env.settings).canonical("opportunity_line_item")
+    for n, service in enumerate(("ARCH", "CONSULT")):
+        line_key = f"crm:opportunity_line_item:{crm_id}-{n}"
+        data = {
+            "opportunity_id": key,
+            "service_line": service,
+            "quantity": Decimal("8.00"),
+            "unit_price": Decimal("100.00"),
+        }
+        k.send(
+            line_topic,
+            LINE_ITEM,
+            line_key,
+            {"envelope": _envelope(line_key, 1), "data": data},
+            opp.partition(),
+        )
+    _, command = _wait(env, lambda: next(iter(k.commands("erp")), None), "the erp_customer command")
+    results = topology(env.settings).results
+    result = {
+        "command_id": command["command_id"],
+        "correlation_id": cid,
+        "saga_key": key,
+        "step": "erp_customer",
+        "target": "erp",
+        "attempt": 1,
+        "status": "done",
+        "output": to_json(ErpCustomer(77, f"crm:account:{account}")),
+        "error": None,
+        "completed_at": datetime.now(UTC),
+    }
+    k.send(results, saga_schema("result"), key, result)
+    _wait(env, lambda: len(k.commands("erp")) >= 2, "the erp_project command")
+    worker.stop()
+
+    # A new host (state restored from the changelogs), and every input read again.
+    shutil.rmtree(env.settings.data_dir)
+    for topic in (canonical, line_topic, results):
+        replay = [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "replay",
+            "--topic",
+            topic,
+            "--to",
+            "earliest",
+        ]
+        done = subprocess.run([*replay, "--execute"], env=env.env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    worker.start()
+    replayer = Replayer(env.settings, timeout=10)
+    _wait(
+        env,
+        lambda: all(
+            not any(replayer.lag(env.settings.app_id, t).values())
+            for t in (canonical, line_topic, results)
+        ),
+        "the replay processed and committed",
+    )
+    assert [c["command_id"] for _, c in k.commands("erp")] == [
+        f"{cid}:erp_customer",
+        f"{cid}:erp_project",
+    ]
