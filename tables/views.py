@@ -6,9 +6,10 @@ nothing committed), so any worker can look any key up whatever partitions it own
 records are decoded through the registry and adapted to the few fields their reader needs;
 a tombstone (or an event whose data is null) deletes the key.
 
-The consumer runs on its own thread: decoding and fetching never block the event loop, and
-lookups are plain dictionary reads. A view is `ready` once it has read up to the end offsets
-the topic had when it started; it keeps following the topic afterwards.
+One reader (`ViewReader`) follows every view of a worker with one consumer on its own
+thread: decoding and fetching never block the event loop, and lookups are plain dictionary
+reads. A view is `ready` once it has read up to the end offsets its topic had when the
+reader started; it keeps following the topic afterwards.
 """
 
 from __future__ import annotations
@@ -40,27 +41,21 @@ class View(Generic[V]):
 
     def __init__(
         self,
-        settings: Settings,
         topic: str,
         decode: Decode,
         adapt: Adapt[V],
         aliases: Aliases[V] | None = None,
-        poll_timeout: float = 0.5,
     ) -> None:
-        self.settings = settings
         self.topic = topic
         self.decode = decode
         self.adapt = adapt
         self.aliases = aliases
-        self.poll_timeout = poll_timeout
         self.ready = threading.Event()
         # Grows on every change: readers can tell cheaply whether anything moved.
         self.version = 0
         self.errors = 0
         self._data: dict[str, V] = {}
         self._alias: dict[str, str] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- lookups (any thread) --------------------------------------------------------------
 
@@ -101,21 +96,6 @@ class View(Generic[V]):
                         self._alias[alias] = key
         self.version += 1
 
-    # -- the reading thread --------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"view {self.topic}", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
     async def wait_ready(self, timeout: float | None = None) -> bool:
         """True once caught up with the end offsets seen at start (False on timeout)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -125,104 +105,8 @@ class View(Generic[V]):
             await asyncio.sleep(0.05)
         return True
 
-    def load(self, timeout: float = 30.0) -> None:
-        """Read the topic up to its current end on the calling thread, then stop (tools).
-
-        A topic that does not exist reads as empty.
-        """
-        consumer = self._consumer()
-        try:
-            md = consumer.list_topics(self.topic, timeout=timeout).topics.get(self.topic)
-            if md is None or md.error is not None or not md.partitions:
-                self.ready.set()
-                return
-            self._read(consumer, follow=False, stall_timeout=timeout)
-        finally:
-            consumer.close()
-
-    def _consumer(self) -> Consumer:
-        # A group id is required by the client; nothing joins a group or commits (assign).
-        return Consumer(
-            kafka_config(
-                self.settings,
-                **{
-                    "group.id": f"pssync-view-{uuid.uuid4().hex}",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                },
-            )
-        )
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            consumer = self._consumer()
-            try:
-                self._read(consumer, follow=True, stall_timeout=None)
-                return
-            except KafkaException as exc:
-                log.warning("view of %s: %s; reading it again from the start", self.topic, exc)
-            except Exception:
-                log.exception("view of %s failed; reading it again from the start", self.topic)
-            finally:
-                consumer.close()
-            self._stop.wait(2.0)
-
-    def _partitions(self, consumer: Consumer) -> list[int]:
-        """Partitions of the topic, waiting (and saying so) while it does not exist."""
-        warned = False
-        while not self._stop.is_set():
-            md = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-            if md is not None and md.error is None and md.partitions:
-                return sorted(md.partitions)
-            if not warned:
-                log.warning("view: topic %s does not exist yet; waiting for it", self.topic)
-                warned = True
-            self._stop.wait(1.0)
-        return []
-
-    def _read(self, consumer: Consumer, follow: bool, stall_timeout: float | None) -> None:
-        partitions = self._partitions(consumer)
-        if not partitions:
-            return
-        ends: dict[int, int] = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-        if not ends:
-            self.ready.set()
-        stalled_at = None if stall_timeout is None else time.monotonic() + stall_timeout
-        while not self._stop.is_set():
-            msg = consumer.poll(self.poll_timeout)
-            if msg is None:
-                if ends:
-                    # Compaction may leave no record just before the end offset.
-                    positions = consumer.position([TopicPartition(self.topic, p) for p in ends])
-                    for tp in positions:
-                        if tp.offset >= ends.get(tp.partition, 0):
-                            ends.pop(tp.partition, None)
-                    if not ends:
-                        self.ready.set()
-                if not follow and self.ready.is_set():
-                    return
-                if stalled_at is not None and time.monotonic() > stalled_at:
-                    raise KafkaException(f"reading {self.topic}: nothing received in time")
-                continue
-            if msg.error():
-                continue
-            if stalled_at is not None and stall_timeout is not None:
-                stalled_at = time.monotonic() + stall_timeout
-            self._take(msg)
-            p, offset = msg.partition() or 0, msg.offset() or 0
-            if p in ends and offset + 1 >= ends[p]:
-                del ends[p]
-                if not ends:
-                    self.ready.set()
-                    if not follow:
-                        return
-
-    def _take(self, msg: Message) -> None:
+    def take(self, msg: Message) -> None:
+        """Take one fetched record; a record that cannot be read is counted and skipped."""
         raw_key = msg.key()
         if raw_key is None:
             return
@@ -240,10 +124,147 @@ class View(Generic[V]):
             )
 
 
+class ViewReader:
+    """Follows a set of views with one consumer (no group, nothing committed) on a thread."""
+
+    def __init__(
+        self, settings: Settings, views: Iterable[View[Any]], poll_timeout: float = 0.5
+    ) -> None:
+        self.settings = settings
+        self.views = {v.topic: v for v in views}
+        self.poll_timeout = poll_timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None and self.views:
+            self._thread = threading.Thread(target=self._run, name="views", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def load(self, timeout: float = 30.0) -> None:
+        """Read the views' topics up to their current ends on the calling thread (tools).
+
+        A topic that does not exist reads as empty.
+        """
+        consumer = self._consumer()
+        try:
+            self._read(consumer, follow=False, stall_timeout=timeout)
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> Consumer:
+        # A group id is required by the client; nothing joins a group or commits (assign).
+        return Consumer(
+            kafka_config(
+                self.settings,
+                **{
+                    "group.id": f"pssync-views-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                },
+            )
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            consumer = self._consumer()
+            try:
+                self._read(consumer, follow=True, stall_timeout=None)
+                return
+            except KafkaException as exc:
+                log.warning("views: %s; reading them again from the start", exc)
+            except Exception:  # the views must keep trying, never die silently
+                log.exception("views failed; reading them again from the start")
+            finally:
+                consumer.close()
+            self._stop.wait(2.0)
+
+    def _partitions(self, consumer: Consumer, follow: bool) -> dict[str, list[int]]:
+        """Partitions per view topic. Following, wait (and say so) for missing topics;
+        loading once, a missing topic has none."""
+        warned: set[str] = set()
+        while not self._stop.is_set():
+            found: dict[str, list[int]] = {}
+            missing = []
+            for topic in self.views:
+                md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+                if md is not None and md.error is None and md.partitions:
+                    found[topic] = sorted(md.partitions)
+                else:
+                    missing.append(topic)
+            if not missing or not follow:
+                return found
+            for topic in set(missing) - warned:
+                log.warning("view: topic %s does not exist yet; waiting for it", topic)
+            warned.update(missing)
+            self._stop.wait(1.0)
+        return {}
+
+    def _read(self, consumer: Consumer, follow: bool, stall_timeout: float | None) -> None:
+        partitions = self._partitions(consumer, follow)
+        # What each view still has to read before it is ready: (partition -> end offset).
+        todo: dict[str, dict[int, int]] = {t: {} for t in self.views}
+        for topic, parts in partitions.items():
+            for p in parts:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    todo[topic][p] = high
+        for topic, ends in todo.items():
+            if not ends:
+                self.views[topic].ready.set()
+        assignment = [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for topic, parts in partitions.items()
+            for p in parts
+        ]
+        if not assignment:
+            return
+        consumer.assign(assignment)
+        stalled_at = None if stall_timeout is None else time.monotonic() + stall_timeout
+        while not self._stop.is_set():
+            if not follow and not any(todo.values()):
+                return
+            msg = consumer.poll(self.poll_timeout)
+            if msg is None:
+                # Compaction may leave no record just before an end offset.
+                waiting = [TopicPartition(t, p) for t, ends in todo.items() for p in ends]
+                if waiting:
+                    for tp in consumer.position(waiting):
+                        if tp.offset >= todo[tp.topic].get(tp.partition, 0):
+                            self._done(todo, tp.topic, tp.partition)
+                if stalled_at is not None and time.monotonic() > stalled_at:
+                    raise KafkaException(f"reading {sorted(todo)}: nothing received in time")
+                continue
+            if msg.error():
+                continue
+            if stall_timeout is not None:
+                stalled_at = time.monotonic() + stall_timeout
+            topic = msg.topic() or ""
+            view = self.views.get(topic)
+            if view is None:
+                continue
+            view.take(msg)
+            p, offset = msg.partition() or 0, msg.offset() or 0
+            end = todo[topic].get(p)
+            if end is not None and offset + 1 >= end:
+                self._done(todo, topic, p)
+
+    def _done(self, todo: dict[str, dict[int, int]], topic: str, partition: int) -> None:
+        ends = todo[topic]
+        if ends.pop(partition, None) is not None and not ends:
+            self.views[topic].ready.set()
+
+
 def read_latest(
     settings: Settings, topic: str, decode: Decode, timeout: float = 30.0
 ) -> dict[str, dict[str, Any]]:
     """Every key's latest decoded value of a compacted topic, read now (for tools)."""
-    view: View[dict[str, Any]] = View(settings, topic, decode, lambda _k, record: record)
-    view.load(timeout)
+    view: View[dict[str, Any]] = View(topic, decode, lambda _k, record: record)
+    ViewReader(settings, [view]).load(timeout)
     return dict(view.items())

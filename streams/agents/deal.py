@@ -63,7 +63,7 @@ from streams.output import Output
 from streams.settings import Settings
 from streams.topology import Topology
 from tables.deals import DealTables
-from tables.views import View
+from tables.views import View, ViewReader
 
 log = logging.getLogger(__name__)
 STAGE = "deal"
@@ -89,6 +89,7 @@ class DealStage:
         registry: Registry,
         tables: DealTables,
         views: dict[str, View[Any]],
+        reader: ViewReader | None = None,
         owns: Callable[[int], bool] = lambda _p: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -98,6 +99,7 @@ class DealStage:
         self.registry = registry
         self.tables = tables
         self.views = views
+        self.reader = reader
         self.ref = Reference.of(views)
         self.owns = owns
         self.clock = clock
@@ -125,8 +127,8 @@ class DealStage:
 
     async def prepare(self) -> None:
         """Register the saga contracts and wait until every view has caught up."""
-        for view in self.views.values():
-            view.start()
+        if self.reader is not None:
+            self.reader.start()
         subjects = [
             (self.topology.commands(target), "command")
             for target in sorted(set(machine.TARGETS.values()))
@@ -427,7 +429,6 @@ def open_views(settings: Settings, registry: Registry) -> dict[str, View[Any]]:
     decoder = Decoder(registry.schema_by_id)
     return {
         name: View(
-            settings,
             source.topic(settings.topic_namespace),
             decoder.decode,
             source.adapt,
@@ -447,6 +448,7 @@ def register(
     tables: DealTables,
 ) -> DealStage:
     views = open_views(settings, registry)
+    reader = ViewReader(settings, views.values())
 
     def assigned() -> frozenset[int]:
         tps: set[TP] = app.consumer.assignment()
@@ -459,6 +461,7 @@ def register(
         registry,
         tables,
         views,
+        reader,
         owns=lambda p: p in assigned(),
     )
     topic = bytes_topic(app, *sorted(stage.topics))
@@ -473,8 +476,7 @@ def register(
     async def stop_views(
         sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
     ) -> None:
-        for view in views.values():
-            await asyncio.to_thread(view.stop)
+        await asyncio.to_thread(reader.stop)
 
     app.on_before_shutdown.connect(stop_views)
 

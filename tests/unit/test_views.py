@@ -8,12 +8,11 @@ from typing import Any
 
 from streams.deals.model import Customer
 from streams.deals.sources import customer_aliases, customer_of
-from streams.settings import Settings
 from tables.views import View
 
 
 def _view() -> View[Customer]:
-    return View(Settings(), "canonical.customer", json.loads, customer_of, customer_aliases)
+    return View("canonical.customer", json.loads, customer_of, customer_aliases)
 
 
 def _event(data: dict[str, Any] | None) -> bytes:
