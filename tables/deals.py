@@ -10,17 +10,15 @@ partition of the deal's records, so a deal's whole state moves with its partitio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 
-from connectors.ports import from_json, to_json
 from streams.deals.assembly import Deal
 from streams.deals.saga import Saga
 from streams.output import Output
+from tables.codec import decode, encode
 from tables.json_table import JsonTable, changelog_topic, json_table
 
 ASSEMBLY = "deal-assembly"
@@ -33,11 +31,6 @@ def changelog_topics(app_id: str) -> list[str]:
     return [changelog_topic(app_id, name) for name in NAMES]
 
 
-def _plain(value: object) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(to_json(value))
-    return data
-
-
 @dataclass
 class DealTables:
     assembly: JsonTable
@@ -46,7 +39,7 @@ class DealTables:
 
     def deal(self, key: str) -> Deal | None:
         raw = self.assembly.get(key)
-        return None if raw is None else from_json(Deal, raw)
+        return None if raw is None else decode(Deal, raw)
 
     def parent(self, child_key: str) -> str | None:
         raw = self.children.get(child_key)
@@ -54,15 +47,15 @@ class DealTables:
 
     def saga(self, correlation_id: str) -> Saga | None:
         raw = self.sagas.get(correlation_id)
-        return None if raw is None else from_json(Saga, raw)
+        return None if raw is None else decode(Saga, raw)
 
     def deals(self) -> Iterator[Deal]:
         for _, raw in self.assembly.items():
-            yield from_json(Deal, raw)
+            yield decode(Deal, raw)
 
     def sagas_owned(self) -> Iterator[Saga]:
         for _, raw in self.sagas.items():
-            yield from_json(Saga, raw)
+            yield decode(Saga, raw)
 
     def write(
         self,
@@ -71,9 +64,9 @@ class DealTables:
         sagas: Iterable[tuple[int, Saga]],
     ) -> None:
         """Deals, (partition, child key, saga key) links and (partition, saga) states."""
-        self.assembly.write((d.partition, d.key, _plain(d)) for d in deals)
+        self.assembly.write((d.partition, d.key, encode(d)) for d in deals)
         self.children.write((p, child, {"deal": parent}) for p, child, parent in children)
-        self.sagas.write((p, s.correlation_id, _plain(s)) for p, s in sagas)
+        self.sagas.write((p, s.correlation_id, encode(s)) for p, s in sagas)
 
 
 def deal_tables(app: faust.App, partitions: int, output: Output) -> DealTables:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import date
 from decimal import Decimal
 
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from connectors.ports import from_json, to_json
 from streams.deals.assembly import Deal, Signal, decide, fire, on_child, on_opportunity
 from streams.deals.model import Child, LineItem, Milestone, Opportunity
 from streams.deals.sources import Stamp
+from tables import codec
 
 KEY = "crm:opportunity:006A"
 WAIT = 30.0
@@ -230,3 +232,15 @@ def test_payload_does_not_depend_on_delivery_order(
         b.feed(e)
     assert a.deal.opportunity == b.deal.opportunity
     assert a.deal.lines == b.deal.lines
+
+
+def test_table_codec_matches_the_ports_json_form() -> None:
+    deal, _ = on_opportunity(Deal(KEY, 1), 1, opp(), Stamp(1, 100.0), 1000.0, WAIT)
+    deal, _ = on_child(deal, 1, line("l1", "ARCH"), Stamp(2, 0))
+    deal = dataclasses.replace(
+        deal,
+        milestones={"m": Milestone("m", "Go", date(2027, 1, 2), Decimal("1.50"), None)},
+    )
+    raw = codec.encode(deal)
+    assert raw == json.loads(to_json(deal))
+    assert codec.decode(Deal, json.loads(json.dumps(raw))) == deal
