@@ -21,15 +21,9 @@ from streams.deals.assembly import Deal
 from streams.deals.model import Opportunity
 from streams.deals.reference import Reference
 from streams.deals.saga import Saga
+from streams.deals.validation import INVOICE_METHODS
 from streams.errors import DealError
 
-# Billing type -> how the ERP invoices the project.
-INVOICE_METHODS = {
-    "time_and_materials": "timesheet",
-    "fixed_fee": "effort",
-    "milestone": "progress",
-    "retainer": "manual",
-}
 # Roles staffed later, when the templates name none.
 PLACEHOLDERS = ("Solution architect", "Consultant", "Project manager")
 PM_ROLE = "Manager"

@@ -15,6 +15,14 @@ from streams.deals.assembly import Deal
 from streams.deals.model import LegalEntity
 from streams.deals.reference import Reference
 
+# Billing type -> how the ERP invoices the project.
+INVOICE_METHODS = {
+    "time_and_materials": "timesheet",
+    "fixed_fee": "effort",
+    "milestone": "progress",
+    "retainer": "manual",
+}
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -114,6 +122,17 @@ def currency_allowed(f: Facts) -> Problem | None:
     )
 
 
+def billing_type_known(f: Facts) -> Problem | None:
+    opp = f.deal.opportunity
+    if opp is None or opp.billing_type in INVOICE_METHODS:
+        return None
+    return Problem(
+        "billing_type_unknown",
+        f"billing type {opp.billing_type!r} has no invoice method; set the opportunity's billing "
+        f"type to one of {', '.join(sorted(INVOICE_METHODS))}",
+    )
+
+
 def templates_found(f: Facts) -> Problem | None:
     lines = f.deal.service_lines()
     if f.deal.opportunity is None:
@@ -161,6 +180,7 @@ RULES: tuple[Rule, ...] = (
     legal_entity_found,
     tax_code_found,
     currency_allowed,
+    billing_type_known,
     templates_found,
     project_manager_known,
 )

@@ -125,6 +125,7 @@ def test_a_good_deal_passes() -> None:
         ({"project_manager": None}, {}, ["project_manager_missing"]),
         ({"project_manager": "who@example.com"}, {}, ["project_manager_unknown"]),
         ({"stage": "negotiation"}, {}, ["deal_reopened"]),
+        ({"billing_type": "unknown"}, {}, ["billing_type_unknown"]),
     ],
 )
 def test_each_rule_names_its_reason(
