@@ -7,22 +7,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
+from schemas.saga import schema_str
 from schemas.serde import Encoder
 from streams.deals.assembly import Deal
 from streams.deals.saga import TARGETS, Outcome, Park, Resolve, Saga
 from streams.errors import BadEventError
 
-SAGA_SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "saga"
 
-
-@cache
 def saga_schema(name: str) -> str:
     """The text of schemas/avro/saga/<name>.avsc (self-contained: no shared types)."""
-    return (SAGA_SCHEMAS / f"{name}.avsc").read_text()
+    return schema_str(name)
 
 
 def _at(epoch: float) -> datetime:
