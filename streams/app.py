@@ -69,7 +69,9 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
-    # Registered after the sink: it shares the sink's runner for canonical.opportunity.
+    # The deal stage shares the runner of any stage registered before it on one of its topics
+    # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
+    # later on one of them must join through fanout.attach too, or it takes the topic over.
     deal.register(
         app,
         runners,
