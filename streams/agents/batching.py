@@ -28,6 +28,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message, TopicT
 from mode import Service, ServiceT
 
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,13 @@ def batch_stage(
     settings: Settings,
 ) -> StageRunner:
     """Run `stage` on every batch fetched from `topic`'s topics."""
+    taken = sorted(t for t in topic.topics if t in runners)
+    if taken:
+        # One runner per topic: a second one would silently take the topic from the first.
+        raise ConfigError(
+            f"stage {name} reads {', '.join(taken)}, which another stage already reads; "
+            "register it with streams.agents.fanout.attach to share the topic"
+        )
     runner = StageRunner(app, name, stage, settings)
     for topic_name in topic.topics:
         runners[topic_name] = runner

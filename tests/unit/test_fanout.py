@@ -47,3 +47,32 @@ def test_each_stage_gets_the_records_of_its_topics_in_order() -> None:
     ]
     asyncio.run(fan.process([Msg("saga.results", 8)]))  # type: ignore[arg-type]
     assert len(sink.seen) == 1  # nothing for it: not called
+
+
+def test_attach_shares_the_runner_and_batch_stage_refuses_a_taken_topic() -> None:
+    import faust
+    import pytest
+
+    from streams.agents.batching import batch_stage, bytes_topic
+    from streams.agents.fanout import attach
+    from streams.errors import ConfigError
+    from streams.settings import Settings
+
+    app = faust.App("fanout-test", autodiscover=False)
+    runners: dict[str, Any] = {}
+    sink, deal = Recorder(), Recorder()
+    first = batch_stage(
+        app, runners, bytes_topic(app, "canonical.opportunity"), "sink", sink, Settings()
+    )
+    shared = attach(
+        app,
+        runners,
+        bytes_topic(app, "canonical.opportunity", "saga.results"),
+        "deal",
+        deal,
+        Settings(),
+    )
+    assert shared is first and runners["saga.results"] is first
+    assert isinstance(first.stage, Fanout)
+    with pytest.raises(ConfigError, match=r"fanout\.attach"):
+        batch_stage(app, runners, bytes_topic(app, "saga.results"), "other", Recorder(), Settings())
