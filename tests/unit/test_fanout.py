@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.agents.fanout import Fanout
+import faust
+import pytest
+
+from streams.agents.batching import batch_stage, bytes_topic
+from streams.agents.fanout import Fanout, attach
+from streams.errors import ConfigError
+from streams.settings import Settings
 
 
 @dataclass
@@ -50,14 +56,6 @@ def test_each_stage_gets_the_records_of_its_topics_in_order() -> None:
 
 
 def test_attach_shares_the_runner_and_batch_stage_refuses_a_taken_topic() -> None:
-    import faust
-    import pytest
-
-    from streams.agents.batching import batch_stage, bytes_topic
-    from streams.agents.fanout import attach
-    from streams.errors import ConfigError
-    from streams.settings import Settings
-
     app = faust.App("fanout-test", autodiscover=False)
     runners: dict[str, Any] = {}
     sink, deal = Recorder(), Recorder()
