@@ -178,6 +178,8 @@ class Bench:
             "PSSYNC_APP_ID": f"{run}-app",
             "PSSYNC_TOPIC_NAMESPACE": run,
             "PSSYNC_CRM_TOPIC_PREFIX": prefix,
+            "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{run}",
+            "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{run}",
             "PSSYNC_TARGET_URL": target_url,
             "PSSYNC_WEB_PORT": str(next(self.ports)),
             "PSSYNC_DATA_DIR": tempfile.mkdtemp(prefix=f"pssync-{run}-"),

@@ -329,6 +329,8 @@ def main() -> int:
         "PSSYNC_APP_ID": f"bench-{tag}",
         "PSSYNC_TOPIC_NAMESPACE": tag,
         "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{tag}",
+        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{tag}",
+        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{tag}",
         "PSSYNC_PARTITIONS": "1",
         "PSSYNC_WEB_PORT": str(free_port()),
     }

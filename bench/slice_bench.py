@@ -87,6 +87,8 @@ def capture(base: Settings, sfx: str, n: int) -> tuple[Settings, dict[str, str],
         **os.environ,
         "PSSYNC_CRM_DB_NAME": f"crm_{sfx}",
         "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}",
+        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{sfx}",
+        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{sfx}",
     }
     admin_exec(base, f'CREATE DATABASE "crm_{sfx}"')
     settings = Settings.from_env(env)

@@ -28,9 +28,13 @@ REFERENCE_PREFIX = "ref_"
 ENTITIES = (
     "customer", "legal_entity", "opportunity", "contract", "project", "task", "resource",
     "time_entry", "expense", "billing_event", "invoice", "revenue_schedule",
+    "opportunity_line_item", "billing_milestone",
 )
 REFERENCE = frozenset(
-    {"currency", "tax_code", "department", "practice", "region", "service_line"}
+    {
+        "currency", "tax_code", "department", "practice", "region", "service_line",
+        "project_template", "role", "jurisdiction", "legal_entity_profile",
+    }
 )
 
 

@@ -21,8 +21,14 @@
 - Business exceptions: ``[<namespace>.]exceptions.business``, compacted; key = the saga key;
   value = wire-format Avro (schemas/avro/saga/exception.avsc), the deal's latest exception,
   open or resolved.
+- Audit topics: ``[<namespace>.]audit.<stage>`` (``sink``: target writes, ``command``: saga
+  commands applied to an application); value = wire-format Avro (schemas/avro/audit).
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
   ``<dlq topic>:<partition>:<offset>``, value = JSON saying when and where it was rerun.
+- Co-partitioned children: a record whose route declares ``partition_by`` (line items and
+  billing milestones of an opportunity) is keyed by its own canonical id but produced to the
+  partition its parent's key maps to (`partition_for`), so a consumer of the parent's
+  partition sees the parent and its children together, in order.
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
 - Compatibility per subject: BACKWARD_TRANSITIVE for entities (consumers upgrade first and
   must read every record still on the topic); FULL for reference data (small sets read by
@@ -34,12 +40,14 @@
 
 from __future__ import annotations
 
+import zlib
+
 CANONICAL = "canonical"
 REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "deal")
+DLQ_STAGES = ("normalize", "sink", "command", "deal")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -116,3 +124,18 @@ def compatibility_level(reference: bool) -> str:
 def canonical_id(system: str, entity: str, source_key: str) -> str:
     """Canonical id before an enterprise id exists: stable across replays."""
     return f"{system}:{entity}:{source_key}"
+
+
+# The partitioner pssync's producers are configured with (streams/output.py): librdkafka's
+# `consistent_random`, CRC32 of the key modulo the partition count (random for a null or
+# empty key, which pssync never produces). Java clients default to murmur2 and would disagree.
+PARTITIONER = "consistent_random"
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition pssync's producers choose for `key` on a topic of `partitions`."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, got {partitions}")
+    if not key:
+        raise ValueError("an empty key goes to a random partition; co-partition by a real key")
+    return zlib.crc32(key) % partitions

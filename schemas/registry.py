@@ -19,7 +19,9 @@ NOT_FOUND = 404
 
 def client_config(settings: Settings) -> dict[str, Any]:
     """SchemaRegistryClient configuration: URL, basic auth and TLS from settings."""
-    conf: dict[str, Any] = {"url": settings.registry_url}
+    # Without a timeout the client waits forever on a registry that accepted the connection
+    # and never answers; with one, its own retries take over.
+    conf: dict[str, Any] = {"url": settings.registry_url, "timeout": 30}
     if settings.registry_user:
         conf["basic.auth.user.info"] = f"{settings.registry_user}:{settings.registry_password}"
     if settings.registry_ca_file:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
 
 from streams.errors import SchemaError, SerdeError
 
@@ -92,6 +93,11 @@ class Decoder:
         writer = self._writer(schema_id)
         try:
             record: Any = schemaless_reader(io.BytesIO(body), writer, self._reader)
+        except SchemaResolutionError as exc:
+            raise SerdeError(
+                f"payload written with schema id {schema_id} cannot be read as this topic's "
+                f"contract: {exc}; it belongs to another topic or an incompatible schema"
+            ) from exc
         except (EOFError, ValueError, IndexError, StopIteration, KeyError, TypeError) as exc:
             raise SerdeError(
                 f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "

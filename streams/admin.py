@@ -8,9 +8,20 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from streams.errors import PssyncError
+from streams.errors import KafkaUnavailableError, PssyncError
 from streams.security import kafka_config
 from streams.settings import Settings
+
+# Answers of a cluster that is (re)starting or moving leaders: worth asking again.
+_TRANSIENT = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_CONTROLLER,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.BROKER_NOT_AVAILABLE,
+}
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 3
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
-        raise PssyncError(
+        raise KafkaUnavailableError(
             f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); check "
             "PSSYNC_KAFKA_BOOTSTRAP and PSSYNC_KAFKA_SECURITY_PROTOCOL (and its credentials)"
         ) from exc
@@ -42,8 +53,12 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 3
             fut.result()
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise PssyncError(f"cannot create topic {name}: {exc}") from exc
+            error = exc.args[0]
+            if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            if error.retriable() or error.code() in _TRANSIENT:
+                raise KafkaUnavailableError(f"cannot create topic {name} yet: {exc}") from exc
+            raise PssyncError(f"cannot create topic {name}: {exc}") from exc
     return created
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresSink
 from schemas.registry import Registry
-from streams.agents import deal, normalize, sink
+from streams.agents import commands, deal, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -69,6 +70,7 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
     # The deal stage shares the runner of any stage registered before it on one of its topics
     # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
     # later on one of them must join through fanout.attach too, or it takes the topic over.
@@ -85,7 +87,7 @@ def create_app(settings: Settings) -> faust.App:
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
 
-    lag_topics = [r.raw_topic for r in topo.routes] + [topo.canonical(e) for e in topo.entities]
+    lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.entities]
 
     # Committed-offset lag, as a Kafka exporter would report it for this group.
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]

@@ -1,9 +1,11 @@
-"""The audit trail of target writes: one Avro record per written object on `audit.sink`."""
+"""The audit trail of what pssync writes: target writes on `audit.sink`, applied saga commands
+on `audit.command`; one Avro record each."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,67 @@ class SinkAudit:
             value = encode(self.schema_id, parsed, audit_record(self.target, self.entity, w))
             self.output.send(self.topic, w.key.encode(), value)
         await self.output.flush()
+
+
+# -- saga commands applied to applications (`audit.command`) ------------------------------
+
+COMMAND_SCHEMA_FILE = SCHEMA_FILE.parent / "command.avsc"
+
+
+@cache
+def command_schema_str() -> str:
+    return COMMAND_SCHEMA_FILE.read_text()
+
+
+def command_audit_record(
+    command: dict[str, Any],
+    status: str,
+    output: str,
+    error: str | None,
+    duration_ms: int,
+    applied_at: datetime,
+) -> dict[str, Any]:
+    token = "|".join(
+        (
+            command["target"],
+            command["command_id"],
+            str(command["attempt"]),
+            status,
+            output,
+            error or "",
+        )
+    )
+    return {
+        "audit_id": str(uuid.uuid5(_NS, token)),
+        "target": command["target"],
+        "step": command["step"],
+        "command_id": command["command_id"],
+        "correlation_id": command["correlation_id"],
+        "saga_key": command["saga_key"],
+        "attempt": command["attempt"],
+        "status": status,
+        "output": output,
+        "error": error,
+        "duration_ms": duration_ms,
+        "applied_at": applied_at,
+    }
+
+
+class CommandAudit:
+    """Produces one record per applied command; flushed with the results of its batch."""
+
+    def __init__(self, output: Output, registry: Registry, topic: str) -> None:
+        self.output = output
+        self.registry = registry
+        self.topic = topic
+        self.schema_id: int | None = None
+
+    async def prepare(self) -> None:
+        self.schema_id = await asyncio.to_thread(
+            self.registry.register, value_subject(self.topic), command_schema_str()
+        )
+
+    def send(self, key: bytes, record: dict[str, Any]) -> None:
+        assert self.schema_id is not None, "prepare() first"
+        value = encode(self.schema_id, parse(command_schema_str()), record)
+        self.output.send(self.topic, key, value)

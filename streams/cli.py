@@ -6,11 +6,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from streams.errors import ConfigError, PssyncError
+from streams.errors import ConfigError, KafkaUnavailableError, PssyncError
 from streams.settings import Settings
+
+log = logging.getLogger("pssync")
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -20,8 +23,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import create_app
     from streams.topology import topic_specs
 
-    ensure_topics(settings, topic_specs(settings))
-    _prepare_state_dir(settings)
+    _wait_for_kafka(settings, lambda: ensure_topics(settings, topic_specs(settings)))
+    _wait_for_kafka(settings, lambda: _prepare_state_dir(settings))
     app = create_app(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
@@ -35,6 +38,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_CRASHED
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
+
+
+def _wait_for_kafka(settings: Settings, step: Callable[[], object]) -> None:
+    """Run a startup step, again while Kafka answers "not now" (a broker restarting)."""
+    deadline = time.monotonic() + settings.startup_wait
+    while True:
+        try:
+            step()
+            return
+        except KafkaUnavailableError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "waiting for Kafka (up to PSSYNC_STARTUP_WAIT=%.0fs): %s",
+                settings.startup_wait,
+                exc,
+            )
+            time.sleep(2.0)
 
 
 def _prepare_state_dir(settings: Settings) -> None:
@@ -201,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     exceptions_cli.add_subcommands(sub)
     commands["exceptions"] = cmd_exceptions
+
+    from streams.reference import cli as reference_cli
+
+    reference_cli.add_subcommands(sub)
+    commands["reference"] = reference_cli.run
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

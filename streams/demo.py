@@ -12,7 +12,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import create_engine, text
 
-from connectors.debezium import crm_connector
+from connectors.debezium import all_connectors
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema, db_url
 from streams.admin import ensure_topics
@@ -131,13 +131,13 @@ def wait_target(
 
 def run_demo(settings: Settings, count: int = 200) -> int:
     topo = topology(settings)
-    print("1/5 preparing CRM schema, topics and the Debezium connector")
+    print("1/5 preparing CRM schema, topics and the Debezium connectors (CRM, ERP, PSA)")
     apply_schema(settings.crm_db, "crm")
     ensure_topics(settings, topic_specs(settings))
-    connector = crm_connector(settings)
     client = ConnectClient(settings.connect_url)
-    client.put(connector["name"], connector["config"])
-    client.wait_running(connector["name"])
+    for connector in all_connectors(settings):
+        client.put(connector["name"], connector["config"])
+        client.wait_running(connector["name"])
     log_path = settings.stack_dir / "logs" / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"2/5 starting the stream worker (log: {log_path})")

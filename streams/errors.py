@@ -15,6 +15,10 @@ class StackError(PssyncError):
     """A local stack component failed to install, start or answer."""
 
 
+class KafkaUnavailableError(PssyncError):
+    """Kafka did not answer or answered "try again" (a broker restarting, a leader moving)."""
+
+
 class ConnectError(PssyncError):
     """Kafka Connect refused or failed a request."""
 
@@ -33,6 +37,11 @@ class SerdeError(PssyncError):
 
 class BadEventError(PssyncError):
     """A raw change event cannot be turned into a canonical event (goes to the DLQ)."""
+
+
+class BadCommandError(PssyncError):
+    """A saga command cannot be applied as it is: unknown step, or a payload that is not the
+    step's spec (goes to `dlq.command`; the saga that issued it must be fixed)."""
 
 
 class DeliveryError(PssyncError):
@@ -73,3 +82,7 @@ class DealError(PssyncError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ReferenceDataError(PssyncError):
+    """The reference data file is invalid, or its entries cannot be published as they are."""

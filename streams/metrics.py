@@ -27,6 +27,12 @@ class Metrics:
     sagas_open: Gauge
     business_exceptions: Counter
     deals_without_project: Gauge
+    commands: Counter
+    command_retries: Counter
+    command_apply: Histogram
+    commands_in_flight: Gauge
+    rate_limit_waits: Counter
+    rate_limit_wait_seconds: Counter
 
 
 @cache
@@ -117,6 +123,43 @@ def metrics() -> Metrics:
             "Closed-won deals of this worker without a PSA project yet, by whether they are "
             "past the deadline (PSSYNC_SAGA_DEADLINE)",
             ["late"],
+            registry=r,
+        ),
+        commands=Counter(
+            "pssync_commands",
+            "Saga commands applied to an application, by target, step and result (done, rejected)",
+            ["target", "step", "result"],
+            registry=r,
+        ),
+        command_retries=Counter(
+            "pssync_command_retries",
+            "Requests retried while an application was unavailable, by target and step",
+            ["target", "step"],
+            registry=r,
+        ),
+        command_apply=Histogram(
+            "pssync_command_apply_seconds",
+            "One command from first request to answer (retries and rate-limit waits included)",
+            ["target", "step"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        commands_in_flight=Gauge(
+            "pssync_commands_in_flight",
+            "Requests to an application under way",
+            ["target"],
+            registry=r,
+        ),
+        rate_limit_waits=Counter(
+            "pssync_rate_limit_waits",
+            "Requests that waited for the application's rate limit",
+            ["target"],
+            registry=r,
+        ),
+        rate_limit_wait_seconds=Counter(
+            "pssync_rate_limit_wait_seconds",
+            "Time requests spent waiting for the application's rate limit",
+            ["target"],
             registry=r,
         ),
     )

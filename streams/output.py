@@ -8,6 +8,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from schemas.conventions import PARTITIONER
 from streams.errors import DeliveryError
 from streams.security import kafka_config
 from streams.settings import Settings
@@ -26,6 +27,8 @@ class Output:
                     "linger.ms": 5,
                     "compression.type": "lz4",
                     "batch.num.messages": 10000,
+                    # Named, not defaulted: schemas.conventions.partition_for mirrors it.
+                    "partitioner": PARTITIONER,
                 },
             )
         )
@@ -62,6 +65,20 @@ class Output:
                 return
             except BufferError:
                 self._producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def partitions(self, topic: str, timeout: float = 10.0) -> int:
+        """How many partitions `topic` has, from the producer's metadata (a broker request)."""
+        try:
+            meta = self._producer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot read the metadata of topic {topic} ({exc})") from exc
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise DeliveryError(
+                f"topic {topic} has no partitions in the cluster's metadata "
+                f"({meta.error if meta is not None else 'unknown topic'}); create it with "
+                "`pssync topics`"
+            )
+        return len(meta.partitions)
 
     async def flush(self, timeout: float = 120.0) -> None:
         """Wait until every record of this batch is acknowledged by the brokers."""

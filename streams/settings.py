@@ -123,6 +123,17 @@ class SourceDb:
     dbname: str = ""
 
 
+def _source_db(env: Mapping[str, str], system: str, host: str, port: int, name: str) -> SourceDb:
+    """PSSYNC_<SYSTEM>_DB_HOST/_PORT/_USER/_PASSWORD, defaulting to the stack's PostgreSQL."""
+    return SourceDb(
+        host=_str(env, f"PSSYNC_{system}_DB_HOST", host),
+        port=_int(env, f"PSSYNC_{system}_DB_PORT", port),
+        user=_str(env, f"PSSYNC_{system}_DB_USER", "postgres"),
+        password=_str(env, f"PSSYNC_{system}_DB_PASSWORD", "postgres"),
+        dbname=name,
+    )
+
+
 def _check_file(name: str, path: str) -> None:
     if path and not Path(path).is_file():
         raise ConfigError(f"{name}={path!r} is not a readable file; fix the path or unset it")
@@ -225,6 +236,42 @@ class KafkaSecurity:
         _check_file("PSSYNC_KAFKA_SSL_KEYFILE", self.ssl_keyfile)
 
 
+# Applications saga commands are applied to, each by its own command stage.
+COMMAND_TARGETS = ("erp", "psa", "crm")
+
+
+@dataclass(frozen=True)
+class CommandLimits:
+    """How hard the command stage of one application may push it."""
+
+    concurrency: int = 4  # saga keys applied at the same time
+    rate: float = 10.0  # requests per second (token bucket); bursts up to `concurrency`
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], target: str, default: CommandLimits) -> CommandLimits:
+        prefix = f"PSSYNC_{target.upper()}"
+        limits = cls(
+            concurrency=_int(env, f"{prefix}_CONCURRENCY", default.concurrency),
+            rate=_float(env, f"{prefix}_RATE", default.rate),
+        )
+        if limits.concurrency < 1:
+            raise ConfigError(f"{prefix}_CONCURRENCY must be at least 1")
+        if limits.rate <= 0:
+            raise ConfigError(
+                f"{prefix}_RATE={limits.rate}: requests per second must be positive, e.g. 5 or 0.5"
+            )
+        return limits
+
+
+# Tryton takes about 58 single creates/s and Redmine about 26/s sequentially on the reference
+# machine: the defaults stay well below, leaving room for people and other integrations.
+DEFAULT_COMMAND_LIMITS = {
+    "erp": CommandLimits(concurrency=4, rate=20.0),
+    "psa": CommandLimits(concurrency=4, rate=10.0),
+    "crm": CommandLimits(concurrency=4, rate=20.0),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     ports: StackPorts = field(default_factory=StackPorts)
@@ -242,6 +289,14 @@ class Settings:
     # Source databases (as the Connect worker sees them) and the raw topic prefix per system.
     crm_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "crm")
     crm_topic_prefix: str = "crm"
+    # The ERP's and the PSA's own databases, captured the same way (never written to).
+    erp_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "erp")
+    erp_topic_prefix: str = "erp"
+    psa_db: SourceDb = SourceDb("127.0.0.1", 5432, "postgres", "postgres", "psa")
+    psa_topic_prefix: str = "psa"
+    # Reference data pssync owns (service lines, templates, regions, ...), versioned in the
+    # repo; `pssync reference load` publishes it and the ERP mappings resolve against it.
+    reference_file: Path = REPO_ROOT / "schemas" / "reference" / "default.json"
     # Connector configs carry references, not passwords: `file` -> ${file:<file>:crm.password}
     # (the file lives on the Connect worker's host), `env` -> ${env:PSSYNC_CRM_DB_PASSWORD}.
     connect_secrets: str = "file"
@@ -264,6 +319,13 @@ class Settings:
     # Seconds from closed-won by which the PSA project should exist (the seed's SLO: 5 min);
     # a saga still open after it counts as late.
     saga_deadline: float = 300.0
+    # How long a starting worker waits for Kafka (a broker restarting) before giving up.
+    startup_wait: float = 120.0
+    # Seconds an unavailable application is retried before the worker stops (nothing skipped).
+    command_retry_for: float = 600.0
+    erp_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["erp"]
+    psa_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["psa"]
+    crm_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["crm"]
     web_port: int = 6066
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
@@ -284,6 +346,13 @@ class Settings:
     # The PSA (Redmine): REST base URL and the file holding the integration user's API key.
     psa_url: str = "http://127.0.0.1:3000"
     psa_api_key_file: Path = REPO_ROOT / ".stack" / "secrets" / "psa-pssync.key"
+    # The Redmine project whose members are the groups pssync staffs projects from (project
+    # managers, placeholders); the integration user sees those groups through it.
+    psa_directory_project: str = "pssync-integration"
+    # SQLAlchemy URL the CRM write-back connects with: a role that may update only the
+    # fields pssync owns (connectors/sql/crm.sql), which stands in for the CRM's API. The
+    # default is that role on the CRM database above.
+    crm_writeback_url: str = "postgresql+psycopg://pssync_crm_writeback@127.0.0.1:5432/crm"
     # True when PSSYNC_ERP_URL / PSSYNC_PSA_URL name a system the local stack does not run:
     # `make up` then only checks that it answers.
     erp_external: bool = False
@@ -318,6 +387,19 @@ class Settings:
                 dbname=_str(e, "PSSYNC_CRM_DB_NAME", "crm"),
             ),
             crm_topic_prefix=_str(e, "PSSYNC_CRM_TOPIC_PREFIX", "crm"),
+            erp_db=_source_db(e, "ERP", pg_host, ports.postgres, _str(e, "PSSYNC_ERP_DB", "erp")),
+            erp_topic_prefix=_str(e, "PSSYNC_ERP_TOPIC_PREFIX", "erp"),
+            psa_db=_source_db(
+                e, "PSA", pg_host, ports.postgres, _str(e, "PSSYNC_PSA_DB_NAME", "psa")
+            ),
+            psa_topic_prefix=_str(e, "PSSYNC_PSA_TOPIC_PREFIX", "psa"),
+            reference_file=Path(
+                _str(
+                    e,
+                    "PSSYNC_REFERENCE_FILE",
+                    str(REPO_ROOT / "schemas" / "reference" / "default.json"),
+                )
+            ),
             connect_secrets=_str(e, "PSSYNC_CONNECT_SECRETS", "file").lower(),
             connect_secrets_file=_str(
                 e, "PSSYNC_CONNECT_SECRETS_FILE", str(stack_dir / "secrets" / "connect.properties")
@@ -336,6 +418,11 @@ class Settings:
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
+            startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
+            command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
+            erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
+            psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),
+            crm_commands=CommandLimits.from_env(e, "crm", DEFAULT_COMMAND_LIMITS["crm"]),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
@@ -353,6 +440,15 @@ class Settings:
             psa_url=_str(e, "PSSYNC_PSA_URL", f"http://127.0.0.1:{ports.psa}").rstrip("/"),
             psa_api_key_file=Path(
                 _str(e, "PSSYNC_PSA_API_KEY_FILE", str(secrets / "psa-pssync.key"))
+            ),
+            psa_directory_project=_str(e, "PSSYNC_PSA_DIRECTORY_PROJECT", "pssync-integration"),
+            crm_writeback_url=_str(
+                e,
+                "PSSYNC_CRM_WRITEBACK_URL",
+                "postgresql+psycopg://pssync_crm_writeback@"
+                f"{_str(e, 'PSSYNC_CRM_DB_HOST', pg_host)}:"
+                f"{_int(e, 'PSSYNC_CRM_DB_PORT', ports.postgres)}/"
+                f"{_str(e, 'PSSYNC_CRM_DB_NAME', 'crm')}",
             ),
             erp_external=bool(e.get("PSSYNC_ERP_URL")),
             psa_external=bool(e.get("PSSYNC_PSA_URL")),
@@ -445,6 +541,11 @@ class Settings:
                 f"PSSYNC_CONNECT_SECRETS_FILE={path!r}: use an absolute path (as the Connect "
                 "worker sees it) without ':', '}', quotes or backslashes"
             )
+
+    def command_limits(self, target: str) -> CommandLimits:
+        """The limits of one of COMMAND_TARGETS."""
+        limits: CommandLimits = getattr(self, f"{target}_commands")
+        return limits
 
     @property
     def state_dir(self) -> Path:

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient
 
 from streams.admin import TopicSpec, ensure_topics
-from streams.errors import PssyncError
+from streams.errors import KafkaUnavailableError
 from streams.security import kafka_config
 from streams.settings import Settings
 from tables.deals import changelog_topics as deal_changelogs
@@ -45,7 +45,7 @@ def topic_ids(settings: Settings, names: list[str], timeout: float = 30.0) -> di
     try:
         return {name: str(fut.result().topic_id) for name, fut in futures.items()}
     except KafkaException as exc:
-        raise PssyncError(f"cannot describe the changelog topics {names}: {exc}") from exc
+        raise KafkaUnavailableError(f"cannot describe the changelog topics {names}: {exc}") from exc
 
 
 def built_from_other_topics(state: Path, current: dict[str, str]) -> bool:

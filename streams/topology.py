@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from schemas import contracts
 from schemas.conventions import (
     DLQ_STAGES,
     analytics_topic,
     audit_topic,
     canonical_topic,
+    contract_topic,
     dlq_reruns_topic,
     dlq_topic,
     exceptions_topic,
@@ -25,19 +28,26 @@ from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.deals.saga import TARGETS
 from streams.deals.sources import CHILDREN, OPPORTUNITY, VIEWS
-from streams.mappings import crm
-from streams.settings import Settings
+from streams.mappings import crm, erp
+from streams.reference.model import SECTIONS
+from streams.settings import COMMAND_TARGETS, Settings
 
 Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class Route:
-    """A raw topic and how its changes become canonical events of one entity."""
+    """A raw topic and how its changes become canonical events of one entity.
+
+    `partition_by` names the data field holding the parent's canonical id: the record is
+    then produced to the partition of that id (schemas.conventions.partition_for), beside
+    its parent's events, instead of the partition of its own key.
+    """
 
     raw_topic: str
     entity: str
     mapper: Mapper
+    partition_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,22 +59,22 @@ class Topology:
     def canonical(self, entity: str) -> str:
         return canonical_topic(entity, self.namespace)
 
+    def output(self, name: str) -> str:
+        """Where events of a contract go: canonical.<entity>, or reference.<set>."""
+        return contract_topic(name, contracts.is_reference(name), self.namespace)
+
     def analytics(self, entity: str) -> str:
         """Topic of the entity's masked copy (see streams/analytics.py)."""
         return analytics_topic(entity, self.namespace, self.analytics_prefix)
 
     def subject(self, entity: str) -> str:
-        return value_subject(self.canonical(entity))
+        return value_subject(self.output(entity))
 
     def dlq(self, stage: str) -> str:
         return dlq_topic(stage, self.namespace)
 
     def audit(self, stage: str) -> str:
         return audit_topic(stage, self.namespace)
-
-    @property
-    def dlq_reruns(self) -> str:
-        return dlq_reruns_topic(self.namespace)
 
     def commands(self, target: str) -> str:
         """Saga commands for one application (erp, psa, crm)."""
@@ -73,6 +83,11 @@ class Topology:
     @property
     def results(self) -> str:
         return saga_results_topic(self.namespace)
+
+    @property
+    def dlq_reruns(self) -> str:
+        return dlq_reruns_topic(self.namespace)
+
 
     @property
     def saga_control(self) -> str:
@@ -88,10 +103,28 @@ class Topology:
 
 
 def topology(settings: Settings) -> Topology:
-    prefix = settings.crm_topic_prefix
+    crm_raw = partial(raw_topic, settings.crm_topic_prefix, "sales")
+    erp_raw = partial(raw_topic, settings.erp_topic_prefix, "public")
+    reference = erp.resolver(settings.reference_file)
     return Topology(
         routes=[
-            Route(raw_topic(prefix, "sales", "opportunity"), "opportunity", crm.map_opportunity)
+            Route(crm_raw("opportunity"), "opportunity", crm.map_opportunity),
+            Route(crm_raw("account"), "customer", crm.map_account),
+            Route(
+                crm_raw("opportunity_line_item"),
+                "opportunity_line_item",
+                crm.map_line_item,
+                partition_by="opportunity_id",
+            ),
+            Route(
+                crm_raw("billing_milestone"),
+                "billing_milestone",
+                crm.map_billing_milestone,
+                partition_by="opportunity_id",
+            ),
+            Route(erp_raw("company_company"), "legal_entity", reference.map_company),
+            Route(erp_raw("currency_currency"), "currency", erp.map_currency),
+            Route(erp_raw("account_tax"), "tax_code", reference.map_tax),
         ],
         namespace=settings.topic_namespace,
         analytics_prefix=settings.analytics_prefix,
@@ -106,6 +139,19 @@ def analytics_entities(settings: Settings, topo: Topology) -> list[str]:
     return [e for e in topo.entities if e in policy.rules]
 
 
+def reference_specs(settings: Settings) -> list[TopicSpec]:
+    """The compacted topics of the reference sets pssync's reference file publishes."""
+    return [
+        TopicSpec(
+            contract_topic(name, True, settings.topic_namespace),
+            settings.partitions,
+            settings.replication,
+            {"cleanup.policy": "compact"},
+        )
+        for name in SECTIONS.values()
+    ]
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     t = topology(settings)
     p, r = settings.partitions, settings.replication
@@ -114,7 +160,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     raw = [
         TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"}) for route in t.routes
     ]
-    canonical = [TopicSpec(t.canonical(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
+    canonical = [TopicSpec(t.output(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
     analytics = [
         TopicSpec(t.analytics(e), p, r, {"cleanup.policy": "compact"})
         for e in analytics_entities(settings, t)
@@ -123,11 +169,27 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.dlq(stage), 1, r, {"retention.ms": str(30 * 24 * 3600 * 1000)})
         for stage in DLQ_STAGES
     ]
-    # Every target write, kept like an audit log: by time, not compacted.
-    audit = [TopicSpec(t.audit("sink"), p, r, {"retention.ms": str(365 * 24 * 3600 * 1000)})]
+    # Saga commands and results: a deal's records share its partition (keyed by saga key);
+    # kept by time, the saga state holds what is still needed.
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    saga = [TopicSpec(t.commands(a), p, r, month) for a in COMMAND_TARGETS]
+    saga.append(TopicSpec(t.results, p, r, month))
+    # Every target write and applied command, kept like an audit log: by time, not compacted.
+    year = {"retention.ms": str(365 * 24 * 3600 * 1000)}
+    audit = [TopicSpec(t.audit(stage), p, r, year) for stage in ("sink", "command")]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    specs = raw + canonical + analytics + dlq + audit + reruns + deal_topic_specs(settings, t)
+    specs = (
+        raw
+        + canonical
+        + reference_specs(settings)
+        + analytics
+        + dlq
+        + saga
+        + audit
+        + reruns
+        + deal_topic_specs(settings, t)
+    )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
         unique.setdefault(spec.name, spec)

@@ -159,6 +159,9 @@ def create_sandbox(
         **os.environ,
         "PSSYNC_CRM_DB_NAME": crm_db,
         "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{suffix}",
+        # Raw topics of every source are the sandbox's own: it creates and deletes them.
+        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{suffix}",
+        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{suffix}",
         "PSSYNC_TOPIC_NAMESPACE": suffix,
         "PSSYNC_APP_ID": f"pssync-{suffix}",
         "PSSYNC_TARGET_URL": (

@@ -14,6 +14,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from sqlalchemy import create_engine, text
+
+from connectors.sql import db_url
 from streams.errors import ConfigError
 from streams.settings import Settings, SourceDb
 
@@ -40,10 +43,15 @@ def _escape(value: str) -> str:
     return "\\" + out if out[:1] in (" ", "\t") else out
 
 
+def source_dbs(settings: Settings) -> list[tuple[str, SourceDb]]:
+    """Every captured database by system: the CRM, the ERP and the PSA."""
+    return [("crm", settings.crm_db), ("erp", settings.erp_db), ("psa", settings.psa_db)]
+
+
 def secrets_properties(settings: Settings) -> str:
     """The secrets file the `file` provider reads: `<system>.user` / `<system>.password`."""
     lines = ["# Credentials Debezium connectors reference; keep this file mode 0600."]
-    for system, db in (("crm", settings.crm_db),):
+    for system, db in source_dbs(settings):
         lines.append(f"{system}.user={_escape(db.user)}")
         lines.append(f"{system}.password={_escape(db.password)}")
     return "\n".join(lines) + "\n"
@@ -63,13 +71,15 @@ def write_secrets_file(settings: Settings, path: Path | None = None) -> Path:
     return target
 
 
-def connector_values(db: SourceDb, topic_prefix: str, settings: Settings) -> dict[str, str]:
+def connector_values(
+    db: SourceDb, topic_prefix: str, settings: Settings, system: str = "crm"
+) -> dict[str, str]:
     return {
         "connector_name": f"{topic_prefix}-postgres",
         "db_host": db.host,
         "db_port": str(db.port),
-        "db_user": secret_ref(settings, "crm", "user"),
-        "db_password": secret_ref(settings, "crm", "password"),
+        "db_user": secret_ref(settings, system, "user"),
+        "db_password": secret_ref(settings, system, "password"),
         "db_name": db.dbname,
         "topic_prefix": topic_prefix,
         "slot_name": slot_name(topic_prefix),
@@ -97,5 +107,71 @@ def crm_connector(settings: Settings) -> dict[str, Any]:
     )
 
 
+def erp_connector(settings: Settings) -> dict[str, Any]:
+    """Tryton's database: parties, companies, currencies, taxes, projects, time, invoices."""
+    return render(
+        "erp-postgres",
+        connector_values(settings.erp_db, settings.erp_topic_prefix, settings, "erp"),
+    )
+
+
+def psa_connector(settings: Settings) -> dict[str, Any]:
+    """Redmine's database: projects, issues, versions, members, custom values, time, users."""
+    return render(
+        "psa-postgres",
+        connector_values(settings.psa_db, settings.psa_topic_prefix, settings, "psa"),
+    )
+
+
 def all_connectors(settings: Settings) -> list[dict[str, Any]]:
-    return [crm_connector(settings)]
+    return [crm_connector(settings), erp_connector(settings), psa_connector(settings)]
+
+
+def captured_tables(connector: dict[str, Any]) -> list[tuple[str, str]]:
+    """(schema, table) of every table a rendered connector captures."""
+    listed = connector["config"].get("table.include.list", "")
+    out = []
+    for name in listed.split(","):
+        schema, _, table = name.strip().partition(".")
+        if not table:
+            raise ConfigError(
+                f"connector {connector['name']}: table.include.list entry {name!r} is not "
+                "<schema>.<table>; list tables by exact name"
+            )
+        out.append((schema, table))
+    return out
+
+
+# Tables without a primary key carry no old row in their update and delete events unless
+# their replica identity is FULL; PostgreSQL then even refuses those updates and deletes
+# while the table is in a publication.
+_NO_KEY = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relreplident <> 'f'
+  AND (n.nspname, c.relname) IN (SELECT s, t FROM unnest(CAST(:schemas AS text[]),
+                                                         CAST(:tables AS text[])) AS x(s, t))
+  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+"""
+
+
+def ensure_replica_identity(db: SourceDb, tables: list[tuple[str, str]]) -> list[str]:
+    """Give each listed table without a primary key REPLICA IDENTITY FULL (idempotent).
+
+    Only the replica identity changes, never a column: the applications own their schemas.
+    Returns the tables changed.
+    """
+    engine = create_engine(db_url(db))
+    changed = []
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(
+                text(_NO_KEY),
+                {"schemas": [s for s, _ in tables], "tables": [t for _, t in tables]},
+            ).all()
+            for schema, table in rows:
+                conn.execute(text(f'ALTER TABLE "{schema}"."{table}" REPLICA IDENTITY FULL'))
+                changed.append(f"{schema}.{table}")
+    finally:
+        engine.dispose()
+    return changed

@@ -7,31 +7,38 @@ each stage everything one poll returned, as one list; the stage processes it as 
 acknowledges the records to Faust's consumer afterwards.
 
 Faust keeps what it is good at: group membership, partition assignment, table recovery,
-offset commits from acknowledged records, and rebalances. The batch path takes part in
-them the way Faust's streams do: records are tracked as pending when delivered, so a
-rebalance waits until every delivered record is processed and acknowledged before it
-commits and gives partitions away; a fetch made while the consumer's flow is stopped is
-dropped before any offset moves (Faust seeks back to the committed offsets before flow
-resumes), exactly like Faust's per-record delivery. Unlike Faust's stream queues, the
-stage queues are never cleared: a record is processed or fetched again, never dropped.
+the commit schedule, and rebalances. The batch path takes part in them the way Faust's
+streams do: records are tracked as pending when delivered, so a rebalance waits until every
+delivered record is processed and acknowledged before it commits and gives partitions away;
+a fetch made while the consumer's flow is stopped is fetched again. What may be committed
+is the batch path's own bookkeeping (streams/agents/progress.py): only offsets a stage has
+processed, without a hole. Unlike Faust's stream queues, the stage queues are never
+cleared: a record is processed or fetched again, never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast
 
 import faust
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message, TopicT
 from mode import Service, ServiceT
+from mode.utils.futures import notify
 
+from streams.agents.progress import REFETCH, Progress
 from streams.errors import ConfigError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# (partition, first offset, offset after the last): the part of a partition's log a delivered
+# batch covers. The first offset is where the fetch began, which a compacted log may not hold.
+Span = tuple[TP, int, int]
 
 
 class BatchStage(Protocol):
@@ -65,26 +72,26 @@ class StageRunner(Service):
         # resumes flow, also after it has sought to the committed offsets, and a record
         # dropped then is never fetched again. Queued records are tracked, so a rebalance
         # waits until they are processed and acknowledged; at worst they are seen twice.
-        self.queue: asyncio.Queue[list[Message]] = asyncio.Queue(maxsize=4)
+        self.queue: asyncio.Queue[tuple[list[Message], list[Span]]] = asyncio.Queue(maxsize=4)
         super().__init__()
 
-    async def deliver(self, messages: list[Message]) -> None:
-        await self.queue.put(messages)
+    async def deliver(self, messages: list[Message], spans: list[Span]) -> None:
+        await self.queue.put((messages, spans))
 
     @Service.task
     async def _run(self) -> None:
         try:
             await self.stage.prepare()
             while not self.should_stop:
-                batch = await self.queue.get()
+                batch, spans = await self.queue.get()
                 # Take whatever else is already waiting, up to the batch size: a batch closes
                 # when the stream runs dry, never on a timer.
                 while len(batch) < self.batch_size and not self.queue.empty():
-                    batch = batch + self.queue.get_nowait()
+                    more, more_spans = self.queue.get_nowait()
+                    batch = batch + more
+                    spans = spans + more_spans
                 await self.stage.process(batch)
-                consumer = self.app.consumer
-                for message in batch:
-                    consumer.ack(message)
+                cast(BatchConsumer, self.app.consumer).processed(batch, spans)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any crash must stop the worker
@@ -95,18 +102,79 @@ class StageRunner(Service):
 
 
 class BatchConsumer(AIOKafkaConsumer):
-    """Faust's Kafka consumer with a fetch loop that delivers whole batches to stages."""
+    """Faust's Kafka consumer with a fetch loop that delivers whole batches to stages.
+
+    Offsets of stage topics are committed from this class's own bookkeeping, not from
+    Faust's acknowledgement lists. Faust commits past any offsets it believes the log skips
+    (compaction), and it also drops the rest of a fetch when the group generation changes in
+    the middle of a `getmany`; the records it dropped then look exactly like a skip, and were
+    committed over without ever being processed. Here a partition's commit position moves
+    only over offsets a stage has processed, contiguously from where the partition was
+    sought; a fetch that resumes beyond the last delivered offset is fetched again from there.
+    """
 
     runners: ClassVar[dict[str, StageRunner]] = {}
     # Awaited before offsets are committed: what stages produced after acknowledging a batch
     # (dedupe changelog records) is in Kafka before the offsets that depend on it.
     before_commit: ClassVar[list[Callable[[], Awaitable[None]]]] = []
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress: Progress[TP] = Progress()
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         for hook in self.before_commit:
             await hook()
         committed: bool = await super()._commit(offsets)
         return committed
+
+    # -- positions: every seek of a stage partition is known to the progress ----------
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            tp = ensure_TP(tp)
+            if tp.topic in self.runners:
+                self.progress.anchor(tp, offset)
+        return offsets
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        tp = ensure_TP(partition)
+        if tp.topic in self.runners:
+            self.progress.seek(tp, offset)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)  # processes, acknowledges and commits
+        for tp in revoked:
+            self.progress.forget(tp)
+
+    # -- commits -----------------------------------------------------------------------
+
+    def processed(self, messages: Sequence[Message], spans: Sequence[Span]) -> None:
+        """A stage finished `messages`; `spans` say which log ranges they cover, in order."""
+        for tp, start, end in spans:
+            self.progress.processed(tp, start, end)
+        unacked = self._unacked_messages
+        for message in messages:
+            message.acked = True
+            unacked.discard(message)
+        self._n_acked += len(messages)
+        notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if tp.topic in self.runners:
+            return self.progress.committable(tp)
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        yield from super()._filter_tps_with_pending_acks(topics)
+        for tp in self.progress.partitions():
+            if topics is None or tp in topics or tp.topic in topics:
+                yield tp
+
+    # -- the fetch loop ----------------------------------------------------------------
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         consumer_should_stop = cast(Service, self)._stopped.is_set
@@ -115,53 +183,97 @@ class BatchConsumer(AIOKafkaConsumer):
         acks_enabled_for = self.app.topics.acks_enabled_for
         runners = self.runners
         callback = self.callback
+        progress = self.progress
         while not (consumer_should_stop() or fetcher_should_stop()):
-            batches: dict[StageRunner, list[Message]] = {}
-            first: dict[TP, int] = {}
+            # Seeks made before this fetch: its records start there, whatever their offsets.
+            sought = progress.take_sought()
+            chunks: dict[TP, list[Message]] = {}
             last: dict[TP, int] = {}
             async for tp, message in self.getmany(timeout=1.0):
                 offset = message.offset
+                if message.topic in runners:
+                    chunks.setdefault(tp, []).append(message)
+                    continue
+                # Faust's own topics (table changelogs): its per-record path, unchanged.
                 known = last.get(tp, read_offset.get(tp))
                 if known is not None and offset < known:
-                    continue  # already delivered (Faust's own loop drops these too)
+                    continue
                 if known and offset - known > 1 and acks_enabled_for(message.topic):
-                    # Compacted or transactional topics skip offsets; commits must too.
                     await self._add_gap(tp, known + 1, offset)
                 last[tp] = offset
-                runner = runners.get(message.topic)
-                if runner is None:
-                    # Faust's own topics (table changelogs): its per-record path, unchanged.
-                    await self.wait_first(callback(message), self.suspend_flow.wait())
-                    continue
-                first.setdefault(tp, offset)
-                self.track_message(message)
-                batches.setdefault(runner, []).append(message)
-            undelivered: list[Message] = []
-            for runner, messages in batches.items():
-                if undelivered or not await self._deliver(runner, messages):
-                    undelivered += messages
-            if undelivered:
-                # Flow stopped for a rebalance. Read offsets must not move past these, or the
-                # next fetch would look like a gap that commits skip: fetch them again.
-                for tp in {m.tp for m in undelivered}:
-                    last.pop(tp, None)
-                    await self._rewind(tp, first[tp])
+                await self.wait_first(callback(message), self.suspend_flow.wait())
             read_offset.update(last)
+            batches: dict[StageRunner, tuple[list[Message], list[Span]]] = {}
+            for tp, chunk in chunks.items():
+                start = progress.admit(tp, chunk[0].offset, sought.get(tp))
+                if start == REFETCH:
+                    # Records between were fetched and lost before they reached us.
+                    expected = progress.delivered[tp]
+                    log.info(
+                        "fetching %s again from %d (fetch resumed at %d)",
+                        tp,
+                        expected,
+                        chunk[0].offset,
+                    )
+                    await self.seek(tp, expected)
+                    continue
+                if chunk[0].offset < start:
+                    chunk = [m for m in chunk if m.offset >= start]  # delivered already
+                    if not chunk:
+                        continue
+                end = chunk[-1].offset + 1
+                messages, spans = batches.setdefault(runners[tp.topic], ([], []))
+                messages += chunk
+                spans.append((tp, start, end))
+                for message in chunk:
+                    self.track_message(message)
+            undelivered: list[Span] = []
+            for runner, (messages, spans) in batches.items():
+                if undelivered or not await self._deliver(runner, messages, spans):
+                    undelivered += spans
+                    for message in messages:
+                        self._unacked_messages.discard(message)
+                    continue
+                for tp, _start, end in spans:
+                    progress.delivered_up_to(tp, end)
+                    read_offset[tp] = end - 1
+            for tp, start, _end in undelivered:
+                # Flow stopped for a rebalance: fetch these again (or let the new owner).
+                await self._rewind(tp, start)
+            if not chunks and not last:
+                await self._refetch_lost_tails()
             if not batches:
                 await asyncio.sleep(0)
             elif self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
 
+    async def _refetch_lost_tails(self) -> None:
+        # Idle: records lost at the very end of a partition show no jump until more arrive.
+        if not self.flow_active:
+            return
+        for tp in self.progress.partitions():
+            if tp in self.assignment():
+                try:
+                    position = await asyncio.wait_for(self.position(tp), timeout=1.0)
+                except Exception:  # noqa: BLE001 - being reset or revoked: ask next time
+                    continue
+                behind = self.progress.lost_tail(tp, position)
+                if behind is not None:
+                    log.info("fetching %s again from %d (records were lost)", tp, behind)
+                    await self.seek(tp, behind)
+
     async def _rewind(self, tp: TP, offset: int) -> None:
         if tp in self.assignment():
             await self.seek(tp, offset)
         else:
-            read_offset = self._read_offset
-            read_offset.pop(tp, None)  # revoked: its new owner starts from the commit
+            self._read_offset.pop(tp, None)  # revoked: its new owner starts from the commit
+            self.progress.forget(tp)
 
-    async def _deliver(self, runner: StageRunner, messages: list[Message]) -> bool:
-        put = asyncio.ensure_future(runner.deliver(messages))
+    async def _deliver(
+        self, runner: StageRunner, messages: list[Message], spans: list[Span]
+    ) -> bool:
+        put = asyncio.ensure_future(runner.deliver(messages, spans))
         stopped = asyncio.ensure_future(self.suspend_flow.wait())
         await asyncio.wait({put, stopped}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()

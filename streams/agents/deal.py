@@ -361,17 +361,20 @@ class DealStage:
             if assignment != self._assignment:
                 self._rescan(assignment)
             work = Work()
+            versions = tuple(v.version for v in self.views.values())
+            moved = versions != self._view_versions
+            self._view_versions = versions
             for key, until in sorted(self.waiting.items()):
-                if until > now:
+                # Judged when its wait is over, or earlier when a view moved (its customer
+                # may have come in: complete deals need not wait).
+                if until > now and not moved:
                     continue
                 deal = self.tables.deal(key)
                 if deal is None or not deal.waiting() or not self.owns(deal.partition):
                     self.waiting.pop(key, None)
                     continue
                 self._after(work, deal, False, now)
-            versions = tuple(v.version for v in self.views.values())
-            if versions != self._view_versions:
-                self._view_versions = versions
+            if moved:
                 for cid in sorted(self.parked):
                     self._recheck(work, cid, now)
             await self._finish(work)

@@ -6,18 +6,21 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import faust
 from faust.types import Message
 
 from schemas import contracts
+from schemas.conventions import partition_for
 from schemas.registry import Registry
 from schemas.serde import encode
 from streams.agents.batching import StageRunner, batch_stage, bytes_topic
 from streams.analytics import AnalyticsCopies, Emitted
-from streams.changes import parse
+from streams.changes import Change, parse
 from streams.dlq import send_to_dlq
+from streams.errors import BadEventError
 from streams.metrics import metrics
 from streams.output import Output
 from streams.settings import Settings
@@ -57,12 +60,25 @@ class Normalizer:
                     contracts.schema_str(entity),
                 )
                 self.outputs[entity] = (
-                    self.topology.canonical(entity),
+                    self.topology.output(entity),
                     schema_id,
                     contracts.parsed(entity),
                 )
         if self.analytics is not None:
             await self.analytics.prepare()
+
+    async def _partition_counts(self, messages: Sequence[Message]) -> dict[str, int]:
+        """Partition count of each co-partitioned output this batch writes to: read once per
+        batch, so a topic that gained partitions is followed from the next batch on."""
+        entities = {
+            route.entity
+            for route in (self.routes[m.topic] for m in messages)
+            if route.partition_by is not None
+        }
+        return {
+            entity: await asyncio.to_thread(self.output.partitions, self.outputs[entity][0])
+            for entity in sorted(entities)
+        }
 
     async def process(self, messages: Sequence[Message]) -> None:
         m = metrics()
@@ -73,6 +89,7 @@ class Normalizer:
         # between re-emits (harmless, sinks are idempotent) instead of losing events.
         pending: dict[str, tuple[int, Position]] = {}
         emitted: list[Emitted] = []  # for the analytics copies, handed over once per batch
+        partitions = await self._partition_counts(messages)
         for msg in messages:
             route = self.routes[msg.topic]
             seen[route.entity] += 1
@@ -93,7 +110,12 @@ class Normalizer:
                     continue
                 key, record = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
                 topic, schema_id, parsed = self.outputs[route.entity]
-                self.output.send(topic, key.encode(), encode(schema_id, parsed, record))
+                partition = None
+                if route.partition_by is not None:
+                    parent = parent_key(route, change, record)
+                    partition = partition_for(parent.encode(), partitions[route.entity])
+                value = encode(schema_id, parsed, record)
+                self.output.send(topic, key.encode(), value, partition=partition)
                 pending[state_key] = (msg.partition, position)
                 if self.analytics is not None:
                     emitted.append((route.entity, key, record))
@@ -115,6 +137,35 @@ class Normalizer:
         for (entity, reason), n in dropped.items():
             m.dropped.labels(STAGE, entity, reason).inc(n)
         m.batch_size.labels(STAGE).observe(len(messages))
+
+
+def parent_key(route: Route, change: Change, record: dict[str, Any]) -> str:
+    """The parent's canonical id a co-partitioned record is sent beside (`partition_by`).
+
+    A delete has no data; its old row (REPLICA IDENTITY FULL) is mapped to find the parent,
+    so the delete lands on the same partition as the record's earlier events.
+    """
+    field = route.partition_by or ""
+    data = record.get("data")
+    if data is None:
+        if not change.before:
+            raise BadEventError(
+                f"{change.entity} {change.key}: a delete without its old row cannot be sent to "
+                f"its parent's partition ({field}); give the table REPLICA IDENTITY FULL"
+            )
+        try:
+            data = route.mapper(replace(change, op="update", after=change.before), "")[1]["data"]
+        except BadEventError as exc:
+            raise BadEventError(
+                f"{change.entity} {change.key}: the old row of this delete does not name its "
+                f"parent ({exc}); give the table REPLICA IDENTITY FULL"
+            ) from exc
+    parent = (data or {}).get(field)
+    if not isinstance(parent, str) or not parent:
+        raise BadEventError(
+            f"{route.entity} {change.key} has no {field}; it cannot join its parent's partition"
+        )
+    return parent
 
 
 def register(

@@ -122,7 +122,7 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
             )
         rerun = rerun_for(d, read_reruns(reader, topo.dlq_reruns))
     origin = d.origin
-    canonical = {topo.canonical(e) for e in topo.entities}
+    canonical = {topo.output(e) for e in topo.entities}
     raw = {r.raw_topic for r in topo.routes}
     value_kind: Kind = "auto"
     if (origin is not None and origin.topic in canonical) or d.stage == "sink":

@@ -83,16 +83,29 @@ class LegalEntity:
     name: str
     country: str
     base_currency: str
-    region: str | None = None
+    currencies: tuple[str, ...] = ()  # it may contract in, besides its book currency
     active: bool = True
 
 
 @dataclass(frozen=True)
-class EntityCurrencies:
-    """Currencies a legal entity may contract in besides its book currency."""
+class Region:
+    code: str
+    countries: tuple[str, ...] = ()
+    legal_entity: str | None = None  # the entity that contracts deals delivered there
+    active: bool = True
 
-    legal_entity_id: str
-    currencies: tuple[str, ...] = ()
+
+@dataclass(frozen=True)
+class Jurisdiction:
+    code: str
+    tax_code: str | None = None  # the tax services billed there use
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Role:
+    code: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -126,7 +139,8 @@ class Template:
     code: str
     name: str
     tasks: tuple[TemplateTask, ...] = ()
-    placeholders: tuple[str, ...] = ()
+    placeholders: tuple[str, ...] = ()  # role codes
+    active: bool = True
 
 
 @dataclass(frozen=True)

@@ -147,9 +147,10 @@ def psa_spec(deal: Deal, saga: Saga, ref: Reference) -> PsaProjectSpec:
     for line in deal.service_lines():
         service = ref.service_line(line)
         template = ref.template(service.template if service else None)
-        for p in template.placeholders if template else ():
-            if p not in placeholders:
-                placeholders.append(p)
+        for role in template.placeholders if template else ():
+            name = ref.role_name(role)
+            if name not in placeholders:
+                placeholders.append(name)
     sow = f", SOW {opp.sow_reference}" if opp.sow_reference else ""
     return PsaProjectSpec(
         identifier=psa_identifier(code),

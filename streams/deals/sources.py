@@ -9,8 +9,9 @@ Inputs of the stage itself (co-partitioned by the deal's canonical opportunity i
 - canonical.opportunity_line_item        -> LineItem          (line_item_of)
 - canonical.billing_milestone            -> Milestone         (milestone_of)
 Views (tables/views.py, read whole by every worker), declared in VIEWS:
-- customer, legal_entity, entity_currencies, tax_code, service_line, project_template,
-  project_manager.
+- customer (canonical.customer), legal_entity (reference.legal_entity_profile), region,
+  jurisdiction, tax_code, service_line, project_template, role (reference.<set>), and
+  project_manager (canonical.resource: people by e-mail; nothing publishes it yet).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from schemas.conventions import canonical_id, canonical_topic, reference_topic
 from streams.deals.model import (
     Child,
     Customer,
-    EntityCurrencies,
+    Jurisdiction,
     LegalEntity,
     LineItem,
     Milestone,
     Opportunity,
     Person,
+    Region,
+    Role,
     ServiceLine,
     TaxCode,
     Template,
@@ -189,27 +192,48 @@ def customer_aliases(key: str, customer: Customer) -> Iterable[str]:
 
 
 def legal_entity_of(key: str, record: dict[str, Any]) -> LegalEntity | None:
+    """A legal entity profile of the reference file (reference.legal_entity_profile)."""
     data = data_of(record)
     if data is None:
         return None
     return LegalEntity(
-        key=str(data.get("legal_entity_id") or key),
+        key=str(data.get("code") or key),
         name=str(data.get("name") or ""),
         country=str(data.get("country") or "").upper(),
         base_currency=str(data.get("base_currency") or "").upper(),
-        region=_text(data, "region"),
+        currencies=tuple(str(c).upper() for c in data.get("allowed_currencies") or ()),
         active=bool(data.get("is_active", True)),
     )
 
 
-def entity_currencies_of(key: str, record: dict[str, Any]) -> EntityCurrencies | None:
+def region_of(key: str, record: dict[str, Any]) -> Region | None:
     data = data_of(record)
     if data is None:
         return None
-    return EntityCurrencies(
-        legal_entity_id=str(data.get("legal_entity_id") or key),
-        currencies=tuple(str(c).upper() for c in data.get("currencies") or ()),
+    return Region(
+        code=str(data.get("code") or key),
+        countries=tuple(str(c).upper() for c in data.get("countries") or ()),
+        legal_entity=_text(data, "legal_entity"),
+        active=bool(data.get("is_active", True)),
     )
+
+
+def jurisdiction_of(key: str, record: dict[str, Any]) -> Jurisdiction | None:
+    data = data_of(record)
+    if data is None:
+        return None
+    return Jurisdiction(
+        code=str(data.get("code") or key).upper(),
+        tax_code=_text(data, "tax_code"),
+        active=bool(data.get("is_active", True)),
+    )
+
+
+def role_of(key: str, record: dict[str, Any]) -> Role | None:
+    data = data_of(record)
+    if data is None:
+        return None
+    return Role(code=str(data.get("code") or key), name=str(data.get("name") or key))
 
 
 def tax_code_of(key: str, record: dict[str, Any]) -> TaxCode | None:
@@ -238,22 +262,25 @@ def service_line_of(key: str, record: dict[str, Any]) -> ServiceLine | None:
 
 
 def template_of(key: str, record: dict[str, Any]) -> Template | None:
+    """A project template: phases of tasks (flattened, in order), placeholder role codes."""
     data = data_of(record)
     if data is None:
         return None
     tasks = tuple(
         TemplateTask(
             name=str(t["name"]),
-            phase=str(t.get("phase") or ""),
-            effort_hours=_decimal(t.get("effort_hours")),
+            phase=str(phase.get("name") or ""),
+            effort_hours=_decimal(t.get("hours")),
         )
-        for t in data.get("tasks") or ()
+        for phase in data.get("phases") or ()
+        for t in phase.get("tasks") or ()
     )
     return Template(
         code=str(data.get("code") or key),
         name=str(data.get("name") or ""),
         tasks=tasks,
-        placeholders=tuple(str(p) for p in data.get("placeholders") or ()),
+        placeholders=tuple(str(p) for p in data.get("placeholder_roles") or ()),
+        active=bool(data.get("is_active", True)),
     )
 
 
@@ -281,17 +308,21 @@ class ViewSource:
     aliases: Callable[[str, Any], Iterable[str]] | None = None
 
 
+def _reference(name: str) -> Callable[[str], str]:
+    return lambda ns: reference_topic(name, ns)
+
+
 VIEWS: dict[str, ViewSource] = {
     "customer": ViewSource(
         lambda ns: canonical_topic("customer", ns), customer_of, customer_aliases
     ),
-    "legal_entity": ViewSource(lambda ns: canonical_topic("legal_entity", ns), legal_entity_of),
-    "entity_currencies": ViewSource(
-        lambda ns: reference_topic("legal_entity_currency", ns), entity_currencies_of
-    ),
-    "tax_code": ViewSource(lambda ns: reference_topic("tax_code", ns), tax_code_of),
-    "service_line": ViewSource(lambda ns: reference_topic("service_line", ns), service_line_of),
-    "project_template": ViewSource(lambda ns: reference_topic("project_template", ns), template_of),
+    "legal_entity": ViewSource(_reference("legal_entity_profile"), legal_entity_of),
+    "region": ViewSource(_reference("region"), region_of),
+    "jurisdiction": ViewSource(_reference("jurisdiction"), jurisdiction_of),
+    "tax_code": ViewSource(_reference("tax_code"), tax_code_of),
+    "service_line": ViewSource(_reference("service_line"), service_line_of),
+    "project_template": ViewSource(_reference("project_template"), template_of),
+    "role": ViewSource(_reference("role"), role_of),
     "project_manager": ViewSource(
         lambda ns: canonical_topic("resource", ns), person_of, person_aliases
     ),

@@ -157,6 +157,9 @@ def templates_found(f: Facts) -> Problem | None:
 
 
 def project_manager_known(f: Facts) -> Problem | None:
+    """Named, and known when a directory of people is published (canonical.resource). Without
+    one, the PSA checks the manager when it adds them to the project: an unknown one gets the
+    psa_project step rejected, which parks the deal naming that step."""
     opp = f.deal.opportunity
     if opp is None:
         return None
@@ -165,7 +168,7 @@ def project_manager_known(f: Facts) -> Problem | None:
             "project_manager_missing",
             "the opportunity names no project manager; set the project manager's e-mail",
         )
-    if f.ref.person(opp.project_manager) is None:
+    if f.ref.knows_people() and f.ref.person(opp.project_manager) is None:
         return Problem(
             "project_manager_unknown",
             f"project manager {opp.project_manager} is not a known, active person; use the "

@@ -84,7 +84,13 @@ class DlqEnv:
 @pytest.fixture
 def dlq_env(base_settings: Settings) -> Iterator[DlqEnv]:
     sfx = "q" + uuid.uuid4().hex[:10]
-    env = {**os.environ, "PSSYNC_TOPIC_NAMESPACE": sfx, "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}"}
+    env = {
+        **os.environ,
+        "PSSYNC_TOPIC_NAMESPACE": sfx,
+        "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}",
+        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{sfx}",
+        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{sfx}",
+    }
     settings = Settings.from_env(env)
     ensure_topics(settings, topic_specs(settings))
     topo = topology(settings)

@@ -76,6 +76,8 @@ def test_worker_and_tools_over_sasl_ssl(
         **os.environ,
         **broker.env(),
         "PSSYNC_CRM_TOPIC_PREFIX": f"crm_{sfx}",
+        "PSSYNC_ERP_TOPIC_PREFIX": f"erp_{sfx}",
+        "PSSYNC_PSA_TOPIC_PREFIX": f"psa_{sfx}",
         "PSSYNC_TOPIC_NAMESPACE": sfx,
         "PSSYNC_APP_ID": f"pssync-{sfx}",
         "PSSYNC_TARGET_URL": f"postgresql+psycopg://postgres:postgres@127.0.0.1:{pg}/{target_db}",

@@ -142,6 +142,9 @@ def soak(profile: Profile, seed: int, keep: bool) -> int:
     text = table(outcome)
     (log_dir / "report.txt").write_text(text + "\n")
     print(text, flush=True)
+    # After the table too: a CI log is often read from its end.
+    for line in [f"crash: {c}" for c in outcome.crashes] + problems:
+        print(line, flush=True)
     return 1 if outcome.failed else 0
 
 

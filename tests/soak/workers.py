@@ -24,6 +24,7 @@ STOPPING = b"[^Worker]: Stopping..."
 # exception line of a traceback (later ones are usually shutdown noise such as a closed loop).
 _CRASHED = re.compile(rb"Crashed reason=([A-Za-z_]\w*)\((.*)$", re.M)
 _ERROR = re.compile(rb"^([A-Za-z_][\w.]*(?:Error|Exception|Violation|Failure)\w*): (.*)$", re.M)
+_STOPPED = re.compile(rb"^pssync(?: worker stopped)?: (?:error: )?(.*)$", re.M)  # its last word
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,23 @@ class Crash:
     at: float
 
 
-def crash_reason(log: Path, since: int) -> str:
+def crash_reason(log: Path, since: int, exit_code: int | None = None) -> str:
     with log.open("rb") as f:
         f.seek(since)
         out = f.read()
+    stopped = _STOPPED.search(out)
     tracebacks = _ERROR.findall(out)
     crashed = _CRASHED.search(out)
+    if stopped:
+        return stopped.group(1).decode(errors="replace")[:300]
     if tracebacks:
         name, message = tracebacks[0]
     elif crashed:
         name, message = crashed.groups()
     else:
-        return "no exception in the log"
+        # Nothing said: a signal (negative exit code) or a silent exit. The last lines help.
+        tail = [line for line in out.decode(errors="replace").splitlines() if line.strip()][-2:]
+        return f"no exception in the log, exit code {exit_code}, last: {' | '.join(tail)[:300]}"
     return f"{name.decode()}: {message.decode(errors='replace')[:300]}"
 
 
@@ -106,7 +112,7 @@ class SupervisedWorker:
         hung = self._stopping_at is not None and time.monotonic() - self._stopping_at > STOP_GRACE
         if alive and not hung:
             return False
-        reason = crash_reason(self.worker.log, self._since)
+        reason = crash_reason(self.worker.log, self._since, self.worker.exit_code())
         if alive:  # stopped on its own but never exits: a crash all the same
             self.worker.kill()
             reason += f" (then hung in shutdown for {STOP_GRACE:.0f}s; SIGKILLed)"
@@ -133,8 +139,9 @@ class SupervisedWorker:
             pid = self.worker.proc.pid if self.worker.alive() and self.worker.proc else None
             died = not self.worker.alive() and self.worker.proc is not None
             if died and not self._expected_exit:  # in the last moments: still a crash
-                self.crashes.append(Crash(self.name, self.worker.exit_code(),
-                                          crash_reason(self.worker.log, self._since),
+                code = self.worker.exit_code()
+                self.crashes.append(Crash(self.name, code,
+                                          crash_reason(self.worker.log, self._since, code),
                                           self.events.elapsed()))
             self._wanted = False
             self._expected_exit = True

@@ -53,7 +53,12 @@ def test_emit_masks_listed_entities_once_registered() -> None:
     copies = _copies(out, reg)
     asyncio.run(copies.prepare())
     asyncio.run(copies.prepare())  # idempotent: no second registration
-    assert reg.registered == ["ns.analytics.opportunity-value"]
+    # Every entity the topology emits and the policy lists, once each.
+    assert sorted(reg.registered) == [
+        "ns.analytics.customer-value",
+        "ns.analytics.legal_entity-value",
+        "ns.analytics.opportunity-value",
+    ]
     record = Sampler(contracts.schema("opportunity"), optional=1.0).record()
     record["data"]["project_manager"] = "pm@example.com"
     other = ("invoice", "k2", record)  # not emitted by this worker's topology: skipped

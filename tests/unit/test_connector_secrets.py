@@ -75,7 +75,15 @@ def test_secrets_file_is_private_and_round_trips(tmp_path: Path) -> None:
     assert write_secrets_file(s) == target
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
-    assert _java_properties(target.read_text()) == {"crm.user": "postgres", "crm.password": tricky}
+    assert _java_properties(target.read_text()) == {
+        "crm.user": "postgres",
+        "crm.password": tricky,
+        # The ERP's and the PSA's databases are captured too, with their own credentials.
+        "erp.user": "postgres",
+        "erp.password": "postgres",
+        "psa.user": "postgres",
+        "psa.password": "postgres",
+    }
     # Rewriting keeps the mode (an existing file is replaced, not reopened with its old mode).
     target.chmod(0o644)
     write_secrets_file(s)

@@ -251,7 +251,7 @@ def reference(h: Harness) -> None:
     h.view(
         "legal_entity",
         "LE-DE",
-        {"legal_entity_id": "LE-DE", "name": "GmbH", "country": "DE", "base_currency": "EUR"},
+        {"code": "LE-DE", "name": "GmbH", "country": "DE", "base_currency": "EUR"},
     )
     h.view("tax_code", "DE19", {"code": "DE19", "jurisdiction": "DE"})
     h.view(
@@ -260,7 +260,11 @@ def reference(h: Harness) -> None:
     h.view(
         "project_template",
         "T",
-        {"code": "T", "name": "T", "tasks": [{"name": "Design", "phase": "Plan"}]},
+        {
+            "code": "T",
+            "name": "T",
+            "phases": [{"name": "Plan", "tasks": [{"name": "Design", "hours": 8}]}],
+        },
     )
     h.view("project_manager", "r1", {"resource_id": "r1", "email": "pm@example.com"})
 

@@ -13,12 +13,14 @@ from streams.deals import plan
 from streams.deals.assembly import Deal
 from streams.deals.model import (
     Customer,
-    EntityCurrencies,
+    Jurisdiction,
     LegalEntity,
     LineItem,
     Milestone,
     Opportunity,
     Person,
+    Region,
+    Role,
     ServiceLine,
     TaxCode,
     Template,
@@ -41,10 +43,14 @@ def reference(**changes: object) -> Reference:
             )
         },
         "legal_entities": {
-            "LE-DE": LegalEntity("LE-DE", "pssync GmbH", "DE", "EUR", "EMEA"),
-            "LE-US": LegalEntity("LE-US", "pssync Inc", "US", "USD", "AMER"),
+            "LE-DE": LegalEntity("LE-DE", "pssync GmbH", "DE", "EUR", ("CHF",)),
+            "LE-US": LegalEntity("LE-US", "pssync Inc", "US", "USD"),
         },
-        "entity_currencies": {"LE-DE": EntityCurrencies("LE-DE", ("CHF",))},
+        "regions": {
+            "EMEA": Region("EMEA", ("DE", "FR"), "LE-DE"),
+            "NA": Region("NA", ("US",), "LE-US"),
+        },
+        "jurisdictions": {},
         "tax_codes": {
             "DE19": TaxCode("DE19", "DE", valid_from=date(2020, 1, 1)),
             "DE16": TaxCode("DE16", "DE", valid_to=date(2020, 12, 31)),
@@ -62,10 +68,11 @@ def reference(**changes: object) -> Reference:
                     TemplateTask("Design", "Plan", Decimal("16")),
                     TemplateTask("Review", "Deliver", Decimal("8")),
                 ),
-                ("Solution architect",),
+                ("ARCHITECT",),
             ),
             "TPL-EMPTY": Template("TPL-EMPTY", "Plain"),
         },
+        "roles": {"ARCHITECT": Role("ARCHITECT", "Solution architect")},
         "people": {"pm@example.com": Person("r1", "pm@example.com", "Pat")},
     }
     for name, value in changes.items():
@@ -113,6 +120,7 @@ def test_a_good_deal_passes() -> None:
         ({"customer_id": None}, {}, ["customer_missing"]),
         ({}, {"customers": {}}, ["customer_missing"]),
         ({"delivery_region": "APAC"}, {"legal_entities": {}}, ["legal_entity_missing"]),
+        ({}, {"people": {}}, []),  # no directory of people: the PSA checks the manager
         ({"currency": "JPY"}, {}, ["currency_not_allowed"]),
         ({"currency": "CHF"}, {}, []),  # allowed besides the book currency
         (
@@ -137,13 +145,22 @@ def test_each_rule_names_its_reason(
     assert reasons(d, reference(**ref_changes)) == expected
 
 
-def test_legal_entity_by_region_when_no_entity_in_the_billing_country() -> None:
+def test_legal_entity_of_the_region_the_billing_country_belongs_to() -> None:
     ref = reference(
         customers={"crm:account:001A": Customer("crm:account:001A", "Acme", billing_country="FR")},
         tax_codes={"FR20": TaxCode("FR20", "FR")},
     )
-    assert reasons(deal(), ref) == []
-    assert ref.legal_entity("FR", "EMEA") == reference().legal_entities.get("LE-DE")
+    assert reasons(deal(delivery_region="NA"), ref) == []
+    assert ref.legal_entity("FR", "NA") == reference().legal_entities.get("LE-DE")
+    # A country no region lists: the delivery region's entity.
+    assert ref.legal_entity("JP", "NA") == reference().legal_entities.get("LE-US")
+
+
+def test_the_jurisdictions_own_tax_code_comes_first() -> None:
+    ref = reference(jurisdictions={"DE": Jurisdiction("DE", "DE16")})
+    assert reasons(deal(), ref) == ["tax_code_missing"]  # named, but expired
+    ref = reference(jurisdictions={"DE": Jurisdiction("DE", "DE19")})
+    assert ref.tax_code("de", TODAY) == TaxCode("DE19", "DE", valid_from=date(2020, 1, 1))
 
 
 def test_messages_say_what_to_fix() -> None:

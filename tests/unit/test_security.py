@@ -203,6 +203,7 @@ def test_registry_client_gets_tls_and_basic_auth(tls_files: dict[str, str]) -> N
     )
     assert client_config(s) == {
         "url": "https://registry.example:8443/apis/ccompat/v7",
+        "timeout": 30,
         "basic.auth.user.info": "reader:pw",
         "ssl.ca.location": tls_files["ca"],
         "ssl.certificate.location": tls_files["cert"],

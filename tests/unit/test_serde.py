@@ -135,3 +135,11 @@ def test_faust_codec(record: dict[str, Any]) -> None:
         del codecs.codecs[name]
     with pytest.raises(SerdeError, match="no decoder"):
         AvroCodec(encoder=enc).loads(b"\x00\x00\x00\x00\x05")
+
+
+def test_payload_of_another_contract_is_a_serde_error() -> None:
+    other = {"type": "record", "name": "Other", "fields": [{"name": "n", "type": "int"}]}
+    mine = {"type": "record", "name": "Mine", "fields": [{"name": "s", "type": "string"}]}
+    data = encode(1, parse(other), {"n": 1})
+    with pytest.raises(SerdeError, match="schema id 1 cannot be read"):
+        Decoder(lambda _id: other, mine).decode(data)

@@ -105,3 +105,22 @@ def test_pssync_settings_command_prints_no_secret(capsys: pytest.CaptureFixture[
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_command_limits_per_application() -> None:
+    s = Settings.from_env(
+        {"PSSYNC_ERP_CONCURRENCY": "2", "PSSYNC_ERP_RATE": "0.5", "PSSYNC_COMMAND_RETRY_FOR": "30"}
+    )
+    assert (s.command_limits("erp").concurrency, s.command_limits("erp").rate) == (2, 0.5)
+    assert s.command_limits("psa") == Settings().psa_commands
+    assert s.command_retry_for == 30.0
+    assert s.describe()["erp_commands.rate"] == "0.5"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PSSYNC_PSA_RATE", "0"), ("PSSYNC_CRM_CONCURRENCY", "0"), ("PSSYNC_ERP_RATE", "fast")],
+)
+def test_command_limits_refuse_nonsense(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})

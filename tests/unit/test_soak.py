@@ -63,7 +63,12 @@ def test_crash_reason_prefers_the_first_exception_over_shutdown_noise(tmp_path: 
         b"RuntimeError: Event loop is closed\n"
     )
     assert crash_reason(log, 0).startswith("psycopg.errors.CardinalityViolation: ON CONFLICT")
-    assert crash_reason(log, log.stat().st_size) == "no exception in the log"
+    assert crash_reason(log, log.stat().st_size, -11).startswith(
+        "no exception in the log, exit code -11"
+    )
+    with log.open("ab") as f:
+        f.write(b"pssync: error: cannot reach Kafka at 127.0.0.1:9092\n")
+    assert crash_reason(log, 0) == "cannot reach Kafka at 127.0.0.1:9092"
 
 
 def test_table_fails_on_a_crash_and_names_its_error() -> None:

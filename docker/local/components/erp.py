@@ -118,6 +118,14 @@ class Erp(Managed):
                 "(pip install -e '.[dev,stack]')"
             )
 
+    def _prepare_capture(self) -> None:
+        # Idempotent, on every start: a schema upgrade by the application may add tables.
+        from connectors.debezium import captured_tables, ensure_replica_identity, erp_connector
+
+        changed = ensure_replica_identity(self.s.erp_db, captured_tables(erp_connector(self.s)))
+        if changed:
+            log(f"ERP: REPLICA IDENTITY FULL on {', '.join(changed)} (no primary key)")
+
     def _stamp(self) -> str:
         # Redo the setup when the module list or the setup script changes.
         h = hashlib.sha256(" ".join(MODULES).encode() + SETUP_SCRIPT.read_bytes())
@@ -137,6 +145,7 @@ class Erp(Managed):
         self.config.write_text(render_config(self.s.ports.postgres, self.port, self.home))
         if not self._set_up():
             self._first_run()
+        self._prepare_capture()
         self.process.spawn(
             [str(self.bin("trytond")), "-c", str(self.config), "-d", self.s.erp_database]
         )

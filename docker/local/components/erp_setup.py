@@ -5,7 +5,10 @@ venv Python after `trytond-admin` activated the modules:
 
 Creates, each only if missing: the company (EUR), the minimal chart of accounts, the fiscal
 year with its invoice sequences, a payment term, a service product sold by the hour, an
-employee, and the integration user with a group that grants only what pssync needs.
+employee, the "PRJ-" prefix of project numbers, the currencies and taxes pssync's reference
+data names (ERP-owned reference data: schemas/reference/default.json expects them), and the
+integration user with a group that
+grants only what pssync needs.
 Prints one JSON line describing what it found or made.
 """
 
@@ -26,6 +29,24 @@ EMPLOYEE_NAME = "Integration Employee"
 PRODUCT_NAME = "Consulting hour"
 PAYMENT_TERM = "Direct"
 INTEGRATION_GROUP = "pssync integration"
+# The ERP numbers projects from its work sequence: with a prefix they read as project codes
+# (PRJ-00042) and make valid PSA identifiers, where a bare number would not.
+PROJECT_PREFIX = "PRJ-"
+PROJECT_PADDING = 5
+# The currencies the reference file's legal entities invoice in, besides the company's EUR:
+# code -> (name, symbol, demo rate on the scale of the test tools' EUR 2.0 / USD 1.0).
+CURRENCIES: dict[str, tuple[str, str, str]] = {
+    "USD": ("US Dollar", "$", "1.0"),
+    "GBP": ("Pound Sterling", "£", "1.6"),
+}
+# The taxes the reference file's jurisdictions apply: name (pssync's tax code) -> (description,
+# rate as a fraction).
+TAXES: dict[str, tuple[str, str]] = {
+    "VAT-DE-19": ("Umsatzsteuer 19 %", "0.19"),
+    "VAT-FR-20": ("TVA 20 %", "0.20"),
+    "VAT-GB-20": ("UK VAT 20 %", "0.20"),
+    "US-EXEMPT": ("US services, no sales tax", "0"),
+}
 # What the integration user may do per model: (read, write, create, delete). Parties carry no
 # access record in Tryton (every user may create them), so they are not listed.
 MODEL_ACCESS: dict[str, tuple[bool, bool, bool, bool]] = {
@@ -125,6 +146,8 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         template.save()
         made.append("product")
 
+    _reference_data(Model, company, made)
+
     Employee = Model.get("company.employee")
     employees = Employee.find([("party.name", "=", EMPLOYEE_NAME), ("company", "=", company.id)])
     if not employees:
@@ -135,6 +158,13 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         employees = [employee]
         made.append("employee")
     employee = employees[0]
+
+    work_sequence = Model.get("project.configuration")(1).work_sequence
+    if (work_sequence.prefix, work_sequence.padding) != (PROJECT_PREFIX, PROJECT_PADDING):
+        work_sequence.prefix = PROJECT_PREFIX
+        work_sequence.padding = PROJECT_PADDING
+        work_sequence.save()
+        made.append("project number prefix")
 
     group = _integration_group(Model, made)
 
@@ -171,6 +201,27 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         "login": login,
         "made": made,
     }
+
+
+def _reference_data(Model: Any, company: Any, made: list[str]) -> None:
+    from trytond.modules.account.tests.tools import create_tax
+
+    Currency = Model.get("currency.currency")
+    Rate = Model.get("currency.currency.rate")
+    for code, (name, symbol, rate) in CURRENCIES.items():
+        if not Currency.find([("code", "=", code)]):
+            currency = Currency(name=name, symbol=symbol, code=code, rounding=Decimal("0.01"))
+            currency.save()
+            Rate(date=datetime.date.min, rate=Decimal(rate), currency=currency).save()
+            made.append(f"currency {code}")
+    Tax = Model.get("account.tax")
+    for name, (description, rate) in TAXES.items():
+        if Tax.find([("name", "=", name), ("company", "=", company.id)]):
+            continue
+        tax = create_tax(Decimal(rate), company=company)
+        tax.name, tax.description = name, description
+        tax.save()
+        made.append(f"tax {name}")
 
 
 def _integration_group(Model: Any, made: list[str]) -> Any:

@@ -138,6 +138,14 @@ class Psa(Managed):
             )
         self.link.symlink_to(self.instance_dir, target_is_directory=True)
 
+    def _prepare_capture(self) -> None:
+        # Idempotent, on every start: a schema upgrade by the application may add tables.
+        from connectors.debezium import captured_tables, ensure_replica_identity, psa_connector
+
+        changed = ensure_replica_identity(self.s.psa_db, captured_tables(psa_connector(self.s)))
+        if changed:
+            log(f"PSA: REPLICA IDENTITY FULL on {', '.join(changed)} (no primary key)")
+
     def _stamp(self) -> str:
         return hashlib.sha256(SETUP_SCRIPT.read_bytes()).hexdigest()[:16]
 
@@ -161,6 +169,7 @@ class Psa(Managed):
         self._write_instance()
         if not self._set_up():
             self._first_run()
+        self._prepare_capture()
         self.process.spawn(
             [str(PUMA), "-e", "production", "-b", f"tcp://127.0.0.1:{self.port}", "config.ru"],
             env=self._env(),

@@ -1,6 +1,7 @@
 # Idempotent setup of the local PSA (Redmine), run with `rails runner` after the migrations
 # and the default data: REST API on, the integration user with its API key (written to
-# PSSYNC_PSA_KEY_FILE, 0600), its role, and the custom fields pssync reads and writes.
+# PSSYNC_PSA_KEY_FILE, 0600), its role, the groups of project managers and of placeholders,
+# a demo project manager, and the custom fields pssync reads and writes.
 # Prints one JSON line describing what it found or made.
 require 'json'
 require 'securerandom'
@@ -14,7 +15,7 @@ Setting.rest_api_enabled = '1'
 # Only what pssync does: projects, versions, issues, memberships and approved time.
 permissions = %i[
   add_project edit_project add_subprojects select_project_modules manage_members
-  manage_versions view_issues add_issues edit_issues
+  manage_versions view_issues add_issues edit_issues manage_subtasks
   view_time_entries log_time edit_time_entries log_time_for_other_users
 ]
 role = Role.find_by(name: 'pssync integration') || Role.new(name: 'pssync integration')
@@ -55,6 +56,45 @@ unless Member.where(project_id: anchor.id, user_id: user.id).exists?
   made << 'membership'
 end
 
+# Redmine has no placeholder resources: a group per role to staff later stands in for one,
+# a member of every new project until people are assigned. Project managers are found in
+# their group (a non-admin cannot list users). The groups are members of the anchor project
+# with a role that grants nothing, so the integration user can see them and their users.
+directory_role = Role.find_by(name: 'pssync directory') || Role.new(name: 'pssync directory')
+made << 'directory role' if directory_role.new_record?
+directory_role.permissions = []
+directory_role.assignable = false
+directory_role.save!
+groups = ['Project managers', 'Placeholder: Solution architect', 'Placeholder: Consultant',
+          'Placeholder: Project manager'].map do |name|
+  group = Group.find_by(lastname: name) || Group.new(lastname: name)
+  if group.new_record?
+    group.save!
+    made << "group #{name}"
+  end
+  unless Member.where(project_id: anchor.id, user_id: group.id).exists?
+    Member.create!(project: anchor, principal: group, role_ids: [directory_role.id])
+    made << "directory membership #{name}"
+  end
+  group
+end
+
+# A project manager the demo and the tests can staff (mail shown: found by mail too).
+pm = User.find_by_login('demo.pm') || User.new
+if pm.new_record?
+  pm.login = 'demo.pm'
+  pm.firstname = 'Demo'
+  pm.lastname = 'Project Manager'
+  pm.mail = 'demo.pm@localhost.invalid'
+  pm.password = SecureRandom.urlsafe_base64(24)
+  pm.status = User::STATUS_ACTIVE
+  pm.save!
+  made << 'demo project manager'
+end
+pm.pref.hide_mail = false
+pm.pref.save!
+groups.first.users << pm unless groups.first.users.include?(pm)
+
 def ensure_field(klass, name, format, made, extra = {})
   field = klass.find_by(name: name) || klass.new(name: name, field_format: format)
   made << "custom field #{name}" if field.new_record?
@@ -65,7 +105,9 @@ def ensure_field(klass, name, format, made, extra = {})
   field
 end
 ensure_field(TimeEntryCustomField, 'Approved', 'bool', made, default_value: '0')
-ensure_field(ProjectCustomField, 'ERP project code', 'string', made)
+# A filter: the PSA port lists the projects of one ERP code (Redmine keeps identifiers unique
+# only in its application code, so two concurrent creates can both succeed).
+ensure_field(ProjectCustomField, 'ERP project code', 'string', made, is_filter: true)
 ensure_field(ProjectCustomField, 'Invoiced to date', 'float', made)
 ensure_field(ProjectCustomField, 'Recognized revenue', 'float', made)
 
