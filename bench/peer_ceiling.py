@@ -37,7 +37,7 @@ async def run(raw: str, canonical: str, group: str, target_url: str) -> None:
     parsed = contracts.parsed("opportunity")
     decoder = Decoder(registry.schema_by_id)
     output = Output(settings, client_id="bench-ceiling")
-    sink = PostgresSink(target_url)
+    sink = PostgresSink(target_url, "opportunity")
     await sink.ensure_schema()
     consumer = Consumer(kafka_config(settings, **{
         "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",

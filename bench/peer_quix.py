@@ -44,7 +44,7 @@ class PostgresBatchSink(BatchingSink):
     def __init__(self, target_url: str) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.target = PostgresSink(target_url)
+        self.target = PostgresSink(target_url, "opportunity")
         self.loop.run_until_complete(self.target.ensure_schema())
 
     def write(self, batch: SinkBatch) -> None:

@@ -239,7 +239,7 @@ def sink_only(settings: Settings, scratch: str, sfx: str, run: int) -> float:
     url = settings.target_url.rsplit("/", 1)[0] + f"/{db}"
 
     async def go() -> float:
-        sink = PostgresSink(url)
+        sink = PostgresSink(url, "opportunity")
         await sink.ensure_schema()
         started = time.monotonic()
         for i in range(0, len(records), 1000):

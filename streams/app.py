@@ -10,7 +10,7 @@ import faust
 from prometheus_client import generate_latest
 
 from connectors.applications import port_factories
-from connectors.sinks.postgres import PostgresSink
+from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
 from streams.agents import commands, deal, normalize, sink
 from streams.agents.batching import StageRunner
@@ -69,7 +69,8 @@ def create_app(settings: Settings) -> faust.App:
     runners: dict[str, StageRunner] = {}
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
-    sink.register(app, runners, settings, topo, output, registry, PostgresSink(settings.target_url))
+    target = PostgresTarget(settings.target_url)
+    sink.register(app, runners, settings, topo, output, registry, target)
     commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
     # The deal stage shares the runner of any stage registered before it on one of its topics
     # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from connectors.sinks.base import Event, Target, Write
 from streams.errors import DeliveryError, SinkError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +44,34 @@ class _RecordFault(Exception):
         self.cause = cause
 
 
+async def retry_target(
+    target: Target,
+    call: Callable[[], Awaitable[T]],
+    policy: RetryPolicy = RetryPolicy(),
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Await `call()`, retrying while the target is at fault; anything else propagates."""
+    delay, deadline = policy.first_delay, time.monotonic() + policy.retry_for
+    while True:
+        try:
+            return await call()
+        except DeliveryError:
+            raise  # Kafka, not the target nor a record: the worker stops, nothing acked
+        except Exception as exc:
+            if isinstance(exc, _RecordFault) or not target.is_target_fault(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise SinkError(
+                    f"target {target.describe()} failed for {policy.retry_for:.0f}s: "
+                    f"{_one_line(exc)}; fix the target and restart, nothing was skipped"
+                ) from exc
+            log.warning("sink: target fault, retrying in %.1fs: %s", delay, _one_line(exc))
+            if on_retry:
+                on_retry()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, policy.max_delay)
+
+
 async def apply_isolating(
     target: Target,
     events: Sequence[Event],
@@ -51,27 +81,19 @@ async def apply_isolating(
     outcome = Outcome()
 
     async def attempt(batch: Sequence[Event]) -> list[Write]:
-        # One transaction; target faults are retried here, so what escapes is a record fault.
-        delay, deadline = policy.first_delay, time.monotonic() + policy.retry_for
-        while True:
+        # One transaction; target faults are retried, anything else is a record fault.
+        async def once() -> list[Write]:
             outcome.statements += 1
             try:
                 return await target.apply(batch)
             except DeliveryError:
                 raise  # Kafka, not the target nor a record: the worker stops, nothing acked
             except Exception as exc:
-                if not target.is_target_fault(exc):
-                    raise _RecordFault(exc) from exc
-                if time.monotonic() + delay > deadline:
-                    raise SinkError(
-                        f"target {target.describe()} failed for {policy.retry_for:.0f}s: "
-                        f"{_one_line(exc)}; fix the target and restart, nothing was skipped"
-                    ) from exc
-                log.warning("sink: target fault, retrying in %.1fs: %s", delay, _one_line(exc))
-                if on_retry:
-                    on_retry()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, policy.max_delay)
+                if target.is_target_fault(exc):
+                    raise
+                raise _RecordFault(exc) from exc
+
+        return await retry_target(target, once, policy, on_retry)
 
     async def isolate(batch: Sequence[Event]) -> None:
         try:

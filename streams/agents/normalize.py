@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,6 +30,8 @@ from tables.dedupe import Position, Positions, Verdict, decide
 
 log = logging.getLogger(__name__)
 STAGE = "normalize"
+# Seconds a co-partitioned topic's partition count is trusted before it is read again.
+PARTITIONS_TTL = 30.0
 
 
 class Normalizer:
@@ -49,6 +52,7 @@ class Normalizer:
         # entity -> (canonical topic, schema id, parsed schema), resolved once in prepare().
         self.outputs: dict[str, tuple[str, int, Any]] = {}
         self.analytics = analytics
+        self._partitions: dict[str, tuple[int, float]] = {}  # entity -> (count, read at)
 
     async def prepare(self) -> None:
         """Register the canonical schemas once, before the first batch."""
@@ -68,17 +72,20 @@ class Normalizer:
             await self.analytics.prepare()
 
     async def _partition_counts(self, messages: Sequence[Message]) -> dict[str, int]:
-        """Partition count of each co-partitioned output this batch writes to: read once per
-        batch, so a topic that gained partitions is followed from the next batch on."""
+        """Partition count of each co-partitioned output this batch writes to, from the
+        cluster's metadata at most every PARTITIONS_TTL seconds (a broker round trip)."""
         entities = {
             route.entity
             for route in (self.routes[m.topic] for m in messages)
             if route.partition_by is not None
         }
-        return {
-            entity: await asyncio.to_thread(self.output.partitions, self.outputs[entity][0])
-            for entity in sorted(entities)
-        }
+        now = time.monotonic()
+        for entity in sorted(entities):
+            known = self._partitions.get(entity)
+            if known is None or now - known[1] > PARTITIONS_TTL:
+                count = await asyncio.to_thread(self.output.partitions, self.outputs[entity][0])
+                self._partitions[entity] = (count, now)
+        return {entity: self._partitions[entity][0] for entity in entities}
 
     async def process(self, messages: Sequence[Message]) -> None:
         m = metrics()

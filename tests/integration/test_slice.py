@@ -265,10 +265,10 @@ def test_sink_isolates_rows_the_target_rejects(slice_env: SliceEnv) -> None:
     topo = topology(env.settings)
     canonical = topo.canonical("opportunity")
     good = read_all(env.settings, canonical)[0]
-    # Same writer schema, but a currency the target's char(3) column cannot hold.
+    # Same writer schema, but a name the target's text column cannot hold (a NUL byte).
     deserializer = AvroDeserializer(SchemaRegistryClient(client_config(env.settings)))
     record = deserializer(good.value(), SerializationContext(canonical, MessageField.VALUE))
-    record["data"]["currency"] = "EUROS"
+    record["data"]["name"] = "nul\x00byte"
     record["data"]["opportunity_id"] = "crm:opportunity:006BAD"
     record["envelope"]["entity_version"] += 1
     serializer = AvroSerializer(
@@ -291,7 +291,7 @@ def test_sink_isolates_rows_the_target_rejects(slice_env: SliceEnv) -> None:
     assert sorted(m.key() for m in dlq) == [b"crm:opportunity:006BAD", b"crm:opportunity:006JUNK"]
     by_key = {m.key(): read_context(m.headers()) for m in dlq}
     assert by_key[b"crm:opportunity:006JUNK"]["error.class"] == "SerdeError"
-    assert "character" in by_key[b"crm:opportunity:006BAD"]["error.message"]
+    assert "NUL" in by_key[b"crm:opportunity:006BAD"]["error.message"]
     assert {m.value() for m in dlq} == {bad, b"\x00\x00\x00"}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from fastavro import schemaless_reader
 from sqlalchemy import create_engine, text
 
-from connectors.sinks.postgres import DATA_COLUMNS
+from connectors.sinks.tablespec import compile_spec
 from connectors.sql import db_url
 from schemas import contracts
 from schemas.registry import Registry
@@ -30,6 +30,7 @@ from streams.mappings.envelope import correlation_id, event_id
 from streams.settings import Settings
 from streams.topology import topology
 from tests.integration.kafka_util import read_all
+from tests.sink_model import stored
 from tests.soak.poison import find_marker
 from tests.soak.workload import Tally
 
@@ -229,7 +230,11 @@ class Verifier:
             change = Change("update", None, image, "", "sales.opportunity", crm_id, "", 0, 0)
             _, mapped = map_opportunity(change, "")
             data = canonical_form(mapped)["data"]
-            wrong = {c: (row[c], data[c]) for c in DATA_COLUMNS if row[c] != data[c]}
+            wrong = {
+                c.name: (row[c.name], want)
+                for c in compile_spec(ENTITY, contracts.schema(ENTITY)).columns
+                if row[c.name] != (want := stored(c.sql_type, data[c.name]))
+            }
             deleted = crm_id in self.tally.deleted
             final = last.get(key)
             if final is None:

@@ -9,11 +9,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connectors.sinks.plan import KeyImage, plan_batch
-from connectors.sinks.postgres import PostgresSink, to_row
+from connectors.sinks.postgres import PostgresSink, Statements
+from connectors.sinks.tablespec import compile_spec
+from schemas import contracts
 from streams.errors import SinkError
 from tests.sink_model import (
     NOW,
+    OPPORTUNITY,
+    SHAPES,
     Row,
+    Shape,
     essentials,
     event,
     in_version_order,
@@ -24,15 +29,18 @@ from tests.sink_model import (
 )
 
 
-def merge(rows: dict[str, Row], image: KeyImage) -> None:
+def statements(shape: Shape) -> Statements:
+    return Statements(compile_spec(shape.entity, contracts.schema(shape.entity), shape.reference))
+
+
+def merge(st_: Statements, shape: Shape, rows: dict[str, Row], image: KeyImage) -> None:
     """What the target's upsert does with one key image (mirrors the SQL in postgres.py)."""
-    staged = to_row(image, NOW)
+    staged = st_.row_dict(image, NOW)
+    values = tuple(staged[f] for f in shape.fields)
     old = rows.get(image.key)
     if old is None:
         rows[image.key] = Row(
-            staged["name"],
-            staged["stage"],
-            staged["probability"],
+            values,
             staged["is_deleted"],
             staged["deleted_at"],
             staged["entity_version"],
@@ -53,9 +61,7 @@ def merge(rows: dict[str, Row], image: KeyImage) -> None:
     deleted = deleted_version >= data_version
     rows[image.key] = replace(
         old,
-        name=staged["name"] if newer_data else old.name,
-        stage=staged["stage"] if newer_data else old.stage,
-        probability=staged["probability"] if newer_data else old.probability,
+        values=values if newer_data else old.values,
         data_version=None if data_version < 0 else data_version,
         deleted_version=None if deleted_version < 0 else deleted_version,
         is_deleted=deleted,
@@ -67,12 +73,13 @@ def merge(rows: dict[str, Row], image: KeyImage) -> None:
     )
 
 
-def run_plans(batches: list[list[dict[str, object]]]) -> dict[str, Row]:
+def run_plans(shape: Shape, batches: list[list[dict[str, object]]]) -> dict[str, Row]:
+    st_ = statements(shape)
     rows: dict[str, Row] = {}
     for batch in batches:
         for wave in plan_batch(batch):
             for image in wave.images.values():
-                merge(rows, image)
+                merge(st_, shape, rows, image)
             for key in wave.blind:
                 row = rows.get(key)
                 if row is not None and not row.is_deleted:
@@ -87,19 +94,19 @@ def test_reference_agrees_with_applying_in_version_order(events: list[dict[str, 
     assert essentials(reference(events)) == in_version_order(events)
 
 
-@given(st.data(), streams())
-def test_any_batch_split_reaches_the_reference_rows(
-    data: st.DataObject, events: list[dict[str, object]]
-) -> None:
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.entity)
+@given(data=st.data())
+def test_any_batch_split_reaches_the_reference_rows(shape: Shape, data: st.DataObject) -> None:
+    events = data.draw(streams(shape=shape))
     batches = data.draw(splits(events))
-    assert run_plans(batches) == reference(events)
+    assert run_plans(shape, batches) == reference(events, shape)
 
 
 def test_live_and_newer_delete_of_one_key_make_one_image() -> None:
     (wave,) = plan_batch([event("a", 1, True), event("a", 3, False), event("a", 2, True)])
     image = wave.images["a"]
     assert (image.live_version, image.dead_version, image.deleted) == (2, 3, True)
-    row = to_row(image, NOW)
+    row = statements(OPPORTUNITY).row_dict(image, NOW)
     # Created and deleted within one batch: the row keeps its last data, marked deleted.
     assert row["name"] == "a@2" and row["is_deleted"] and row["entity_version"] == 3
     assert row["last_event_id"] == "a-3-dead"
@@ -113,14 +120,36 @@ def test_a_tombstone_followed_by_a_reinsert_cuts_a_new_wave() -> None:
 
 def test_live_row_carries_data() -> None:
     (wave,) = plan_batch([event("a", 4, True)])
-    row = to_row(wave.images["a"], datetime.now(UTC))
+    row = statements(OPPORTUNITY).row_dict(wave.images["a"], datetime.now(UTC))
     assert row["is_deleted"] is False and row["deleted_at"] is None
     assert row["opportunity_id"] == "a" and row["data_version"] == 4
     assert row["deleted_version"] is None
 
 
+def test_a_delete_seen_first_leaves_every_data_column_empty() -> None:
+    (wave,) = plan_batch([event("a", 4, False)])
+    st_ = statements(OPPORTUNITY)
+    row = st_.row_dict(wave.images["a"], NOW)
+    assert all(row[c] is None for c in st_.spec.data_columns)
+    assert row["is_deleted"] and row["deleted_version"] == 4 and row["data_version"] is None
+
+
+def test_nested_values_become_json_and_missing_fields_take_their_default() -> None:
+    st_ = statements(OPPORTUNITY)
+    ev = event("a", 4, True)
+    milestone = {"name": "M1", "due_date": None, "amount": None, "percent": None}
+    ev["data"] = {**ev["data"], "billing_milestones": [milestone]}
+    del ev["data"]["service_lines"]  # as from a contract version without the field
+    (wave,) = plan_batch([ev])
+    row = st_.row_dict(wave.images["a"], NOW)
+    assert row["billing_milestones"] == (
+        '[{"name":"M1","due_date":null,"amount":null,"percent":null}]'
+    )
+    assert row["service_lines"] == []  # its Avro default
+
+
 def test_unreachable_target_says_what_to_check() -> None:
-    sink = PostgresSink("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    sink = PostgresSink("postgresql+psycopg://nobody:secret@127.0.0.1:1/none", "opportunity")
     with pytest.raises(SinkError, match="PSSYNC_TARGET_URL") as err:
         asyncio.run(sink.ensure_schema())
     assert "secret" not in str(err.value)
