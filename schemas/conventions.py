@@ -16,6 +16,11 @@
 - Saga topics: ``[<namespace>.]saga.commands.<target>`` (one per target application:
   ``erp``, ``psa``, ``crm``) and ``[<namespace>.]saga.results``; key = the saga key (the deal's
   canonical opportunity id) as UTF-8 string; value = wire-format Avro (schemas/avro/saga).
+- Saga control: ``[<namespace>.]saga.control``; key = the saga key; value = JSON asking the
+  deal stage to act on one saga (``pssync exceptions retry``).
+- Business exceptions: ``[<namespace>.]exceptions.business``, compacted; key = the saga key;
+  value = wire-format Avro (schemas/avro/saga/exception.avsc), the deal's latest exception,
+  open or resolved.
 - Audit topics: ``[<namespace>.]audit.<stage>`` (``sink``: target writes, ``command``: saga
   commands applied to an application); value = wire-format Avro (schemas/avro/audit).
 - Reruns of dead letters: ``[<namespace>.]dlq.reruns``, compacted; key = the dead letter as
@@ -42,7 +47,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "command")
+DLQ_STAGES = ("normalize", "sink", "command", "deal")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -89,6 +94,14 @@ def saga_commands_topic(target: str, namespace: str = "") -> str:
 
 def saga_results_topic(namespace: str = "") -> str:
     return _ns(namespace, "saga.results")
+
+
+def saga_control_topic(namespace: str = "") -> str:
+    return _ns(namespace, "saga.control")
+
+
+def exceptions_topic(kind: str = "business", namespace: str = "") -> str:
+    return _ns(namespace, f"exceptions.{kind}")
 
 
 def dlq_reruns_topic(namespace: str = "") -> str:

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, normalize, sink
+from streams.agents import commands, deal, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -23,6 +23,7 @@ from streams.replay import Replayer
 from streams.security import faust_credentials
 from streams.settings import Settings
 from streams.topology import topology
+from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,18 @@ def create_app(settings: Settings) -> faust.App:
     target = PostgresTarget(settings.target_url)
     sink.register(app, runners, settings, topo, output, registry, target)
     commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
+    # The deal stage shares the runner of any stage registered before it on one of its topics
+    # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
+    # later on one of them must join through fanout.attach too, or it takes the topic over.
+    deal.register(
+        app,
+        runners,
+        settings,
+        topo,
+        output,
+        registry,
+        deal_tables(app, settings.partitions, output),
+    )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

@@ -167,6 +167,12 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return dlq_cli.run(args, settings)
 
 
+def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deals import cli as exceptions_cli
+
+    return exceptions_cli.run(args, settings)
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
@@ -211,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq_cli.add_subcommands(sub)
     commands["dlq"] = cmd_dlq
+
+    from streams.deals import cli as exceptions_cli
+
+    exceptions_cli.add_subcommands(sub)
+    commands["exceptions"] = cmd_exceptions
 
     from streams.reference import cli as reference_cli
 

@@ -76,5 +76,13 @@ class CommandRejectedError(ApplicationError):
     """
 
 
+class DealError(PssyncError):
+    """A deal cannot be turned into the command of a saga step: a business exception."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ReferenceDataError(PssyncError):
     """The reference data file is invalid, or its entries cannot be published as they are."""

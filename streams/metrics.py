@@ -23,6 +23,10 @@ class Metrics:
     sink_rows: Counter
     sink_retries: Counter
     consumer_lag: Gauge
+    closed_won_to_project: Histogram
+    sagas_open: Gauge
+    business_exceptions: Counter
+    deals_without_project: Gauge
     commands: Counter
     command_retries: Counter
     command_apply: Histogram
@@ -93,6 +97,32 @@ def metrics() -> Metrics:
             "pssync_consumer_lag",
             "Messages behind the end of each partition",
             ["topic", "partition"],
+            registry=r,
+        ),
+        closed_won_to_project=Histogram(
+            "pssync_closed_won_to_psa_project_seconds",
+            "CRM commit of closed-won to the PSA project provisioned",
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        ),
+        sagas_open=Gauge(
+            "pssync_sagas_open",
+            "Sagas of this worker's deals not done, by step (validate: the deal's own checks) "
+            "and status (running, parked)",
+            ["step", "status"],
+            registry=r,
+        ),
+        business_exceptions=Counter(
+            "pssync_business_exceptions",
+            "Business exceptions raised, by reason and step",
+            ["reason", "step"],
+            registry=r,
+        ),
+        deals_without_project=Gauge(
+            "pssync_closed_won_deals_without_project",
+            "Closed-won deals of this worker without a PSA project yet, by whether they are "
+            "past the deadline (PSSYNC_SAGA_DEADLINE)",
+            ["late"],
             registry=r,
         ),
         commands=Counter(

@@ -313,6 +313,12 @@ class Settings:
     batch_within: float = 0.2
     # Seconds a failing target is retried before the worker stops (nothing is skipped).
     sink_retry_for: float = 600.0
+    # Seconds a closed-won deal waits for line items still missing before it is judged on
+    # what it has (line items and the deal commit separately in the CRM).
+    deal_line_wait: float = 30.0
+    # Seconds from closed-won by which the PSA project should exist (the seed's SLO: 5 min);
+    # a saga still open after it counts as late.
+    saga_deadline: float = 300.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
     startup_wait: float = 120.0
     # Seconds an unavailable application is retried before the worker stops (nothing skipped).
@@ -410,6 +416,8 @@ class Settings:
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
+            deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
+            saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
@@ -453,6 +461,16 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.deal_line_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_DEAL_LINE_WAIT={self.deal_line_wait}: seconds to wait for late line "
+                "items must be 0 or more, e.g. 30"
+            )
+        if self.saga_deadline <= 0:
+            raise ConfigError(
+                f"PSSYNC_SAGA_DEADLINE={self.saga_deadline}: seconds from closed-won to the PSA "
+                "project must be positive, e.g. 300"
+            )
         if not self.target_url.startswith("postgresql"):
             raise ConfigError(
                 f"PSSYNC_TARGET_URL={self.target_url!r}: only PostgreSQL targets are supported "

@@ -23,6 +23,7 @@ from streams.admin import TopicSpec, ensure_topics
 from streams.errors import KafkaUnavailableError
 from streams.security import kafka_config
 from streams.settings import Settings
+from tables.deals import changelog_topics as deal_changelogs
 from tables.dedupe import changelog_topic
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,10 @@ MARKER = "changelog-topic-ids.json"
 
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
     # As Faust would create it on first start; created here first so its id is known.
+    names = [changelog_topic(settings.app_id), *deal_changelogs(settings.app_id)]
     return [
-        TopicSpec(
-            changelog_topic(settings.app_id),
-            settings.partitions,
-            settings.replication,
-            {"cleanup.policy": "compact"},
-        )
+        TopicSpec(name, settings.partitions, settings.replication, {"cleanup.policy": "compact"})
+        for name in names
     ]
 
 

@@ -16,14 +16,18 @@ from schemas.conventions import (
     contract_topic,
     dlq_reruns_topic,
     dlq_topic,
+    exceptions_topic,
     raw_topic,
     saga_commands_topic,
+    saga_control_topic,
     saga_results_topic,
     value_subject,
 )
 from schemas.masking import load_policy
 from streams.admin import TopicSpec
 from streams.changes import Change
+from streams.deals.saga import TARGETS
+from streams.deals.sources import CHILDREN, OPPORTUNITY, VIEWS
 from streams.mappings import crm, erp
 from streams.reference.model import SECTIONS
 from streams.settings import COMMAND_TARGETS, Settings
@@ -83,6 +87,15 @@ class Topology:
     @property
     def dlq_reruns(self) -> str:
         return dlq_reruns_topic(self.namespace)
+
+
+    @property
+    def saga_control(self) -> str:
+        return saga_control_topic(self.namespace)
+
+    @property
+    def exceptions(self) -> str:
+        return exceptions_topic("business", self.namespace)
 
     @property
     def entities(self) -> list[str]:
@@ -166,4 +179,35 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     audit = [TopicSpec(t.audit(stage), p, r, year) for stage in ("sink", "command")]
     # One record per rerun dead letter, kept forever (compacted) so none is rerun twice.
     reruns = [TopicSpec(t.dlq_reruns, 1, r, {"cleanup.policy": "compact"})]
-    return raw + canonical + reference_specs(settings) + analytics + dlq + saga + audit + reruns
+    specs = (
+        raw
+        + canonical
+        + reference_specs(settings)
+        + analytics
+        + dlq
+        + saga
+        + audit
+        + reruns
+        + deal_topic_specs(settings, t)
+    )
+    unique: dict[str, TopicSpec] = {}
+    for spec in specs:
+        unique.setdefault(spec.name, spec)
+    return list(unique.values())
+
+
+def deal_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
+    """What the deal stage reads and writes: its inputs (co-partitioned: one partition count),
+    the compacted topics it views whole, saga commands, results, control and exceptions."""
+    p, r = settings.partitions, settings.replication
+    compact = {"cleanup.policy": "compact"}
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    inputs = [TopicSpec(t.canonical(e), p, r, compact) for e in (OPPORTUNITY, *CHILDREN)]
+    views = [TopicSpec(v.topic(t.namespace), p, r, compact) for v in VIEWS.values()]
+    commands = [TopicSpec(t.commands(x), p, r, month) for x in sorted(set(TARGETS.values()))]
+    saga = [
+        TopicSpec(t.results, p, r, month),
+        TopicSpec(t.saga_control, p, r, month),
+        TopicSpec(t.exceptions, p, r, compact),
+    ]
+    return inputs + views + commands + saga

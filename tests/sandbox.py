@@ -26,6 +26,7 @@ from connectors.sql import apply_schema, server_engine
 from streams.admin import delete_topics, ensure_topics
 from streams.replay import Replayer
 from streams.settings import Settings
+from streams.state import changelog_specs
 from streams.topology import topic_specs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,10 +217,8 @@ def destroy_sandbox(sandbox: Sandbox) -> None:
     if sandbox.own_secrets:
         Path(settings.connect_secrets_file).unlink(missing_ok=True)
     names = [t.name for t in topic_specs(settings)]
-    names += [
-        f"{settings.app_id}-dedupe-positions-changelog",
-        f"{settings.app_id}-__assignor-__leader",
-    ]
+    names += [s.name for s in changelog_specs(settings)]
+    names += [f"{settings.app_id}-__assignor-__leader"]
     delete_topics(settings, names)
 
 

@@ -31,6 +31,7 @@ from mode import Service, ServiceT
 from mode.utils.futures import notify
 
 from streams.agents.progress import REFETCH, Progress
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,13 @@ def batch_stage(
     settings: Settings,
 ) -> StageRunner:
     """Run `stage` on every batch fetched from `topic`'s topics."""
+    taken = sorted(t for t in topic.topics if t in runners)
+    if taken:
+        # One runner per topic: a second one would silently take the topic from the first.
+        raise ConfigError(
+            f"stage {name} reads {', '.join(taken)}, which another stage already reads; "
+            "register it with streams.agents.fanout.attach to share the topic"
+        )
     runner = StageRunner(app, name, stage, settings)
     for topic_name in topic.topics:
         runners[topic_name] = runner

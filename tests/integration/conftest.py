@@ -146,7 +146,14 @@ def slice_env(
         base_settings,
         "t" + uuid.uuid4().hex[:10],
         tmp_path / "worker-data",
-        {"PSSYNC_BATCH_WITHIN": "0.1", **getattr(request, "param", {})},
+        # Deals without line items wait this long before they are judged: the slice's
+        # closed-won deals (no account, no lines) must not be parked during a test, or the CRM
+        # status pssync writes back would add changes the tests do not expect.
+        {
+            "PSSYNC_BATCH_WITHIN": "0.1",
+            "PSSYNC_DEAL_LINE_WAIT": "86400",
+            **getattr(request, "param", {}),
+        },
     )
     env_obj = SliceEnv(sandbox.settings, sandbox.env, tmp_path)
     try:

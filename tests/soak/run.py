@@ -77,7 +77,14 @@ def soak(profile: Profile, seed: int, keep: bool) -> int:
         events.note(f"planned: {fault.kind.value} at {fault.at:.0f}s")
     suffix = "soak" + uuid.uuid4().hex[:8]
     # Two partitions, so a second worker really takes work over in the rebalance fault.
-    sandbox = create_sandbox(base, suffix, log_dir / "data", {"PSSYNC_PARTITIONS": "2"})
+    # The workload's closed-won deals have no account or line items: they wait (a day) instead
+    # of being parked, whose CRM status write-back would be changes the soak did not make.
+    sandbox = create_sandbox(
+        base,
+        suffix,
+        log_dir / "data",
+        {"PSSYNC_PARTITIONS": "2", "PSSYNC_DEAL_LINE_WAIT": "86400"},
+    )
     events.step(f"sandbox {suffix}: databases {sandbox.crm_db}, {sandbox.target_db}; "
                 f"connector {sandbox.connector} RUNNING")
     pool = Pool(sandbox.env, log_dir, events)

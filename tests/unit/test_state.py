@@ -41,6 +41,13 @@ def test_files_of_unknown_origin_are_stale(tmp_path: Path) -> None:
 
 
 def test_changelog_is_created_as_faust_would() -> None:
-    [spec] = changelog_specs(Settings.from_env({"PSSYNC_APP_ID": "a", "PSSYNC_PARTITIONS": "4"}))
-    assert (spec.name, spec.partitions) == ("a-dedupe-positions-changelog", 4)
-    assert spec.config == {"cleanup.policy": "compact"}
+    specs = changelog_specs(Settings.from_env({"PSSYNC_APP_ID": "a", "PSSYNC_PARTITIONS": "4"}))
+    assert [s.name for s in specs] == [
+        "a-dedupe-positions-changelog",
+        "a-deal-assembly-changelog",
+        "a-deal-children-changelog",
+        "a-saga-state-changelog",
+    ]
+    for spec in specs:
+        assert spec.partitions == 4
+        assert spec.config == {"cleanup.policy": "compact"}

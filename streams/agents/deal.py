@@ -1,0 +1,486 @@
+"""The deal stage: canonical deals -> assembled deals -> validation -> the saga's commands.
+
+Reads, co-partitioned by the deal's canonical opportunity id (the saga key): canonical
+opportunities, line items and billing milestones, saga results and saga control requests.
+Looks up customers and reference data in views (tables/views.py). Writes saga commands,
+business exceptions and CRM status notices, then its state (tables/deals.py), per batch:
+records first, flushed, then the state, whose changelog is flushed before the offsets are
+committed. A crash in between re-sends the same commands (same command ids) and never
+loses one.
+
+A timer judges closed-won deals whose late line items did not come in time, keeps the
+metrics of open sagas, and checks deals parked on reference data again when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import TP, Message
+from mode import BaseSignalT
+
+from connectors.ports import to_json
+from schemas.registry import Registry
+from schemas.serde import Decoder
+from streams.agents.batching import StageRunner, bytes_topic
+from streams.agents.fanout import attach
+from streams.deals import plan
+from streams.deals import saga as machine
+from streams.deals.assembly import Deal, Signal, decide, fire, on_child, on_opportunity
+from streams.deals.records import (
+    RETRY,
+    Control,
+    Encoders,
+    command_record,
+    exception_record,
+    outcome_of,
+)
+from streams.deals.reference import Reference
+from streams.deals.saga import Effect, Issue, Park, Resolve, Saga, StepPassed
+from streams.deals.sources import (
+    CHILD_ADAPTERS,
+    CHILDREN,
+    OPPORTUNITY,
+    VIEWS,
+    Stamp,
+    opportunity_of,
+    stamp_of,
+)
+from streams.deals.validation import Problem, validate
+from streams.dlq import send_to_dlq
+from streams.errors import BadEventError, DealError
+from streams.mappings.envelope import correlation_id
+from streams.metrics import metrics
+from streams.output import Output
+from streams.settings import Settings
+from streams.topology import Topology
+from tables.deals import DealTables
+from tables.views import View, ViewReader
+
+log = logging.getLogger(__name__)
+STAGE = "deal"
+# How often the gauges of open sagas are recomputed from the tables (seconds).
+GAUGE_EVERY = 15.0
+
+
+@dataclass
+class Work:
+    """What one batch (or one timer tick) changed, written together at its end."""
+
+    deals: dict[str, Deal] = field(default_factory=dict)
+    sagas: dict[str, tuple[int, Saga]] = field(default_factory=dict)
+    children: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+class DealStage:
+    def __init__(
+        self,
+        settings: Settings,
+        topology: Topology,
+        output: Output,
+        registry: Registry,
+        tables: DealTables,
+        views: dict[str, View[Any]],
+        reader: ViewReader | None = None,
+        owns: Callable[[int], bool] = lambda _p: True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.output = output
+        self.registry = registry
+        self.tables = tables
+        self.views = views
+        self.reader = reader
+        self.ref = Reference.of(views)
+        self.owns = owns
+        self.clock = clock
+        self.decoder = Decoder(registry.schema_by_id)
+        self.encoders = Encoders(registry.register)
+        self.opportunity_topic = topology.canonical(OPPORTUNITY)
+        self.child_topics = {topology.canonical(e): e for e in CHILDREN}
+        self.topics = {
+            self.opportunity_topic,
+            *self.child_topics,
+            topology.results,
+            topology.saga_control,
+        }
+        self.lock = asyncio.Lock()
+        self.prepared = asyncio.Event()
+        # Deals waiting for late line items (saga key -> wait_until) and sagas parked on
+        # their own checks: in memory, rebuilt from the tables whenever the assignment moves.
+        self.waiting: dict[str, float] = {}
+        self.parked: set[str] = set()
+        self._assignment: frozenset[int] | None = None
+        self._view_versions: tuple[int, ...] = ()
+        self._gauged_at = 0.0
+
+    # -- start --------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Register the saga contracts and wait until every view has caught up."""
+        if self.reader is not None:
+            self.reader.start()
+        subjects = [
+            (self.topology.commands(target), "command")
+            for target in sorted(set(machine.TARGETS.values()))
+        ] + [(self.topology.exceptions, "exception")]
+        for topic, schema in subjects:
+            await asyncio.to_thread(self.encoders.register, topic, schema)
+        waited = 0.0
+        for name, view in self.views.items():
+            while not await view.wait_ready(timeout=30):
+                waited += 30
+                log.warning(
+                    "deal stage: view %s (%s) not caught up after %.0fs", name, view.topic, waited
+                )
+        self.prepared.set()
+        log.info("deal stage ready: views %s", {n: len(v) for n, v in self.views.items()})
+
+    # -- batches ------------------------------------------------------------------------
+
+    async def process(self, messages: Sequence[Message]) -> None:
+        m = metrics()
+        seen: Counter[str] = Counter()
+        async with self.lock:
+            now = self.clock()
+            work = Work()
+            for msg in messages:
+                seen[msg.topic] += 1
+                try:
+                    if msg.topic == self.opportunity_topic:
+                        self._opportunity(work, msg, now)
+                    elif msg.topic in self.child_topics:
+                        self._child(work, msg, now)
+                    elif msg.topic == self.topology.results:
+                        self._result(work, msg, now)
+                    else:
+                        self._control(work, msg, now)
+                except Exception as exc:  # noqa: BLE001 - poison must never stop the line
+                    log.warning(
+                        "deal: %s/%s@%s to DLQ: %s", msg.topic, msg.partition, msg.offset, exc
+                    )
+                    send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
+                    m.dlq.labels(STAGE, type(exc).__name__).inc()
+            await self._finish(work)
+        for topic, n in seen.items():
+            m.events_in.labels(STAGE, topic).inc(n)
+        m.batch_size.labels(STAGE).observe(len(messages))
+
+    async def _finish(self, work: Work) -> None:
+        await self.output.flush()
+        self.tables.write(
+            work.deals.values(),
+            ((p, child, parent) for child, (p, parent) in work.children.items()),
+            work.sagas.values(),
+        )
+
+    def _decode(self, msg: Message) -> dict[str, Any] | None:
+        return None if msg.value is None else self.decoder.decode(msg.value)
+
+    def _deal(self, work: Work, key: str, partition: int) -> Deal:
+        return work.deals.get(key) or self.tables.deal(key) or Deal(key, partition)
+
+    def _saga(self, work: Work, cid: str) -> Saga | None:
+        held = work.sagas.get(cid)
+        return held[1] if held else self.tables.saga(cid)
+
+    def _opportunity(self, work: Work, msg: Message, now: float) -> None:
+        if msg.key is None:
+            raise BadEventError("canonical opportunity without a key; keys are canonical ids")
+        key = msg.key.decode()
+        record = self._decode(msg)
+        opp = None if record is None else opportunity_of(key, record)
+        stamp = Stamp(-1, 0.0) if record is None else stamp_of(record)
+        deal = self._deal(work, key, msg.partition)
+        updated, changed = on_opportunity(
+            deal, msg.partition, opp, stamp, now, self.settings.deal_line_wait
+        )
+        if updated != deal:
+            self._after(work, updated, changed, now)
+
+    def _child(self, work: Work, msg: Message, now: float) -> None:
+        if msg.key is None:
+            raise BadEventError("canonical line item or milestone without a key")
+        key = msg.key.decode()
+        record = self._decode(msg)
+        entity = self.child_topics[msg.topic]
+        child = CHILD_ADAPTERS[entity](key, record or {"envelope": {}, "data": None})
+        parent = child.opportunity_id
+        if parent is None:  # a delete names only itself
+            held = work.children.get(key)
+            parent = held[1] if held else self.tables.parent(key)
+            if parent is None:
+                return  # never joined a deal: nothing to remove
+        elif work.children.get(key, (0, None))[1] != parent and self.tables.parent(key) != parent:
+            work.children[key] = (msg.partition, parent)
+        stamp = Stamp(-1, 0.0) if record is None else stamp_of(record)
+        deal = self._deal(work, parent, msg.partition)
+        updated, changed = on_child(deal, msg.partition, child, stamp)
+        if updated != deal:
+            self._after(work, updated, changed, now)
+
+    def _after(self, work: Work, deal: Deal, changed: bool, now: float) -> None:
+        """A deal's state moved: fire it, check it again, or let it wait."""
+        opp = deal.opportunity
+        known = opp is not None and self.ref.customer(opp.customer_id) is not None
+        signal = decide(deal, now, known, changed)
+        if signal is Signal.FIRE:
+            deal = fire(deal)
+            work.deals[deal.key] = deal
+            if self._saga(work, deal.correlation_id) is None:
+                saga, effects = machine.begin(
+                    deal.key,
+                    deal.correlation_id,
+                    self._problems(deal, now),
+                    now,
+                    deal.closed_won_at or now,
+                    (deal.closed_won_at or now) + self.settings.saga_deadline,
+                )
+                self._apply(work, deal, saga, effects, now)
+        else:
+            work.deals[deal.key] = deal
+            if signal is Signal.CHANGED and opp is not None:
+                held = self._saga(work, deal.correlation_id)
+                if held is not None:
+                    saga, effects = machine.on_change(held, self._problems(deal, now), now)
+                    self._apply(work, deal, saga, effects, now)
+        if deal.waiting() and deal.wait_until is not None:
+            self.waiting[deal.key] = deal.wait_until
+        else:
+            self.waiting.pop(deal.key, None)
+
+    def _problems(self, deal: Deal, now: float) -> list[Problem]:
+        return validate(deal, self.ref, datetime.fromtimestamp(now, UTC).date())
+
+    def _result(self, work: Work, msg: Message, now: float) -> None:
+        record = self._decode(msg)
+        if record is None:
+            return
+        outcome = outcome_of(record)
+        saga = self._saga(work, str(record.get("correlation_id")))
+        if saga is None:
+            metrics().dropped.labels(STAGE, "result", "unknown_saga").inc()
+            return
+        deal = self._deal(work, saga.key, msg.partition)
+        updated, effects = machine.on_result(saga, outcome, now)
+        if updated == saga:
+            metrics().dropped.labels(STAGE, "result", "not_awaited").inc()
+            return
+        self._apply(work, deal, updated, effects, now)
+
+    def _control(self, work: Work, msg: Message, now: float) -> None:
+        if msg.key is None:
+            raise BadEventError("saga control record without a key; the key is the saga key")
+        key = msg.key.decode()
+        control = Control.from_bytes(msg.value)
+        if control.action != RETRY:
+            raise BadEventError(f"saga control action {control.action!r} is unknown; use retry")
+        deal = self._deal(work, key, msg.partition)
+        cid = deal.correlation_id or correlation_id(key)
+        saga = self._saga(work, cid)
+        if saga is None:
+            return
+        updated, effects = machine.on_retry(
+            saga, control.step, control.attempt, self._problems(deal, now), now
+        )
+        if updated != saga:
+            self._apply(work, deal, updated, effects, now)
+
+    # -- effects ------------------------------------------------------------------------
+
+    def _apply(self, work: Work, deal: Deal, saga: Saga, effects: list[Effect], now: float) -> None:
+        todo = list(effects)
+        while todo:
+            effect = todo.pop(0)
+            if isinstance(effect, Issue):
+                try:
+                    payload = plan.payload(effect.step, deal, saga, self.ref)
+                except DealError as exc:
+                    saga, more = machine.park_step(saga, effect, Problem(exc.reason, str(exc)), now)
+                    todo = more + todo
+                    continue
+                self._command(saga, effect.step, effect.attempt, effect.command_id, payload, now)
+            elif isinstance(effect, Park):
+                self._exception(saga, deal, effect, effect_at=now)
+                metrics().business_exceptions.labels(effect.reason, effect.step).inc()
+                notice = plan.notice_spec(deal, effect.reason, effect.message)
+                if notice is not None and effect.step != "crm_writeback":
+                    cid = machine.notice_id(saga.correlation_id, effect.number)
+                    self._command(saga, "crm_writeback", effect.number, cid, to_json(notice), now)
+            elif isinstance(effect, Resolve):
+                self._exception(saga, deal, effect, effect_at=now)
+            elif (
+                isinstance(effect, StepPassed)
+                and effect.step == "psa_project"
+                and saga.closed_won_at
+            ):
+                latency = max(0.0, effect.at - saga.closed_won_at)
+                metrics().closed_won_to_project.observe(latency)
+        work.sagas[saga.correlation_id] = (deal.partition, saga)
+        if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
+            self.parked.add(saga.correlation_id)
+        else:
+            self.parked.discard(saga.correlation_id)
+
+    def _command(
+        self, saga: Saga, step: str, attempt: int, command_id: str, payload: str, now: float
+    ) -> None:
+        topic = self.topology.commands(machine.TARGETS[step])
+        record = command_record(saga, step, attempt, command_id, payload, now)
+        enc = self.encoders.encoder(topic, "command")
+        self.output.send(topic, saga.key.encode(), enc.encode(record))
+        metrics().events_out.labels(STAGE, f"command.{step}").inc()
+
+    def _exception(self, saga: Saga, deal: Deal, exc: Park | Resolve, effect_at: float) -> None:
+        topic = self.topology.exceptions
+        if isinstance(exc, Park):
+            record = exception_record(saga, deal, exc, raised_at=effect_at)
+        else:
+            record = exception_record(saga, deal, exc, exc.parked_at, resolved_at=effect_at)
+        enc = self.encoders.encoder(topic, "exception")
+        self.output.send(topic, saga.key.encode(), enc.encode(record))
+
+    # -- the timer ------------------------------------------------------------------------
+
+    async def tick(self, assignment: frozenset[int]) -> None:
+        """Judge deals that waited long enough, re-check deals parked on reference data,
+        refresh the gauges. `assignment`: the partitions of the deal topics this worker owns."""
+        if not self.prepared.is_set():
+            return
+        async with self.lock:
+            now = self.clock()
+            if assignment != self._assignment:
+                self._rescan(assignment)
+            work = Work()
+            versions = tuple(v.version for v in self.views.values())
+            moved = versions != self._view_versions
+            self._view_versions = versions
+            for key, until in sorted(self.waiting.items()):
+                # Judged when its wait is over, or earlier when a view moved (its customer
+                # may have come in: complete deals need not wait).
+                if until > now and not moved:
+                    continue
+                deal = self.tables.deal(key)
+                if deal is None or not deal.waiting() or not self.owns(deal.partition):
+                    self.waiting.pop(key, None)
+                    continue
+                self._after(work, deal, False, now)
+            if moved:
+                for cid in sorted(self.parked):
+                    self._recheck(work, cid, now)
+            await self._finish(work)
+            if now - self._gauged_at >= GAUGE_EVERY:
+                self._gauged_at = now
+                self._gauges(now)
+
+    def _recheck(self, work: Work, cid: str, now: float) -> None:
+        saga = self._saga(work, cid)
+        if saga is None or saga.status != machine.PARKED or saga.step != machine.VALIDATE:
+            self.parked.discard(cid)
+            return
+        deal = self._deal(work, saga.key, 0)
+        if not self.owns(deal.partition):
+            self.parked.discard(cid)
+            return
+        updated, effects = machine.on_change(saga, self._problems(deal, now), now)
+        if updated != saga:
+            self._apply(work, deal, updated, effects, now)
+
+    def _rescan(self, assignment: frozenset[int]) -> None:
+        self._assignment = assignment
+        self.waiting.clear()
+        self.parked.clear()
+        for deal in self.tables.deals():
+            if deal.waiting() and deal.wait_until is not None and deal.partition in assignment:
+                self.waiting[deal.key] = deal.wait_until
+        for saga in self.tables.sagas_owned():
+            if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
+                self.parked.add(saga.correlation_id)
+
+    def _gauges(self, now: float) -> None:
+        m = metrics()
+        open_by: Counter[tuple[str, str]] = Counter()
+        late: Counter[str] = Counter()
+        for saga in self.tables.sagas_owned():
+            if saga.status != machine.DONE:
+                open_by[(saga.step, saga.status)] += 1
+            if "psa_project" not in saga.passed:
+                late["yes" if now > saga.deadline else "no"] += 1
+        for key in self.waiting:
+            deal = self.tables.deal(key)
+            if deal is not None and deal.closed_won_at is not None:
+                overdue = now > deal.closed_won_at + self.settings.saga_deadline
+                late["yes" if overdue else "no"] += 1
+        m.sagas_open.clear()
+        for (step, status), n in open_by.items():
+            m.sagas_open.labels(step, status).set(n)
+        for flag in ("yes", "no"):
+            m.deals_without_project.labels(flag).set(late[flag])
+
+
+def open_views(settings: Settings, registry: Registry) -> dict[str, View[Any]]:
+    """The deal stage's views (streams/deals/sources.py:VIEWS), not started yet."""
+    decoder = Decoder(registry.schema_by_id)
+    return {
+        name: View(
+            source.topic(settings.topic_namespace),
+            decoder.decode,
+            source.adapt,
+            source.aliases,
+        )
+        for name, source in VIEWS.items()
+    }
+
+
+def register(
+    app: faust.App,
+    runners: dict[str, StageRunner],
+    settings: Settings,
+    topology: Topology,
+    output: Output,
+    registry: Registry,
+    tables: DealTables,
+) -> DealStage:
+    views = open_views(settings, registry)
+    reader = ViewReader(settings, views.values())
+
+    def assigned() -> frozenset[int]:
+        tps: set[TP] = app.consumer.assignment()
+        return frozenset(tp.partition for tp in tps if tp.topic == stage.opportunity_topic)
+
+    stage = DealStage(
+        settings,
+        topology,
+        output,
+        registry,
+        tables,
+        views,
+        reader,
+        owns=lambda p: p in assigned(),
+    )
+    topic = bytes_topic(app, *sorted(stage.topics))
+    attach(app, runners, topic, STAGE, stage, settings)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def judge_waiting_deals() -> None:
+        if app.rebalancing or app.in_recovery:
+            return  # the tables are being restored: nothing to judge against yet
+        await stage.tick(assigned())
+
+    async def stop_views(
+        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
+    ) -> None:
+        await asyncio.to_thread(reader.stop)
+
+    app.on_before_shutdown.connect(stop_views)
+
+    return stage

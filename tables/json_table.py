@@ -1,0 +1,106 @@
+"""A Faust table of JSON values, written per batch the way tables/dedupe.py writes positions.
+
+Writes bypass the table's per-key changelog send: a batch's values go to the local store at
+once and to the changelog through pssync's producer, encoded exactly as Faust encodes them,
+on the partition of the records they derive from, so Faust's recovery reads them back
+unchanged. The changelog records are flushed before the offsets that depend on them are
+committed (streams/app.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from confluent_kafka import Message as KafkaMessage
+from faust.streams import _current_event
+from faust.types import TP, TableT
+
+from streams.output import Output
+
+
+def changelog_topic(app_id: str, name: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{name}-changelog"
+
+
+def json_table(app: faust.App, name: str, partitions: int, help: str) -> TableT[str, Any]:
+    return app.Table(name, default=None, partitions=partitions, key_type=str, help=help)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Stands in for the event a store write belongs to: stores read its partition."""
+
+    message: Any
+
+
+@dataclass(frozen=True)
+class _Partition:
+    partition: int
+
+
+class JsonTable:
+    """Reads and batch-writes one table of JSON values (dicts)."""
+
+    def __init__(self, table: TableT[str, Any], output: Output) -> None:
+        self.table: Any = table  # its serializers and store are not in Faust's TableT
+        self.output = output
+        self.changelog = table.changelog_topic.get_topic_name()
+        # Newest changelog offset acknowledged per partition, noted from the producer's
+        # delivery thread and handed to the store on the event loop.
+        self._acked: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        value = self.table.data.get(key)
+        return value if isinstance(value, dict) else None
+
+    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every key of the partitions this worker owns."""
+        for key, value in self.table.data.items():
+            if isinstance(value, dict):
+                yield key, value
+
+    def write(self, values: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
+        """Record (partition, key, value) triples: in the local store now, in the changelog
+        with the next flush of the producer."""
+        self._persist_acked_offsets()
+        topic = self.table.changelog_topic
+        by_partition: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for partition, key, value in values:
+            by_partition.setdefault(partition, []).append((key, value))
+            raw_key, _ = topic.prepare_key(key, self.table.key_serializer)
+            raw_value, _ = topic.prepare_value(value, self.table.value_serializer)
+            self.output.send(
+                self.changelog, raw_key, raw_value, partition=partition, on_delivery=self._noted
+            )
+        store = self.table.data
+        for partition, items in by_partition.items():
+            origin = _Origin(_Partition(partition))
+            _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
+            try:
+                for key, value in items:
+                    store[key] = value
+            finally:
+                _current_event.set(None)
+
+    def _noted(self, msg: KafkaMessage) -> None:
+        partition, offset = msg.partition(), msg.offset()
+        if partition is None or offset is None:
+            return
+        with self._lock:
+            if offset > self._acked.get(partition, -1):
+                self._acked[partition] = offset
+
+    def _persist_acked_offsets(self) -> None:
+        # What a Faust table does per changelog send: a RocksDB store then knows, after a
+        # restart, from where the changelog still has to be read.
+        with self._lock:
+            acked, self._acked = self._acked, {}
+        for partition, offset in acked.items():
+            self.table.data.set_persisted_offset(TP(self.changelog, partition), offset)
