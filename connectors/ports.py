@@ -92,6 +92,8 @@ class PsaProject:
     id: int
     identifier: str
     url: str
+    phase_ids: dict[str, int] = field(default_factory=dict)  # WBS phase -> parent issue id
+    task_ids: dict[str, int] = field(default_factory=dict)  # task name -> issue id
 
 
 @dataclass(frozen=True)
