@@ -89,6 +89,15 @@ class RedminePsa:
     def project_url(self, identifier: str) -> str:
         return f"{self.client.url}/projects/{identifier}"
 
+    async def find_project(self, identifier: str) -> PsaProject | None:
+        """The project of an identifier (psa_identifier of the ERP code), if any (read only)."""
+        found = await self.client.get(f"/projects/{identifier}.json")
+        if not found:
+            return None
+        project = found["project"]
+        ident = str(project["identifier"])
+        return PsaProject(id=int(project["id"]), identifier=ident, url=self.project_url(ident))
+
     # -- what the project needs to exist first ----------------------------------------------
 
     async def _role(self, name: str) -> int:
