@@ -52,6 +52,7 @@ ACCOUNTS = (
     DemoAccount("Acme Robotics", "DE", "DE811907980"),
     DemoAccount("Borealis Energie", "FR", "FR40303265045"),
     DemoAccount("Castell Logistik", "DE", "DE129273398"),
+    DemoAccount("Dunmore Trading", "DE", "DE282741168"),
 )
 # The ERP's company works in EUR and contracts EMEA deals; the last deal is in a currency
 # its legal entity does not allow, so it parks before anything is created.
@@ -73,7 +74,7 @@ DEALS = (
     DemoDeal(2, "Warehouse advisory", "Time and Materials", (("CONSULT", 40, 125),)),
     DemoDeal(1, "Grid architecture review", "Fixed Fee", (("ARCH", 30, 150),)),
     DemoDeal(
-        2,
+        3,
         "Expansion study Japan",
         "Time and Materials",
         (("CONSULT", 30, 120),),
@@ -296,7 +297,6 @@ class Provisioned:
 async def _look_up(settings: Settings, seeded: list[Seeded]) -> dict[str, Provisioned]:
     from connectors.erp import TrytonErp
     from connectors.psa import RedminePsa
-    from connectors.psa.redmine import psa_identifier
 
     erp, psa = TrytonErp.from_settings(settings), RedminePsa.from_settings(settings)
     out: dict[str, Provisioned] = {}
@@ -305,7 +305,7 @@ async def _look_up(settings: Settings, seeded: list[Seeded]) -> dict[str, Provis
             party = await erp.find_customer(s.customer)
             project = await erp.find_project(correlation_id(s.key))
             number = project.number if project else None
-            psa_project = await psa.find_project(psa_identifier(number)) if number else None
+            psa_project = await psa.find_project(number) if number else None
             out[s.crm_id] = Provisioned(
                 party.id if party else None,
                 party.code if party else None,

@@ -205,8 +205,8 @@ def render(trace: Trace) -> list[str]:
     start = trace.closed_won_at
     for e in trace.entries:
         when = e.at.strftime("%H:%M:%S.%f")[:-3] if e.at else "--:--:--.---"
-        since = f"+{(e.at - start).total_seconds():6.2f}s" if e.at and start else " " * 8
+        since = f"{(e.at - start).total_seconds():+7.2f}s" if e.at and start else " " * 8
         lines.append(f"  {when} {since}  {e.system:<6} {e.what:<34} {e.status}")
         for name, value in e.ids.items():
-            lines.append(f"  {'':<22}{'':<8}{name}: {value}")
+            lines.append(f"{'':<34}{name}: {value}")
     return lines
