@@ -170,8 +170,8 @@ def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
 
 def _print_landed(s: q2c.Seeded, row: dict[str, Any], took: float) -> None:
     status = str(row["sync_status__c"])
-    detail = f"project {row['project_code__c']}" if status == "provisioned" else ""
-    print(f"  +{took:5.1f}s  {s.crm_id}  {s.deal.name:<30} CRM status: {status} {detail}")
+    detail = f" project {row['project_code__c']}" if status == "provisioned" else ""
+    print(f"  +{took:5.1f}s  {s.crm_id}  {s.deal.name:<30} CRM status: {status}{detail}")
 
 
 def _report_deals(

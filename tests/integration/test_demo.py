@@ -59,6 +59,11 @@ def _drop_source(settings: Settings, name: str, prefix: str, database: str) -> N
             conn.execute(text(f'DROP PUBLICATION IF EXISTS "{slot}"'))
     finally:
         engine.dispose()
+    _drop_topics(settings, prefix)
+
+
+def _drop_topics(settings: Settings, prefix: str) -> None:
+    """The raw topics Connect created for a topic prefix, and its heartbeat topic."""
     topics = AdminClient(kafka_config(settings)).list_topics(timeout=10).topics
     mine = [t for t in topics if t.startswith(f"{prefix}.") or t.endswith(f".{prefix}")]
     if mine:
@@ -83,22 +88,28 @@ def demo_env(slice_env: SliceEnv) -> Iterator[SliceEnv]:
 @pytest.mark.parametrize("slice_env", [{"PSSYNC_DEAL_LINE_WAIT": "30"}], indirect=True)
 def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: Path) -> None:
     env = {**demo_env.env, "PSSYNC_STACK_DIR": str(tmp_path / "stack")}
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "demo", "--count", "30"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
-    took = time.monotonic() - started
-    log = tmp_path / "stack" / "logs" / "worker.log"
-    tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker log\n{tail}"
-    out = done.stdout
-    print(out)  # shown with -s: what a user sees
-    assert took < 300, f"demo took {took:.0f}s"
+
+    def demo() -> str:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "demo", "--count", "30"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        took = time.monotonic() - started
+        log = tmp_path / "stack" / "logs" / "worker.log"
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker log\n{tail}"
+        print(done.stdout)  # shown with -s: what a user sees
+        assert took < 180, f"demo took {took:.0f}s"
+        return done.stdout
+
+    # Run twice: the second run has deals of its own and finds everything else in place.
+    first, out = demo(), demo()
+    assert "the reference topics already hold this file" in out
 
     # Every valid deal provisioned: an ERP party, an ERP project number, a Redmine project.
     crm = create_engine(db_url(demo_env.settings.crm_db))
@@ -110,7 +121,9 @@ def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: 
             )
         ).all()
     crm.dispose()
-    assert len(rows) == 6
+    assert len(rows) == 12
+    rows = [r for r in rows if r[0] in out]
+    assert len(rows) == 6 and not any(r[0] in first for r in rows)
     for crm_id, currency, status, code, url in rows:
         if currency == "JPY":
             assert status == "exception: currency_not_allowed"

@@ -194,3 +194,10 @@ def test_the_trace_does_not_depend_on_read_order_or_redelivery(
     # The reference: each command once, each answered once, everything in time order.
     expected = assemble(KEY, CID, EVENTS, COMMANDS, RESULTS).entries
     assert assemble(KEY, CID, EVENTS[::-1], commands, results).entries == expected
+
+
+def test_pssync_trace_takes_a_deal_and_json() -> None:
+    from streams.cli import build_parser
+
+    args = build_parser().parse_args(["trace", "006A1", "--json"])
+    assert (args.command, args.deal, args.json) == ("trace", "006A1", True)
