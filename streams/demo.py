@@ -236,8 +236,15 @@ def run_demo(settings: Settings, count: int = 200) -> int:
         print(
             f"  seeded {len(q2c.ACCOUNTS)} accounts and {len(deals)} deals (line items, milestones)"
         )
+        print(f"5/7 {len(deals)} deals close won in the CRM")
         q2c.close_won(settings, deals)
-        print(f"5/7 {len(deals)} deals closed won in the CRM; as pssync writes their status back:")
+        for d in deals:
+            sold = "+".join(code for code, _, _ in d.deal.lines)
+            print(
+                f"  closed won  {d.crm_id}  {d.deal.name:<30} {d.deal.billing:<19} "
+                f"{d.amount:>7,} {d.deal.currency}  {sold}"
+            )
+        print("  as pssync writes each one's status back to the CRM:")
         crm = q2c.wait_settled(settings, deals, timeout=150, report=_print_landed)
     finally:
         worker.terminate()

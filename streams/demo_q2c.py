@@ -18,11 +18,14 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from connectors.sql import db_url
+from schemas.registry import Registry
+from schemas.serde import Decoder
 from streams.deals.sources import VIEWS
 from streams.errors import PssyncError
 from streams.mappings.crm import customer_key, opportunity_key
 from streams.mappings.envelope import correlation_id
 from streams.settings import Settings
+from tables.views import read_latest
 
 # The PSA's project manager the local stack creates (docker/local/components/psa_setup.rb).
 DEMO_PM = "demo.pm@localhost.invalid"
@@ -230,10 +233,6 @@ def crm_status(settings: Settings, seeded: list[Seeded]) -> dict[str, dict[str, 
 
 def wait_reference(settings: Settings, codes: set[str], timeout: float) -> None:
     """Wait until the ERP's tax codes (captured from Tryton) are on the reference topic."""
-    from schemas.registry import Registry
-    from schemas.serde import Decoder
-    from tables.views import read_latest
-
     topic = VIEWS["tax_code"].topic(settings.topic_namespace)
     decoder = Decoder(Registry(settings).schema_by_id)
     deadline = time.monotonic() + timeout
