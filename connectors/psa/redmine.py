@@ -89,6 +89,22 @@ class RedminePsa:
     def project_url(self, identifier: str) -> str:
         return f"{self.client.url}/projects/{identifier}"
 
+    async def find_project(self, erp_project_code: str) -> PsaProject | None:
+        """The project of an ERP project code, if any (read only): the oldest one holding
+        that code in its "ERP project code" field that is not a marked duplicate."""
+        field_id = await self._code_field_id()
+        found = await self.client.pages(
+            "/projects.json", "projects", {f"cf_{field_id}": erp_project_code}
+        )
+        mine = sorted(
+            (p for p in found if not str(p.get("name", "")).startswith(DUPLICATE_MARK)),
+            key=lambda p: int(p["id"]),
+        )
+        if not mine:
+            return None
+        ident = str(mine[0]["identifier"])
+        return PsaProject(id=int(mine[0]["id"]), identifier=ident, url=self.project_url(ident))
+
     # -- what the project needs to exist first ----------------------------------------------
 
     async def _role(self, name: str) -> int:
