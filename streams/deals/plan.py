@@ -3,7 +3,6 @@ and the reference data (templates, customers): the connectors/ports.py spec as J
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -17,6 +16,7 @@ from connectors.ports import (
     TaskSpec,
     to_json,
 )
+from connectors.psa.redmine import psa_identifier as redmine_identifier
 from streams.deals.assembly import Deal
 from streams.deals.model import Opportunity
 from streams.deals.reference import Reference
@@ -47,9 +47,9 @@ def _learned(saga: Saga, name: str, step: str) -> str:
 
 
 def psa_identifier(project_code: str) -> str:
-    """The PSA project identifier of an ERP project code (lowercase, digits, dashes)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", project_code.lower()).strip("-")
-    return f"prj-{slug}"[:100]
+    """The PSA project identifier of an ERP project code: the PSA adapter's one rule
+    (PRJ-00042 -> prj-00042), so the project is found again by it."""
+    return redmine_identifier(project_code)
 
 
 def customer_spec(deal: Deal, saga: Saga, ref: Reference) -> CustomerSpec:

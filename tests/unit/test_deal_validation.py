@@ -214,7 +214,7 @@ def test_unknown_billing_type_is_a_business_exception() -> None:
 def test_psa_command_is_named_by_the_erp_project_code() -> None:
     payload = plan.payload("psa_project", deal(), saga(project_code="PRJ/0042"), reference())
     spec = from_json(PsaProjectSpec, payload)
-    assert spec.identifier == "prj-prj-0042" and spec.erp_project_code == "PRJ/0042"
+    assert spec.identifier == "prj-0042" and spec.erp_project_code == "PRJ/0042"
     assert spec.name == "PRJ/0042 Acme platform"
     assert [(m.name, m.amount) for m in spec.milestones] == [("Go-live", Decimal("5000.00"))]
     assert [(x.login, x.role) for x in spec.members] == [("PM@example.com", "Manager")]
@@ -242,5 +242,6 @@ def test_writeback_carries_what_the_saga_learned() -> None:
 
 
 def test_identifier_is_valid_for_the_psa() -> None:
-    assert plan.psa_identifier("1") == "prj-1"
-    assert plan.psa_identifier(" Proj 7/B ") == "prj-proj-7-b"
+    assert plan.psa_identifier("1") == "p-1"
+    assert plan.psa_identifier(" Proj 7/B ") == "proj-7-b"
+    assert plan.psa_identifier("PRJ-00042") == "prj-00042"
