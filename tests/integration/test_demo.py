@@ -87,7 +87,15 @@ def demo_env(slice_env: SliceEnv) -> Iterator[SliceEnv]:
 # The demo's own wait for line items is irrelevant (they commit before the deals close).
 @pytest.mark.parametrize("slice_env", [{"PSSYNC_DEAL_LINE_WAIT": "30"}], indirect=True)
 def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: Path) -> None:
-    env = {**demo_env.env, "PSSYNC_STACK_DIR": str(tmp_path / "stack")}
+    env = {
+        **demo_env.env,
+        "PSSYNC_STACK_DIR": str(tmp_path / "stack"),
+        # Secrets stay where the running stack keeps them: its Connect reads credentials
+        # only from its own secrets folder, the ERP and PSA know only their users' secrets.
+        "PSSYNC_CONNECT_SECRETS_FILE": str(demo_env.settings.connect_secrets_file),
+        "PSSYNC_ERP_PASSWORD_FILE": str(demo_env.settings.erp_password_file),
+        "PSSYNC_PSA_API_KEY_FILE": str(demo_env.settings.psa_api_key_file),
+    }
 
     def demo() -> str:
         started = time.monotonic()
