@@ -3,7 +3,6 @@ and the reference data (templates, customers): the connectors/ports.py spec as J
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -17,6 +16,7 @@ from connectors.ports import (
     TaskSpec,
     to_json,
 )
+from connectors.psa.redmine import psa_identifier
 from streams.deals.assembly import Deal
 from streams.deals.model import Opportunity
 from streams.deals.reference import Reference
@@ -44,12 +44,6 @@ def _learned(saga: Saga, name: str, step: str) -> str:
             "step_out_of_order", f"{name} is not known yet: step {step} must pass first"
         )
     return value
-
-
-def psa_identifier(project_code: str) -> str:
-    """The PSA project identifier of an ERP project code (lowercase, digits, dashes)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", project_code.lower()).strip("-")
-    return f"prj-{slug}"[:100]
 
 
 def customer_spec(deal: Deal, saga: Saga, ref: Reference) -> CustomerSpec:
