@@ -75,8 +75,9 @@ def main() -> None:
     raw_name, canonical_name, group, target_url, state_dir = sys.argv[1:6]
     settings = Settings.from_env()
     # The registry's URL, auth and TLS as pssync's own client has them.
+    # (Its config has no request timeout field.)
     registry = SchemaRegistryClientConfig(
-        **{k.replace(".", "_"): v for k, v in client_config(settings).items()}
+        **{k.replace(".", "_"): v for k, v in client_config(settings).items() if k != "timeout"}
     )
     app = Application(
         # Bootstrap, TLS and SASL as every pssync client has them (streams/security.py).

@@ -10,6 +10,9 @@ import httpx
 from streams.errors import ConnectError
 from streams.settings import redact_url
 
+TRANSIENT = {409, 500, 502, 503, 504}
+RETRIES = 5
+
 
 class ConnectClient:
     def __init__(self, url: str, timeout: float = 30.0) -> None:
@@ -18,13 +21,19 @@ class ConnectClient:
         self.url = redact_url(url.rstrip("/"))
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise ConnectError(
-                f"cannot reach Kafka Connect at {self.url} ({exc}); check PSSYNC_CONNECT_URL "
-                "and that the worker is up (make status)"
-            ) from exc
+        for attempt in range(RETRIES + 1):
+            try:
+                resp = self._http.request(method, path, **kw)
+            except httpx.HTTPError as exc:
+                raise ConnectError(
+                    f"cannot reach Kafka Connect at {self.url} ({exc}); check "
+                    "PSSYNC_CONNECT_URL and that the worker is up (make status)"
+                ) from exc
+            # 409: the Connect group is rebalancing; 5xx: Connect 4.x fails a config
+            # validation now and then with an internal NullPointerException. Both pass.
+            if resp.status_code not in TRANSIENT or attempt == RETRIES:
+                break
+            time.sleep(min(8.0, 0.5 * 2**attempt))
         if resp.status_code == 404:
             return None
         if resp.status_code >= 400:

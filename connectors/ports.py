@@ -66,7 +66,7 @@ class ProjectSpec:
 class ErpProject:
     id: int
     number: str  # assigned by the ERP: the enterprise project code
-    task_ids: dict[str, int] = field(default_factory=dict)  # task name -> id
+    task_ids: dict[str, int] = field(default_factory=dict, hash=False)  # task name -> id
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,10 @@ class PsaProject:
     id: int
     identifier: str
     url: str
+    # WBS phase -> parent issue id, task name -> issue id: what the project holds now, not
+    # part of its identity (a project grown by a newer template is the same project).
+    phase_ids: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
+    task_ids: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def create_app(settings: Settings) -> faust.App:
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
 
-    lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.entities]
+    lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.emitted]
 
     # Committed-offset lag, as a Kafka exporter would report it for this group.
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]

@@ -173,6 +173,19 @@ def cmd_exceptions(args: argparse.Namespace, settings: Settings) -> int:
     return exceptions_cli.run(args, settings)
 
 
+def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.deals.trace import render
+    from streams.deals.trace_read import read_trace
+
+    trace = read_trace(settings, args.deal)
+    if args.json:
+        entries = [e.plain() for e in trace.entries]
+        print(json.dumps({"saga_key": trace.saga_key, "entries": entries}, indent=2))
+    else:
+        print("\n".join(render(trace)))
+    return 0 if trace.entries else 1
+
+
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
@@ -227,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     reference_cli.add_subcommands(sub)
     commands["reference"] = reference_cli.run
+
+    p = sub.add_parser(
+        "trace", help="one deal's saga: CRM event, commands and results per system, exception"
+    )
+    p.add_argument("deal", help="CRM opportunity id (006...) or saga key crm:opportunity:...")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    commands["trace"] = cmd_trace
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

@@ -50,6 +50,11 @@ class Route:
     partition_by: str | None = None
 
 
+# Canonical entities no route maps: the quote-to-cash saga publishes them once it has learned
+# them from the ERP and the PSA (streams/deals/canonical.py).
+DERIVED = ("contract", "project", "task")
+
+
 @dataclass(frozen=True)
 class Topology:
     routes: list[Route]
@@ -99,7 +104,13 @@ class Topology:
 
     @property
     def entities(self) -> list[str]:
+        """Entities the routes map from raw changes."""
         return sorted({r.entity for r in self.routes})
+
+    @property
+    def emitted(self) -> list[str]:
+        """Every canonical entity pssync publishes: mapped by routes or learned by the saga."""
+        return sorted({*self.entities, *DERIVED})
 
 
 def topology(settings: Settings) -> Topology:
@@ -160,7 +171,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     raw = [
         TopicSpec(route.raw_topic, p, r, {"cleanup.policy": "compact,delete"}) for route in t.routes
     ]
-    canonical = [TopicSpec(t.output(e), p, r, {"cleanup.policy": "compact"}) for e in t.entities]
+    canonical = [TopicSpec(t.output(e), p, r, {"cleanup.policy": "compact"}) for e in t.emitted]
     analytics = [
         TopicSpec(t.analytics(e), p, r, {"cleanup.policy": "compact"})
         for e in analytics_entities(settings, t)

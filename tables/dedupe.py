@@ -12,19 +12,16 @@ partition, so Faust's recovery reads them back unchanged.
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import faust
-from confluent_kafka import Message as KafkaMessage
-from faust.streams import _current_event
-from faust.types import TP, TableT
+from faust.types import TableT
 
 from streams.output import Output
+from tables.json_table import JsonTable
 
 
 class Verdict(Enum):
@@ -100,32 +97,16 @@ def dedupe_table(app: faust.App, partitions: int) -> TableT[str, Any]:
     )
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """Stands in for the event a store write belongs to: stores read its partition."""
-
-    message: Any
-
-
-@dataclass(frozen=True)
-class _Partition:
-    partition: int
-
-
 class Positions:
-    """Reads and batch-writes the dedupe table."""
+    """Reads and batch-writes the dedupe table (a JsonTable of Position values)."""
 
     def __init__(self, table: TableT[str, Any], output: Output) -> None:
-        self.table: Any = table  # its serializers and store are not in Faust's TableT
-        self.output = output
-        self.changelog = table.changelog_topic.get_topic_name()
-        # Newest changelog offset acknowledged per partition, noted from the producer's
-        # delivery thread and handed to the store on the event loop.
-        self._acked: dict[int, int] = {}
-        self._lock = threading.Lock()
+        self.store = JsonTable(table, output)
+        self.table: Any = table
+        self.changelog = self.store.changelog
 
     def get(self, key: str) -> Position | None:
-        return Position.from_json(self.table.data.get(key))
+        return Position.from_json(self.store.get(key))
 
     def write(self, positions: Iterable[tuple[int, str, Position]]) -> None:
         """Record (source partition, key, position) triples after their output is acked.
@@ -133,39 +114,4 @@ class Positions:
         The changelog records are flushed with the next batch, and always before the source
         offsets are committed (see streams/app.py): the state is never behind the commits.
         """
-        self._persist_acked_offsets()
-        topic = self.table.changelog_topic
-        by_partition: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-        for partition, key, position in positions:
-            value = position.to_json()
-            by_partition.setdefault(partition, []).append((key, value))
-            raw_key, _ = topic.prepare_key(key, self.table.key_serializer)
-            raw_value, _ = topic.prepare_value(value, self.table.value_serializer)
-            self.output.send(
-                self.changelog, raw_key, raw_value, partition=partition, on_delivery=self._noted
-            )
-        store = self.table.data
-        for partition, items in by_partition.items():
-            origin = _Origin(_Partition(partition))
-            _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
-            try:
-                for key, value in items:
-                    store[key] = value
-            finally:
-                _current_event.set(None)
-
-    def _noted(self, msg: KafkaMessage) -> None:
-        partition, offset = msg.partition(), msg.offset()
-        if partition is None or offset is None:
-            return
-        with self._lock:
-            if offset > self._acked.get(partition, -1):
-                self._acked[partition] = offset
-
-    def _persist_acked_offsets(self) -> None:
-        # What a Faust table does per changelog send: a RocksDB store then knows, after a
-        # restart, from where the changelog still has to be read.
-        with self._lock:
-            acked, self._acked = self._acked, {}
-        for partition, offset in acked.items():
-            self.table.data.set_persisted_offset(TP(self.changelog, partition), offset)
+        self.store.write((partition, key, pos.to_json()) for partition, key, pos in positions)

@@ -80,6 +80,10 @@ class TrytonErp:
         )
         return ErpCustomer(id=int(found[0]["id"]), code=code) if found else None
 
+    async def find_customer(self, code: str) -> ErpCustomer | None:
+        """The party of a customer code, if the ERP has one (read only)."""
+        return await self._party_by_code(code)
+
     async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer:
         existing = await self._party_by_code(spec.code)
         if existing is not None:
@@ -144,6 +148,14 @@ class TrytonErp:
             "project.work", "search_read", domain, 0, 2, [("id", "ASC")], ["id", "number"]
         )
         return found[0] if found else None
+
+    async def find_project(self, key: str) -> ErpProject | None:
+        """The project of a deal's correlation id with its ERP number, if any (read only)."""
+        company = await self._own_company()
+        found = await self._project_by_key(key, company.id)
+        if found is None:
+            return None
+        return ErpProject(id=int(found["id"]), number=str(found.get("number") or ""))
 
     async def ensure_project(self, spec: ProjectSpec) -> ErpProject:
         if spec.invoice_method not in INVOICE_METHODS:

@@ -89,6 +89,22 @@ class RedminePsa:
     def project_url(self, identifier: str) -> str:
         return f"{self.client.url}/projects/{identifier}"
 
+    async def find_project(self, erp_project_code: str) -> PsaProject | None:
+        """The project of an ERP project code, if any (read only): the oldest one holding
+        that code in its "ERP project code" field that is not a marked duplicate."""
+        field_id = await self._code_field_id()
+        found = await self.client.pages(
+            "/projects.json", "projects", {f"cf_{field_id}": erp_project_code}
+        )
+        mine = sorted(
+            (p for p in found if not str(p.get("name", "")).startswith(DUPLICATE_MARK)),
+            key=lambda p: int(p["id"]),
+        )
+        if not mine:
+            return None
+        ident = str(mine[0]["identifier"])
+        return PsaProject(id=int(mine[0]["id"]), identifier=ident, url=self.project_url(ident))
+
     # -- what the project needs to exist first ----------------------------------------------
 
     async def _role(self, name: str) -> int:
@@ -196,12 +212,14 @@ class RedminePsa:
             project = await self._ensure_project(spec)
             project_id = int(project["id"])
             await self._ensure_versions(project_id, spec)
-            await self._ensure_wbs(project_id, spec.tasks)
+            wbs = await self._ensure_wbs(project_id, spec.tasks)
             await self._ensure_members(project_id, members)
         return PsaProject(
             id=project_id,
             identifier=str(project["identifier"]),
             url=self.project_url(str(project["identifier"])),
+            phase_ids=wbs[0],
+            task_ids=wbs[1],
         )
 
     async def _ensure_project(self, spec: PsaProjectSpec) -> dict[str, Any]:
@@ -296,9 +314,14 @@ class RedminePsa:
                     raise exc.rejected("fix the billing milestone on the deal") from None
             have.add(milestone.name)
 
-    async def _ensure_wbs(self, project_id: int, tasks: tuple[TaskSpec, ...]) -> None:
+    async def _ensure_wbs(
+        self, project_id: int, tasks: tuple[TaskSpec, ...]
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """The WBS issues, found or made: (phase -> issue id, task name -> issue id)."""
+        phases: dict[str, int] = {}
+        ids: dict[str, int] = {}
         if not tasks:
-            return
+            return phases, ids
         issues = await self.client.pages(
             "/issues.json",
             "issues",
@@ -313,13 +336,15 @@ class RedminePsa:
             parent = have.get((None, phase))
             if parent is None:
                 parent = await self._issue(project_id, {"subject": phase})
+            phases[phase] = parent
             for task in (t for t in tasks if t.phase == phase):
-                if (parent, task.name) in have:
-                    continue
-                issue: dict[str, Any] = {"subject": task.name, "parent_issue_id": parent}
-                if task.effort_hours is not None:
-                    issue["estimated_hours"] = float(task.effort_hours)
-                have[(parent, task.name)] = await self._issue(project_id, issue)
+                if (parent, task.name) not in have:
+                    issue: dict[str, Any] = {"subject": task.name, "parent_issue_id": parent}
+                    if task.effort_hours is not None:
+                        issue["estimated_hours"] = float(task.effort_hours)
+                    have[(parent, task.name)] = await self._issue(project_id, issue)
+                ids[task.name] = have[(parent, task.name)]
+        return phases, ids
 
     async def _issue(self, project_id: int, fields: dict[str, Any]) -> int:
         try:

@@ -28,11 +28,12 @@ from faust.types import TP, Message
 from mode import BaseSignalT
 
 from connectors.ports import to_json
+from schemas import contracts
 from schemas.registry import Registry
-from schemas.serde import Decoder
+from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
-from streams.deals import plan
+from streams.deals import canonical, plan
 from streams.deals import saga as machine
 from streams.deals.assembly import Deal, Signal, decide, fire, on_child, on_opportunity
 from streams.deals.records import (
@@ -61,7 +62,7 @@ from streams.mappings.envelope import correlation_id
 from streams.metrics import metrics
 from streams.output import Output
 from streams.settings import Settings
-from streams.topology import Topology
+from streams.topology import DERIVED, Topology
 from tables.deals import DealTables
 from tables.views import View, ViewReader
 
@@ -105,6 +106,8 @@ class DealStage:
         self.clock = clock
         self.decoder = Decoder(registry.schema_by_id)
         self.encoders = Encoders(registry.register)
+        self.registry = registry
+        self.canonical_encoders: dict[str, Encoder] = {}
         self.opportunity_topic = topology.canonical(OPPORTUNITY)
         self.child_topics = {topology.canonical(e): e for e in CHILDREN}
         self.topics = {
@@ -135,6 +138,8 @@ class DealStage:
         ] + [(self.topology.exceptions, "exception")]
         for topic, schema in subjects:
             await asyncio.to_thread(self.encoders.register, topic, schema)
+        for entity in DERIVED:
+            await asyncio.to_thread(self._canonical_encoder, entity)
         waited = 0.0
         for name, view in self.views.items():
             while not await view.wait_ready(timeout=30):
@@ -318,18 +323,29 @@ class DealStage:
                     self._command(saga, "crm_writeback", effect.number, cid, to_json(notice), now)
             elif isinstance(effect, Resolve):
                 self._exception(saga, deal, effect, effect_at=now)
-            elif (
-                isinstance(effect, StepPassed)
-                and effect.step == "psa_project"
-                and saga.closed_won_at
-            ):
-                latency = max(0.0, effect.at - saga.closed_won_at)
-                metrics().closed_won_to_project.observe(latency)
+            elif isinstance(effect, StepPassed):
+                for entity, key, record in canonical.events(deal, saga, effect.step, self.ref, now):
+                    encoded = self._canonical_encoder(entity).encode(record)
+                    self.output.send(self.topology.canonical(entity), key.encode(), encoded)
+                    metrics().events_out.labels(STAGE, entity).inc()
+                if effect.step == "psa_project" and saga.closed_won_at:
+                    latency = max(0.0, effect.at - saga.closed_won_at)
+                    metrics().closed_won_to_project.observe(latency)
         work.sagas[saga.correlation_id] = (deal.partition, saga)
         if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
             self.parked.add(saga.correlation_id)
         else:
             self.parked.discard(saga.correlation_id)
+
+    def _canonical_encoder(self, entity: str) -> Encoder:
+        """The contract, project and task events the saga publishes (registers on first use)."""
+        enc = self.canonical_encoders.get(entity)
+        if enc is None:
+            topic = self.topology.canonical(entity)
+            enc = Encoder(self.registry.register, f"{topic}-value", contracts.schema_str(entity))
+            enc.schema_id  # noqa: B018 - register now, not in the middle of a batch
+            self.canonical_encoders[entity] = enc
+        return enc
 
     def _command(
         self, saga: Saga, step: str, attempt: int, command_id: str, payload: str, now: float

@@ -45,7 +45,7 @@ def _tombstone(key: str) -> dict[str, Any]:
 def sink_entities(topology: Topology) -> list[str]:
     """What lands in the target: every entity the routes emit and every reference set
     `pssync reference load` publishes (streams/reference/model.py)."""
-    return sorted({*topology.entities, *SECTIONS.values()})
+    return sorted({*topology.emitted, *SECTIONS.values()})
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -11,6 +11,7 @@ from schemas.conventions import canonical_id
 from streams.changes import Change
 from streams.errors import BadEventError
 from streams.mappings.envelope import envelope
+from streams.mappings.values import day
 
 SYSTEM = "crm"
 
@@ -54,7 +55,6 @@ ACCOUNT_STATUS = {
 }
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
-_EPOCH = date(1970, 1, 1)
 
 
 def _required(row: dict[str, Any], field: str, entity: str) -> Any:
@@ -78,17 +78,6 @@ def _number(value: Any, field: str, step: Decimal = _CENT) -> Decimal:
         return Decimal(str(value)).quantize(step)
     except InvalidOperation:
         raise BadEventError(f"{field}={value!r} is not a decimal number") from None
-
-
-def _date(value: Any, field: str) -> date | None:
-    if value is None:
-        return None
-    if isinstance(value, int):  # Debezium: days since epoch
-        return _EPOCH + timedelta(days=value)
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise BadEventError(f"{field}={value!r} is not a date") from None
 
 
 def _timestamp(value: Any, field: str) -> datetime | None:
@@ -211,7 +200,7 @@ def map_billing_milestone(change: Change, causation: str) -> tuple[str, dict[str
         "crm_id": str(_required(row, "id", entity)),
         "opportunity_id": opportunity,
         "name": str(_required(row, "name", entity)),
-        "due_date": _date(row.get("due_date__c"), "due_date__c"),
+        "due_date": day(row.get("due_date__c"), "due_date__c"),
         "amount": amount,
         "percent": percent,
         "currency": _currency(row, entity),
@@ -244,7 +233,7 @@ def map_opportunity(change: Change, causation: str) -> tuple[str, dict[str, Any]
         "is_won": bool(row.get("is_won")),
         "amount": _decimal(row.get("amount"), "amount"),
         "currency": currency,
-        "close_date": _date(row.get("close_date"), "close_date"),
+        "close_date": day(row.get("close_date"), "close_date"),
         "probability": None if probability is None else round(float(probability)),
         "billing_type": BILLING_TYPES.get(
             str(row.get("billing_type__c") or "").strip().lower(), "unknown"

@@ -9,7 +9,7 @@ a BadEventError saying to add one.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -18,10 +18,10 @@ from typing import Any
 from streams.changes import Change
 from streams.errors import BadEventError
 from streams.mappings.envelope import envelope
+from streams.mappings.values import day
 from streams.reference.model import ReferenceData, load
 
 SYSTEM = "erp"
-_EPOCH = date(1970, 1, 1)
 
 
 def _required(row: dict[str, Any], field: str, table: str) -> Any:
@@ -44,17 +44,6 @@ def _timestamp(row: dict[str, Any]) -> datetime | None:
     except ValueError:
         raise BadEventError(f"write_date={value!r} is not a timestamp") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _date(value: Any, field: str) -> date | None:
-    if value is None:
-        return None
-    if isinstance(value, int):  # Debezium: days since epoch
-        return _EPOCH + timedelta(days=value)
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        raise BadEventError(f"{field}={value!r} is not a date") from None
 
 
 def _active(row: dict[str, Any]) -> bool:
@@ -177,8 +166,8 @@ class ReferenceResolver:
             "name": str(row.get("description") or code),
             "jurisdiction": self._jurisdiction(code, profile["country"]),
             "rate_percent": rate,
-            "valid_from": _date(row.get("start_date"), "start_date"),
-            "valid_to": _date(row.get("end_date"), "end_date"),
+            "valid_from": day(row.get("start_date"), "start_date"),
+            "valid_to": day(row.get("end_date"), "end_date"),
             "is_active": _active(row),
         }
         return code, {"envelope": env, "data": data}

@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 
 from connectors.ports import CustomerSpec, ProjectSpec, PsaProjectSpec, from_json
-from connectors.psa import psa_identifier
 from streams.deals import plan
 from streams.deals.assembly import Deal
 from streams.deals.model import (
@@ -215,9 +214,7 @@ def test_unknown_billing_type_is_a_business_exception() -> None:
 def test_psa_command_is_named_by_the_erp_project_code() -> None:
     payload = plan.payload("psa_project", deal(), saga(project_code="PRJ/0042"), reference())
     spec = from_json(PsaProjectSpec, payload)
-    # The PSA port's own derivation, so the port and the saga agree (not "prj-prj-0042").
-    assert spec.identifier == psa_identifier("PRJ/0042") == "prj-0042"
-    assert spec.erp_project_code == "PRJ/0042"
+    assert spec.identifier == "prj-0042" and spec.erp_project_code == "PRJ/0042"
     assert spec.name == "PRJ/0042 Acme platform"
     assert [(m.name, m.amount) for m in spec.milestones] == [("Go-live", Decimal("5000.00"))]
     assert [(x.login, x.role) for x in spec.members] == [("PM@example.com", "Manager")]
@@ -245,7 +242,6 @@ def test_writeback_carries_what_the_saga_learned() -> None:
 
 
 def test_identifier_is_valid_for_the_psa() -> None:
-    # The saga names the project as the PSA port finds it again: one derivation.
-    assert plan.psa_identifier is psa_identifier
     assert plan.psa_identifier("1") == "p-1"
     assert plan.psa_identifier(" Proj 7/B ") == "proj-7-b"
+    assert plan.psa_identifier("PRJ-00042") == "prj-00042"

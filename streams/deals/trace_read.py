@@ -1,0 +1,91 @@
+"""Reads one deal's records for its trace (`pssync trace`), without a consumer group.
+
+Every saga topic is keyed by the saga key and produced with pssync's partitioner, so only the
+deal's partition of each topic is read (schemas.conventions.partition_for).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from schemas.conventions import partition_for
+from schemas.registry import Registry
+from schemas.serde import Decoder
+from streams.deals import exceptions
+from streams.deals.trace import Trace, assemble
+from streams.errors import KafkaUnavailableError
+from streams.mappings.crm import opportunity_key
+from streams.mappings.envelope import correlation_id
+from streams.security import kafka_config
+from streams.settings import COMMAND_TARGETS, Settings
+from streams.topology import topology
+
+
+def saga_key_of(deal: str) -> str:
+    """The saga key of a deal named by its CRM id (006...) or already by its saga key."""
+    return deal if deal.startswith("crm:") else opportunity_key(deal)
+
+
+def _read_key(settings: Settings, topic: str, key: bytes, timeout: float) -> list[bytes]:
+    """The values of `key` on its partition of `topic`, oldest first (none if no topic)."""
+    consumer = Consumer(
+        kafka_config(
+            settings, **{"group.id": f"pssync-trace-{uuid.uuid4()}", "enable.auto.commit": False}
+        )
+    )
+    try:
+        try:
+            md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        except Exception as exc:  # librdkafka raises KafkaException
+            raise KafkaUnavailableError(f"cannot list {topic}: {exc}") from exc
+        if md is None or md.error is not None or not md.partitions:
+            return []
+        partition = partition_for(key, len(md.partitions))
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topic, partition), timeout=timeout
+        )
+        if high <= low:
+            return []
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        values: list[bytes] = []
+        while True:
+            msg = consumer.poll(timeout)
+            if msg is None:
+                raise KafkaUnavailableError(
+                    f"{topic}[{partition}]: nothing read within {timeout:.0f}s before offset "
+                    f"{high}; is Kafka up (PSSYNC_KAFKA_BOOTSTRAP)?"
+                )
+            if msg.error():
+                continue
+            value = msg.value()
+            if msg.key() == key and value is not None:
+                values.append(value)
+            if (msg.offset() or 0) + 1 >= high:
+                return values
+    finally:
+        consumer.close()
+
+
+def read_trace(settings: Settings, deal: str, timeout: float = 15.0) -> Trace:
+    """The trace of a deal (CRM id or saga key) from what pssync's topics hold now."""
+    key = saga_key_of(deal)
+    raw = key.encode()
+    topo = topology(settings)
+    decoder = Decoder(Registry(settings).schema_by_id)
+
+    def decoded(topic: str) -> list[dict[str, Any]]:
+        return [decoder.decode(v) for v in _read_key(settings, topic, raw, timeout)]
+
+    commands = [c for t in COMMAND_TARGETS for c in decoded(topo.commands(t))]
+    commands.sort(key=lambda c: (c["issued_at"], c["command_id"]))
+    return assemble(
+        key,
+        correlation_id(key),
+        decoded(topo.canonical("opportunity")),
+        commands,
+        decoded(topo.results),
+        exceptions.load(settings).get(key),
+    )

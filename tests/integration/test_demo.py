@@ -1,0 +1,164 @@
+"""`pssync demo` and `pssync trace` on the real stack, in a sandbox of their own.
+
+The demo deploys every connector its settings name; in the sandbox those are its own CRM,
+ERP and PSA connectors (own topic prefixes, slots and publications on the shared ERP and
+PSA databases), removed again afterwards with everything else the sandbox made.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import create_engine, text
+
+from connectors.debezium import erp_connector, psa_connector, slot_name
+from connectors.kafka_connect import ConnectClient
+from connectors.sql import db_url, server_engine
+from streams.admin import delete_topics
+from streams.security import kafka_config
+from streams.settings import Settings
+from tests.integration.conftest import SliceEnv
+from tests.sandbox import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _drop_source(settings: Settings, name: str, prefix: str, database: str) -> None:
+    """A connector the demo deployed: the connector, its slot, its publication, its topics."""
+    ConnectClient(settings.connect_url).delete(name)
+    slot = slot_name(prefix)
+    admin = server_engine(settings.crm_db)
+    try:
+        with admin.connect() as conn:
+            for _ in range(30):
+                try:  # the slot stays active until the task has really stopped
+                    conn.execute(
+                        text(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM "
+                            "pg_replication_slots WHERE slot_name = :s"
+                        ),
+                        {"s": slot},
+                    )
+                    break
+                except Exception:  # noqa: BLE001 - slot still in use, retry
+                    time.sleep(1)
+    finally:
+        admin.dispose()
+    db = settings.erp_db if database == "erp" else settings.psa_db
+    engine = create_engine(db_url(db), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP PUBLICATION IF EXISTS "{slot}"'))
+    finally:
+        engine.dispose()
+    _drop_topics(settings, prefix)
+
+
+def _drop_topics(settings: Settings, prefix: str) -> None:
+    """The raw topics Connect created for a topic prefix, and its heartbeat topic."""
+    topics = AdminClient(kafka_config(settings)).list_topics(timeout=10).topics
+    mine = [t for t in topics if t.startswith(f"{prefix}.") or t.endswith(f".{prefix}")]
+    if mine:
+        delete_topics(settings, mine)
+
+
+@pytest.fixture
+def demo_env(slice_env: SliceEnv) -> Iterator[SliceEnv]:
+    """The sandbox, plus removal of the ERP and PSA connectors the demo deploys in it."""
+    settings = slice_env.settings
+    try:
+        yield slice_env
+    finally:
+        for connector, prefix, db in (
+            (erp_connector(settings), settings.erp_topic_prefix, "erp"),
+            (psa_connector(settings), settings.psa_topic_prefix, "psa"),
+        ):
+            _drop_source(settings, connector["name"], prefix, db)
+
+
+# The demo's own wait for line items is irrelevant (they commit before the deals close).
+@pytest.mark.parametrize("slice_env", [{"PSSYNC_DEAL_LINE_WAIT": "30"}], indirect=True)
+def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: Path) -> None:
+    env = {**demo_env.env, "PSSYNC_STACK_DIR": str(tmp_path / "stack")}
+
+    def demo() -> str:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "demo", "--count", "30"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        took = time.monotonic() - started
+        log = tmp_path / "stack" / "logs" / "worker.log"
+        tail = log.read_text(errors="replace")[-4000:] if log.exists() else ""
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n--- worker log\n{tail}"
+        print(done.stdout)  # shown with -s: what a user sees
+        assert took < 180, f"demo took {took:.0f}s"
+        return done.stdout
+
+    # Run twice: the second run has deals of its own and finds everything else in place.
+    first, out = demo(), demo()
+    assert "the reference topics already hold this file" in out
+
+    # Every valid deal provisioned: an ERP party, an ERP project number, a Redmine project.
+    crm = create_engine(db_url(demo_env.settings.crm_db))
+    with crm.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, currency_iso_code, sync_status__c, project_code__c, "
+                "psa_project_url__c FROM sales.opportunity WHERE id LIKE '006Q%' ORDER BY id"
+            )
+        ).all()
+    crm.dispose()
+    assert len(rows) == 12
+    rows = [r for r in rows if r[0] in out]
+    assert len(rows) == 6 and not any(r[0] in first for r in rows)
+    for crm_id, currency, status, code, url in rows:
+        if currency == "JPY":
+            assert status == "exception: currency_not_allowed"
+            assert f"pssync exceptions show crm:opportunity:{crm_id}" in out
+            continue
+        assert status == "provisioned" and code and url
+        assert f"project {code}" in out and url in out
+    assert "what to fix" in out and "JPY" in out
+    assert re.search(r"ERP +customer party \d+ \(code crm:account:001Q", out)
+
+    # The trace names every step with its system and ids, in order.
+    milestone_deal = next(r[0] for r in rows if r[0].endswith("2"))
+    traced = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "trace", milestone_deal, "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert traced.returncode == 0, traced.stderr
+    entries = json.loads(traced.stdout)["entries"]
+    done_steps = [(e["system"], e["what"]) for e in entries if e["status"] == "done"]
+    assert done_steps == [
+        ("erp", "erp customer"),
+        ("erp", "erp project"),
+        ("psa", "psa project"),
+        ("crm", "crm writeback"),
+    ]
+    assert [e["what"] for e in entries if e["system"] == "crm" and e["status"] == "captured"] == [
+        "opportunity negotiation",
+        "opportunity closed won",
+    ]
+    psa = next(e for e in entries if e["what"] == "psa project" and e["status"] == "done")
+    assert psa["ids"]["url"].endswith(psa["ids"]["identifier"])
+    writeback = next(e for e in entries if e["what"].startswith("crm writeback ->"))
+    assert writeback["ids"]["sync status"] == "provisioned"
+    stamps = [e["at"] for e in entries]
+    assert None not in stamps and stamps == sorted(stamps)
