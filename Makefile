@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart bench-saga soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ bench-quick: install $(QUIX_VENV)/.installed
 
 bench-slice: up
 	$(BIN)/python bench/slice_bench.py
+
+# Closed-won -> PSA project latency over SAGA_ARGS (default 100 deals, one closed every 2 s):
+# the whole stack, the ERP and the PSA included.
+bench-saga: up
+	$(BIN)/python bench/saga_latency.py $(SAGA_ARGS)
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
 bench-restart: install
