@@ -321,6 +321,9 @@ class Settings:
     saga_deadline: float = 300.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
     startup_wait: float = 120.0
+    # Seconds without a heartbeat before the group gives a silent worker's partitions away:
+    # how long a killed worker's partitions wait (Faust's default is 60).
+    session_timeout: float = 20.0
     # Seconds an unavailable application is retried before the worker stops (nothing skipped).
     command_retry_for: float = 600.0
     erp_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["erp"]
@@ -419,6 +422,7 @@ class Settings:
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
+            session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
             psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),

@@ -237,7 +237,7 @@ def test_two_workers_share_the_load_and_a_killed_one_loses_and_doubles_nothing(
         lambda: (
             len(env.target_rows("stage = 'closed_won'")) == 2000 and len(env.target_rows()) == total
         ),
-        # The group notices the dead member after its session timeout (60 s) only.
+        # The group notices the dead member after its session timeout (PSSYNC_SESSION_TIMEOUT) only.
         timeout=360,
         what="all rows after the rebalance",
     )

@@ -17,8 +17,8 @@ class FaultKind(Enum):
     @property
     def needs_steady_group(self) -> bool:
         # A worker restarted after SIGKILL waits for the dead member's session to expire
-        # (Faust's 60 s) before it is Ready. Faults that touch the group or the broker wait for
-        # that; target and Connect faults do not involve the group and may overlap it.
+        # (PSSYNC_SESSION_TIMEOUT) before it is Ready. Faults that touch the group or the
+        # broker wait for that; target and Connect faults may overlap it.
         return self in (FaultKind.BROKER_KILL, FaultKind.REBALANCE_KILL, FaultKind.WORKER_KILL)
 
 
@@ -54,7 +54,7 @@ def _schedule(
 
 def short(rng: random.Random) -> Profile:
     K = FaultKind
-    # Connect and target faults sit inside the first worker's 60 s rejoin; ~5 minutes in all.
+    # Connect and target faults may overlap the first worker's rejoin; ~5 minutes in all.
     kinds = [K.WORKER_KILL, K.CONNECT_KILL, K.TARGET_OUTAGE, K.BROKER_KILL, K.WORKER_KILL,
              K.REBALANCE_KILL]
     return Profile("short", 12.0, 0.01, 10.0, 120.0, _schedule(rng, kinds, 10.0, 18.0, 8.0))
