@@ -29,9 +29,8 @@ from tables.dedupe import Positions, dedupe_table
 log = logging.getLogger(__name__)
 
 
-def _report_lag(settings: Settings, topics: list[str]) -> None:
+def _report_lag(replayer: Replayer, settings: Settings, topics: list[str]) -> None:
     gauge = metrics().consumer_lag
-    replayer = Replayer(settings, timeout=10)
     for topic in topics:
         try:
             for partition, lag in replayer.lag(settings.app_id, topic).items():
@@ -92,10 +91,13 @@ def create_app(settings: Settings) -> faust.App:
 
     lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.emitted]
 
-    # Committed-offset lag, as a Kafka exporter would report it for this group.
+    # Committed-offset lag, as a Kafka exporter would report it for this group: one admin
+    # client for the worker's life, not one per report.
+    lag_admin = Replayer(settings, timeout=10)
+
     @app.timer(interval=15.0)  # type: ignore[untyped-decorator]
     async def report_lag() -> None:
-        await asyncio.to_thread(_report_lag, settings, lag_topics)
+        await asyncio.to_thread(_report_lag, lag_admin, settings, lag_topics)
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:

@@ -17,7 +17,12 @@ log = logging.getLogger("pssync")
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faulthandler
+
     from faust.worker import Worker
+
+    # A crash in a native library (librdkafka, RocksDB) prints every thread's Python stack.
+    faulthandler.enable(all_threads=True)
 
     from streams.admin import ensure_topics
     from streams.app import create_app

@@ -61,7 +61,18 @@ class Replayer:
         futures = self.admin.list_offsets(
             {TopicPartition(topic, p): spec for p in parts}, request_timeout=self.timeout
         )
-        return {tp.partition: f.result().offset for tp, f in futures.items()}
+        # Every answer is awaited before one error is raised: requests left in flight when
+        # the client is released have crashed the process (librdkafka) during broker restarts.
+        found: dict[int, int] = {}
+        errors: list[KafkaException] = []
+        for tp, f in futures.items():
+            try:
+                found[tp.partition] = f.result().offset
+            except KafkaException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return found
 
     def active_members(self, group: str) -> int:
         desc = self.admin.describe_consumer_groups([group])[group].result()
