@@ -16,7 +16,7 @@ from connectors.ports import (
     TaskSpec,
     to_json,
 )
-from connectors.psa.redmine import psa_identifier as redmine_identifier
+from connectors.psa.redmine import psa_identifier  # the PSA adapter's one rule
 from streams.deals.assembly import Deal
 from streams.deals.model import Opportunity
 from streams.deals.reference import Reference
@@ -44,12 +44,6 @@ def _learned(saga: Saga, name: str, step: str) -> str:
             "step_out_of_order", f"{name} is not known yet: step {step} must pass first"
         )
     return value
-
-
-def psa_identifier(project_code: str) -> str:
-    """The PSA project identifier of an ERP project code: the PSA adapter's one rule
-    (PRJ-00042 -> prj-00042), so the project is found again by it."""
-    return redmine_identifier(project_code)
 
 
 def customer_spec(deal: Deal, saga: Saga, ref: Reference) -> CustomerSpec:
