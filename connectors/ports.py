@@ -111,6 +111,30 @@ class CrmWriteBack:
     sync_error: str | None = None
 
 
+@dataclass(frozen=True)
+class CrmInvoiceStatus:
+    """A deal's invoicing on its CRM opportunity: fields pssync owns (their CDC is its echo)."""
+
+    opportunity_id: str  # the CRM's id of the opportunity
+    project_code: str
+    invoiced_to_date: Decimal  # net, posted and paid invoices, in `currency`
+    currency: str
+    last_invoice_number: str | None
+    last_invoice_status: str | None  # posted, paid, cancelled (the ERP's words)
+    payment_status: str  # none, unpaid, partially_paid, paid
+    changed_at: float = 0.0  # when the ERP committed the invoice change behind it (latency)
+
+
+@dataclass(frozen=True)
+class PsaProjectFinancials:
+    """A project's invoicing and revenue in the PSA's project custom fields."""
+
+    erp_project_code: str  # how the project is found (its "ERP project code" field)
+    invoiced_to_date: Decimal
+    recognized_revenue: Decimal
+    changed_at: float = 0.0  # when the ERP committed the invoice change behind it (latency)
+
+
 class Erp(Protocol):
     async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer: ...
 
@@ -120,9 +144,13 @@ class Erp(Protocol):
 class Psa(Protocol):
     async def ensure_project(self, spec: PsaProjectSpec) -> PsaProject: ...
 
+    async def set_financials(self, spec: PsaProjectFinancials) -> None: ...
+
 
 class Crm(Protocol):
     async def write_back(self, change: CrmWriteBack) -> None: ...
+
+    async def write_invoice_status(self, status: CrmInvoiceStatus) -> None: ...
 
 
 # -- JSON form of the specs and results, as saga commands and results carry them ----------

@@ -29,6 +29,10 @@
   billing milestones of an opportunity) is keyed by its own canonical id but produced to the
   partition its parent's key maps to (`partition_for`), so a consumer of the parent's
   partition sees the parent and its children together, in order.
+- Invoice stage topics: ``[<namespace>.]invoice.changes`` (the ERP's invoice header and line
+  changes, keyed by the canonical invoice id ``erp:invoice:<id>``) and
+  ``[<namespace>.]invoice.facts`` (what one invoice says about one project, keyed by the
+  project code); value = JSON, internal to pssync (streams/agents/invoices.py).
 - Subjects: TopicNameStrategy, ``<topic>-value``; keys are plain strings, not registered.
 - Compatibility per subject: BACKWARD_TRANSITIVE for entities (consumers upgrade first and
   must read every record still on the topic); FULL for reference data (small sets read by
@@ -47,7 +51,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "command", "deal")
+DLQ_STAGES = ("normalize", "sink", "command", "deal", "invoice")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -106,6 +110,14 @@ def exceptions_topic(kind: str = "business", namespace: str = "") -> str:
 
 def dlq_reruns_topic(namespace: str = "") -> str:
     return _ns(namespace, "dlq.reruns")
+
+
+def invoice_changes_topic(namespace: str = "") -> str:
+    return _ns(namespace, "invoice.changes")
+
+
+def invoice_facts_topic(namespace: str = "") -> str:
+    return _ns(namespace, "invoice.facts")
 
 
 def value_subject(topic: str) -> str:

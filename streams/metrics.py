@@ -33,6 +33,8 @@ class Metrics:
     commands_in_flight: Gauge
     rate_limit_waits: Counter
     rate_limit_wait_seconds: Counter
+    writeback_latency: Histogram
+    invoices_unresolved: Gauge
 
 
 @cache
@@ -160,6 +162,19 @@ def metrics() -> Metrics:
             "pssync_rate_limit_wait_seconds",
             "Time requests spent waiting for the application's rate limit",
             ["target"],
+            registry=r,
+        ),
+        writeback_latency=Histogram(
+            "pssync_writeback_latency_seconds",
+            "Source commit (e.g. an invoice posted in the ERP) to the write-back applied in the "
+            "target application, by target and step (crm_invoice_status, psa_financials)",
+            ["target", "step"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        invoices_unresolved=Gauge(
+            "pssync_invoices_unresolved",
+            "Posted or paid invoices of this worker with lines whose project is not known yet",
             registry=r,
         ),
     )

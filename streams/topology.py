@@ -17,6 +17,8 @@ from schemas.conventions import (
     dlq_reruns_topic,
     dlq_topic,
     exceptions_topic,
+    invoice_changes_topic,
+    invoice_facts_topic,
     raw_topic,
     saga_commands_topic,
     saga_control_topic,
@@ -53,6 +55,11 @@ class Route:
 # Canonical entities no route maps: the quote-to-cash saga publishes them once it has learned
 # them from the ERP and the PSA (streams/deals/canonical.py).
 DERIVED = ("contract", "project", "task")
+# Canonical entities the invoice stage assembles from the ERP's invoices (streams/invoices).
+INVOICED = ("invoice", "billing_event", "revenue_schedule")
+# ERP tables the invoice stage reads: invoice headers and lines, and project works (a view).
+INVOICE_TABLES = ("account_invoice", "account_invoice_line")
+WORK_TABLE = "project_work"
 
 
 @dataclass(frozen=True)
@@ -93,10 +100,17 @@ class Topology:
     def dlq_reruns(self) -> str:
         return dlq_reruns_topic(self.namespace)
 
-
     @property
     def saga_control(self) -> str:
         return saga_control_topic(self.namespace)
+
+    @property
+    def invoice_changes(self) -> str:
+        return invoice_changes_topic(self.namespace)
+
+    @property
+    def invoice_facts(self) -> str:
+        return invoice_facts_topic(self.namespace)
 
     @property
     def exceptions(self) -> str:
@@ -110,7 +124,7 @@ class Topology:
     @property
     def emitted(self) -> list[str]:
         """Every canonical entity pssync publishes: mapped by routes or learned by the saga."""
-        return sorted({*self.entities, *DERIVED})
+        return sorted({*self.entities, *DERIVED, *INVOICED})
 
 
 def topology(settings: Settings) -> Topology:
@@ -200,6 +214,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + audit
         + reruns
         + deal_topic_specs(settings, t)
+        + invoice_topic_specs(settings, t)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -222,3 +237,21 @@ def deal_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
         TopicSpec(t.exceptions, p, r, compact),
     ]
     return inputs + views + commands + saga
+
+
+def erp_raw(settings: Settings, table: str) -> str:
+    return raw_topic(settings.erp_topic_prefix, "public", table)
+
+
+def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
+    """What the invoice stage reads and writes besides canonical topics: the ERP's raw
+    invoice and project-work topics (as Connect would create them) and its two internal
+    topics, keyed by invoice and by project."""
+    p, r = settings.partitions, settings.replication
+    raw = {"cleanup.policy": "compact,delete"}
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    return [
+        *(TopicSpec(erp_raw(settings, x), p, r, raw) for x in (*INVOICE_TABLES, WORK_TABLE)),
+        TopicSpec(t.invoice_changes, p, r, month),
+        TopicSpec(t.invoice_facts, p, r, month),
+    ]

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from connectors.ports import CrmWriteBack
+from connectors.ports import CrmInvoiceStatus, CrmWriteBack
 from streams.errors import ApplicationUnavailableError, CommandRejectedError
 from streams.settings import Settings, redact_url
 
@@ -58,11 +58,32 @@ class SqlCrm:
                     "the command must name the account",
                 )
             account["erp_customer_id__c"] = change.erp_customer_id
+        await self._write(change.opportunity_id, opportunity, account, change.account_id)
+
+    async def write_invoice_status(self, status: CrmInvoiceStatus) -> None:
+        """The deal's invoicing on its opportunity; written only when a value differs."""
+        await self._write(
+            status.opportunity_id,
+            {
+                "invoiced_to_date__c": status.invoiced_to_date,
+                "last_invoice_number__c": status.last_invoice_number,
+                "last_invoice_status__c": status.last_invoice_status,
+                "payment_status__c": status.payment_status,
+            },
+        )
+
+    async def _write(
+        self,
+        opportunity_id: str,
+        opportunity: dict[str, Any],
+        account: dict[str, Any] | None = None,
+        account_id: str | None = None,
+    ) -> None:
         try:
             async with self._engine.begin() as conn:
                 if account:
-                    await _update(conn, "account", str(change.account_id), account, stamp=False)
-                await _update(conn, "opportunity", change.opportunity_id, opportunity, stamp=True)
+                    await _update(conn, "account", str(account_id), account, stamp=False)
+                await _update(conn, "opportunity", opportunity_id, opportunity, stamp=True)
         except (OperationalError, InterfaceError) as exc:
             raise ApplicationUnavailableError(
                 SYSTEM, f"cannot write to the CRM at {self.url} ({type(exc.orig).__name__})"
@@ -72,7 +93,7 @@ class SqlCrm:
             reason = str(exc.orig).splitlines()[0] if exc.orig is not None else type(exc).__name__
             raise CommandRejectedError(
                 SYSTEM,
-                f"write-back to opportunity {change.opportunity_id} refused ({reason}); fix "
+                f"write-back to opportunity {opportunity_id} refused ({reason}); fix "
                 "the value, or grant the write-back role what connectors/sql/crm.sql grants",
             ) from exc
 

@@ -28,14 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connectors.ports import Member, PsaProject, PsaProjectSpec, TaskSpec
+from connectors.ports import Member, PsaProject, PsaProjectFinancials, PsaProjectSpec, TaskSpec
 from connectors.psa.rest import SYSTEM, RedmineClient, Unprocessable
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
 
 CODE_FIELD = "ERP project code"
+# Project custom fields (float) pssync owns: the project's invoicing and revenue.
+INVOICED_FIELD = "Invoiced to date"
+REVENUE_FIELD = "Recognized revenue"
 PM_GROUP = "Project managers"
 PLACEHOLDER_PREFIX = "Placeholder: "
 # The role a placeholder holds in a project; roles not listed are staffed as Developer.
@@ -104,6 +108,39 @@ class RedminePsa:
             return None
         ident = str(mine[0]["identifier"])
         return PsaProject(id=int(mine[0]["id"]), identifier=ident, url=self.project_url(ident))
+
+    async def set_financials(self, spec: PsaProjectFinancials) -> None:
+        """Invoiced to date and recognized revenue on the project of an ERP project code,
+        written only when a value differs from what the project shows."""
+        project = await self.find_project(spec.erp_project_code)
+        if project is None:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"no Redmine project holds ERP project code {spec.erp_project_code!r}; "
+                "provision it (the deal's saga) or correct the invoice's project",
+            )
+        answer = await self.client.get(f"/projects/{project.id}.json") or {}
+        shown = {
+            str(f.get("name")): (int(f["id"]), f.get("value"))
+            for f in answer.get("project", {}).get("custom_fields", [])
+        }
+        wanted = {INVOICED_FIELD: spec.invoiced_to_date, REVENUE_FIELD: spec.recognized_revenue}
+        missing = sorted(set(wanted) - set(shown))
+        if missing:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"project custom field(s) {', '.join(map(repr, missing))} not visible to the "
+                "integration user; create them (float, visible, editable) as psa_setup.rb does",
+            )
+        changes = [
+            {"id": shown[name][0], "value": str(value)}
+            for name, value in wanted.items()
+            if _amount(shown[name][1]) != value
+        ]
+        if changes:
+            await self.client.put(
+                f"/projects/{project.id}.json", {"project": {"custom_fields": changes}}
+            )
 
     # -- what the project needs to exist first ----------------------------------------------
 
@@ -372,3 +409,11 @@ class RedminePsa:
                 if not exc.taken():
                     raise exc.rejected("fix the project's members on the deal") from None
             have[principal] = {}
+
+
+def _amount(value: object) -> Decimal | None:
+    """A float custom field's value as Redmine shows it ("" when unset)."""
+    try:
+        return None if value in (None, "") else Decimal(str(value))
+    except InvalidOperation:
+        return None

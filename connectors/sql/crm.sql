@@ -100,3 +100,15 @@ GRANT SELECT (id, project_code__c, psa_project_url__c, sync_status__c, sync_erro
       UPDATE (project_code__c, psa_project_url__c, sync_status__c, sync_error__c,
               last_synced_at__c)
     ON sales.opportunity TO pssync_crm_writeback;
+
+-- Invoicing of the deal, written back from the ERP's invoices (pssync owns these too; their
+-- change data is its echo). Additive, like everything above.
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS invoiced_to_date__c numeric(18, 2);
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS last_invoice_number__c text;
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS last_invoice_status__c text;
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS payment_status__c text;
+GRANT SELECT (invoiced_to_date__c, last_invoice_number__c, last_invoice_status__c,
+              payment_status__c),
+      UPDATE (invoiced_to_date__c, last_invoice_number__c, last_invoice_status__c,
+              payment_status__c)
+    ON sales.opportunity TO pssync_crm_writeback;

@@ -39,9 +39,11 @@ from faust.types import Message
 
 from connectors.applications import PortFactory
 from connectors.ports import (
+    CrmInvoiceStatus,
     CrmWriteBack,
     CustomerSpec,
     ProjectSpec,
+    PsaProjectFinancials,
     PsaProjectSpec,
     from_json,
     to_json,
@@ -100,10 +102,27 @@ TARGETS: tuple[CommandTarget, ...] = (
         ),
     ),
     CommandTarget(
-        "psa", (Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),)
+        "psa",
+        (
+            Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),
+            # Invoicing and revenue of a project (streams/agents/invoices.py).
+            Step(
+                "psa_financials",
+                PsaProjectFinancials,
+                lambda psa, spec: psa.set_financials(spec),
+            ),
+        ),
     ),
     CommandTarget(
-        "crm", (Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),)
+        "crm",
+        (
+            Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),
+            Step(
+                "crm_invoice_status",
+                CrmInvoiceStatus,
+                lambda crm, spec: crm.write_invoice_status(spec),
+            ),
+        ),
     ),
 )
 
@@ -223,6 +242,13 @@ class CommandStage:
             error = f"{target}: unexpected {type(exc).__name__} applying {step.name}: {exc}"
         elapsed = time.monotonic() - started
         m.command_apply.labels(target, step.name).observe(elapsed)
+        # Specs that carry when their source changed (invoice write-backs) measure the whole
+        # way: source commit -> applied in the target application.
+        changed_at = getattr(command.spec, "changed_at", 0.0)
+        if status == "done" and changed_at:
+            m.writeback_latency.labels(target, step.name).observe(
+                max(0.0, time.time() - changed_at)
+            )
         m.commands.labels(target, step.name, status).inc()
         self._send_result(command, status, output, error, elapsed)
 
