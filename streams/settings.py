@@ -316,6 +316,9 @@ class Settings:
     # Seconds a closed-won deal waits for line items still missing before it is judged on
     # what it has (line items and the deal commit separately in the CRM).
     deal_line_wait: float = 30.0
+    # Seconds a posted invoice's line of unknown project is looked up again (the project's
+    # events may be a moment behind); after it, the line stays unassigned until it changes.
+    invoice_project_wait: float = 300.0
     # Seconds from closed-won by which the PSA project should exist (the seed's SLO: 5 min);
     # a saga still open after it counts as late.
     saga_deadline: float = 300.0
@@ -420,6 +423,7 @@ class Settings:
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
+            invoice_project_wait=_float(e, "PSSYNC_INVOICE_PROJECT_WAIT", 300.0),
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
@@ -469,6 +473,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_DEAL_LINE_WAIT={self.deal_line_wait}: seconds to wait for late line "
                 "items must be 0 or more, e.g. 30"
+            )
+        if self.invoice_project_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_INVOICE_PROJECT_WAIT={self.invoice_project_wait}: seconds to look up "
+                "an invoice line's project again must be 0 or more, e.g. 300"
             )
         if self.saga_deadline <= 0:
             raise ConfigError(

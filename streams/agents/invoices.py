@@ -135,8 +135,8 @@ class InvoiceStage:
         self.encoders = Encoders(registry.register)
         self.canonical: dict[str, Encoder] = {}
         self.lock = asyncio.Lock()
-        # Counted invoices with a line of unknown project: key -> partition (timer re-checks).
-        self.pending: dict[str, int] = {}
+        # Counted invoices with a line of unknown project: key -> (partition, look until).
+        self.pending: dict[str, tuple[int, float]] = {}
 
     async def prepare(self) -> None:
         if self.reader is not None:
@@ -198,8 +198,11 @@ class InvoiceStage:
             return
         async with self.lock:
             batch = Batch()
-            for key, partition in list(self.pending.items()):
-                if partition not in owned:
+            now = self.clock()
+            for key, (partition, until) in list(self.pending.items()):
+                if partition not in owned or now > until:
+                    if now > until:
+                        metrics().dropped.labels(STAGE, "invoice_line", "unknown_project").inc()
                     self.pending.pop(key, None)
                     continue
                 invoice = self.tables.invoice(key)
@@ -208,13 +211,13 @@ class InvoiceStage:
                     continue
                 batch.invoices[key] = invoice
                 batch.dirty_invoices.add(key)
-            self._settle(batch, self.clock())
+            self._settle(batch, now, recheck=True)
             await self._finish(batch)
         metrics().invoices_unresolved.set(len(self.pending))
 
-    def _settle(self, batch: Batch, now: float) -> None:
+    def _settle(self, batch: Batch, now: float, recheck: bool = False) -> None:
         for key in sorted(batch.dirty_invoices):
-            self._publish_invoice(batch, key, now)
+            self._publish_invoice(batch, key, now, recheck)
         for code in sorted(batch.dirty_ledgers):
             self._publish_ledger(batch, code, now)
 
@@ -293,16 +296,18 @@ class InvoiceStage:
     def _invoice(self, batch: Batch, key: str, partition: int) -> Invoice:
         return batch.invoices.get(key) or self.tables.invoice(key) or Invoice(key, partition)
 
-    def _publish_invoice(self, batch: Batch, key: str, now: float) -> None:
+    def _publish_invoice(self, batch: Batch, key: str, now: float, recheck: bool) -> None:
         invoice = batch.invoices[key]
         if not invoice.customer_invoice():
             return  # a supplier invoice, or lines whose header has not come yet
         resolved: records.Resolved = {}
-        for line_id, _ in invoice.billed_lines():
-            code = self.lookups.project_code(line_id)
+        for line_id, row in invoice.billed_lines():
+            code = self.lookups.project_code(line_id, row)
             resolved[line_id] = self.lookups.project(code) if code else None
         if invoice.status() in COUNTED and None in resolved.values():
-            self.pending[key] = invoice.partition
+            if not recheck:  # a change of the invoice starts a new wait
+                wait = self.settings.invoice_project_wait
+                self.pending[key] = (invoice.partition, now + wait)
         else:
             self.pending.pop(key, None)
         emitted = dict(invoice.emitted)

@@ -5,10 +5,11 @@ An invoice is assembled from two captured tables, its header (account_invoice) a
 assembled invoice is the same whatever order, and however often, the changes arrive.
 
 Each invoice line bills one project: the project work (project or task) whose
-`invoice_line` points at it, which is how Tryton's project invoicing links them; a task
-counts for the project above it. Per project an invoice becomes one `Fact` (its net amount
-on that project, its status, number and date), and a project's `Ledger` keeps the newest
-fact of every invoice that ever billed it.
+`invoice_line` points at it, which is how Tryton's project invoicing links them (a task
+counts for the project above it); a credit note's line bills the project of the line it
+credits (its `origin`, `account.invoice.line,<id>`). Per project an invoice becomes one
+`Fact` (its net amount on that project, its status, number and date), and a project's
+`Ledger` keeps the newest fact of every invoice that ever billed it.
 
 Revenue recognition: as billed. A project's recognized revenue is the net (untaxed) amount
 of its lines on posted or paid invoices, in the project currency; posting recognizes it,
@@ -45,7 +46,16 @@ HEADER_FIELDS = (
     "tax_amount_cache",
     "total_amount_cache",
 )
-LINE_FIELDS = ("id", "invoice", "type", "quantity", "unit_price", "description", "product")
+LINE_FIELDS = (
+    "id",
+    "invoice",
+    "type",
+    "quantity",
+    "unit_price",
+    "description",
+    "product",
+    "origin",
+)
 
 # Tryton's invoice states -> the canonical InvoiceStatus.
 STATUS = {

@@ -20,6 +20,8 @@ from tables.views import View
 # Project works climbed from a task to its project at most this deep (Tryton has no cycles;
 # the bound keeps a corrupt row from looping).
 MAX_DEPTH = 32
+# The origin Tryton gives a credit note's line: the line it credits.
+CREDITED = "account.invoice.line,"
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,13 @@ class Lookups:
         self.works = works
         self.projects = projects
 
-    def project_code(self, line_id: str) -> str | None:
+    def project_code(self, line_id: str, row: dict[str, Any] | None = None) -> str | None:
+        """The project an invoice line bills: through the work invoiced by it, or for a
+        credit note's line through the line it credits."""
         work = self.works.get(f"line:{line_id}")
+        origin = str((row or {}).get("origin") or "")
+        if work is None and origin.startswith(CREDITED):
+            work = self.works.get(f"line:{origin[len(CREDITED) :]}")
         depth = 0
         while work is not None and work.type != "project" and depth < MAX_DEPTH:
             work = self.works.get(f"work:{work.parent}") if work.parent else None
