@@ -9,6 +9,7 @@ database; the results are read from the CRM's table and Redmine's REST API.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -203,7 +204,7 @@ def test_invoices_posted_paid_and_credited_reach_the_crm_and_the_psa(
 
     # Each write-back changed something: no write repeated a value, no echo re-provisioned.
     writes = _invoice_writes(env, crm_id)
-    assert all(x != y for x, y in zip(writes, writes[1:], strict=False)), writes
+    assert all(x != y for x, y in itertools.pairwise(writes)), writes
     payloads = [c["payload"] for c in _commands(k, "crm_invoice_status")]
     assert len({c["command_id"] for c in _commands(k, "crm_invoice_status")}) == len(payloads)
     assert _writebacks(env, crm_id) == 1
