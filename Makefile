@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart bench-saga soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart bench-saga bench-invoices soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ bench-slice: up
 # the whole stack, the ERP and the PSA included.
 bench-saga: up
 	$(BIN)/python bench/saga_latency.py $(SAGA_ARGS)
+
+# Invoice posted in Tryton -> CRM opportunity updated, over N invoices (INVOICE_ARGS).
+bench-invoices: up
+	$(BIN)/python bench/invoice_latency.py $(INVOICE_ARGS)
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
 bench-restart: install

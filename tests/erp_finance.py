@@ -57,9 +57,21 @@ class Finance:
             done.append(str(task.name))
         return done
 
+    def finish_one(self, code: str) -> str:
+        """Finish the project's next task not done yet: its name."""
+        for task in self._project(code).children:
+            if task.progress != 1:
+                return self.finish_tasks(code, {str(task.name)})[0]
+        raise AssertionError(f"project {code} has no task left to finish")
+
     def invoice_project(self, code: str) -> int:
         """Invoice what the project has to invoice (its Invoice button): the new draft's id."""
         project = self._project(code)
+        party = project.party
+        if not party.addresses:
+            # Finance completes the customer first: an invoice needs an invoice address.
+            party.addresses.new(street="Billing address")
+            party.save()
         Invoice = Model.get("account.invoice")
         before = {i.id for i in Invoice.find([("party", "=", project.party.id)])}
         project.click("invoice")

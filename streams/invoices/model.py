@@ -45,6 +45,8 @@ HEADER_FIELDS = (
     "untaxed_amount_cache",
     "tax_amount_cache",
     "total_amount_cache",
+    "move",
+    "cancel_move",
 )
 LINE_FIELDS = (
     "id",
@@ -194,6 +196,8 @@ class Fact:
     changed_at: float  # when the ERP committed the change that made this version
     correlation_id: str
     opportunity_id: str | None = None
+    move: str | None = None  # the invoice's accounting move
+    cancel_move: str | None = None  # the move that cancelled it (a refund's move, if any)
 
 
 @dataclass(frozen=True)
@@ -230,13 +234,19 @@ def apply_fact(ledger: Ledger, fact: Fact) -> Ledger:
 
 
 def summarize(ledger: Ledger, currency: str) -> Summary:
-    counted = [f for f in ledger.invoices.values() if f.status in COUNTED and f.amount != ZERO]
+    """What the CRM and the PSA show of a project's invoices.
+
+    A posted invoice cancelled with a refunding credit note (Tryton's "credit with refund")
+    is cancelled, and the credit note's move is the invoice's cancel move: that credit note
+    is the cancellation itself, so it neither counts nor is the last invoice; a credit note
+    issued on its own (partial credit) counts with its negative amount.
+    """
+    refunds = {f.cancel_move for f in ledger.invoices.values() if f.status == "void"}
+    refunds.discard(None)
+    facts = [f for f in ledger.invoices.values() if f.amount != ZERO and f.move not in refunds]
+    counted = [f for f in facts if f.status in COUNTED]
     invoiced = cents(sum((f.amount for f in counted), ZERO))
-    numbered = [
-        f
-        for f in ledger.invoices.values()
-        if f.number and f.status in COUNTED | {"void"} and f.amount != ZERO
-    ]
+    numbered = [f for f in facts if f.number and f.status in COUNTED | {"void"}]
     last = max(
         numbered,
         key=lambda f: (f.invoice_date or date.min, int_or(f.number or ""), f.number or ""),

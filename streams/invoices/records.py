@@ -144,6 +144,10 @@ def invoice_data(invoice: Invoice, resolved: Resolved) -> dict[str, Any]:
     }
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
 def ref_code(ref: ProjectRef | None) -> str | None:
     return ref.code if ref else None
 
@@ -247,6 +251,8 @@ def facts(invoice: Invoice, resolved: Resolved) -> dict[str, Fact]:
             changed_at=invoice.changed_at,
             correlation_id=refs[code].correlation_id or flow_id(invoice.key),
             opportunity_id=refs[code].opportunity_id,
+            move=_text(row.get("move")),
+            cancel_move=_text(row.get("cancel_move")),
         )
         for code, amount in amounts.items()
     }
@@ -268,6 +274,8 @@ def detached(invoice: Invoice, code: str) -> Fact:
         invoice_date=invoice_date(invoice),
         changed_at=invoice.changed_at,
         correlation_id=flow_id(invoice.key),
+        move=_text(row.get("move")),
+        cancel_move=_text(row.get("cancel_move")),
     )
 
 

@@ -268,3 +268,25 @@ def test_a_line_moved_to_another_project_detaches_the_first() -> None:
     assert set(records.facts(invoice, {"11": PROJECT})) == {PROJECT.code}
     assert set(records.facts(invoice, {"11": other})) == {"PRJ-00002"}
     assert records.detached(invoice, PROJECT.code).amount == 0
+
+
+def test_a_refunding_credit_note_is_the_cancellation_not_a_second_credit() -> None:
+    a = dataclasses.replace(_fact(1, 3, "paid", Decimal("300.00")), move="71")
+    b = dataclasses.replace(
+        _fact(2, 4, "cancelled", Decimal("100.00")), move="72", cancel_move="73"
+    )
+    c = dataclasses.replace(
+        _fact(3, 5, "paid", Decimal("-100.00")), move="73", invoice_date=date(2026, 12, 1)
+    )
+    ledger = Ledger(PROJECT.code, 0)
+    for fact in (c, a, b):
+        ledger = apply_fact(ledger, fact)
+    summary = summarize(ledger, "EUR")
+    assert summary.invoiced_to_date == Decimal("300.00")
+    assert (summary.last_invoice_number, summary.last_invoice_status) == ("INV0002", "cancelled")
+    assert summary.payment_status == "paid"
+    # A credit note on its own (no invoice cancelled by it) reduces what was invoiced.
+    alone = Ledger(PROJECT.code, 0)
+    for fact in (a, c):
+        alone = apply_fact(alone, fact)
+    assert summarize(alone, "EUR").invoiced_to_date == Decimal("200.00")
