@@ -71,7 +71,7 @@ bench-saga: up
 
 # Invoice posted in Tryton -> CRM opportunity updated, over N invoices (INVOICE_ARGS).
 bench-invoices: up
-	$(BIN)/python bench/invoice_latency.py $(INVOICE_ARGS)
+	PYTHONPATH=. $(BIN)/python bench/invoice_latency.py $(INVOICE_ARGS)
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
 bench-restart: install

@@ -86,6 +86,8 @@ class Finance:
         invoice.click("post")
         invoice.reload()
         return {
+            # The post transaction's time in the ERP (Tryton's write_date, UTC).
+            "posted_at": invoice.write_date.replace(tzinfo=datetime.UTC).timestamp(),
             "number": invoice.number,
             "state": invoice.state,
             "untaxed": invoice.untaxed_amount,

@@ -391,8 +391,11 @@ class InvoiceStage:
                 payment_status=summary.payment_status,
                 changed_at=at,
             )
+        untouched = summary.invoices == 0 and summary.last_invoice_number is None
         for target, spec in specs.items():
             values = to_json(dataclasses.replace(spec, changed_at=0.0))
+            if target not in sent and untouched:
+                continue  # only drafts so far: the applications have nothing to show yet
             if sent.get(target) != values:
                 self._command(ref, target, spec, values, now)
                 sent[target] = values
