@@ -60,6 +60,9 @@ INVOICED = ("invoice", "billing_event", "revenue_schedule")
 # ERP tables the invoice stage reads: invoice headers and lines, and project works (a view).
 INVOICE_TABLES = ("account_invoice", "account_invoice_line")
 WORK_TABLE = "project_work"
+# ... and, for projects invoiced on timesheets, timesheet lines and works (views too).
+TIMESHEET_LINE_TABLE = "timesheet_line"
+TIMESHEET_WORK_TABLE = "timesheet_work"
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,10 @@ def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
     raw = {"cleanup.policy": "compact,delete"}
     month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
-        *(TopicSpec(erp_raw(settings, x), p, r, raw) for x in (*INVOICE_TABLES, WORK_TABLE)),
+        *(
+            TopicSpec(erp_raw(settings, x), p, r, raw)
+            for x in (*INVOICE_TABLES, WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
+        ),
         TopicSpec(t.invoice_changes, p, r, month),
         TopicSpec(t.invoice_facts, p, r, month),
     ]

@@ -74,9 +74,14 @@ from streams.invoices.model import (
 from streams.invoices.sources import (
     Lookups,
     ProjectRef,
+    Timesheet,
     Work,
     project_of,
     raw_row,
+    row_id_aliases,
+    timesheet_aliases,
+    timesheet_of,
+    timesheet_work_of,
     work_aliases,
     work_of,
 )
@@ -84,7 +89,14 @@ from streams.mappings.envelope import correlation_id as flow_id
 from streams.metrics import metrics
 from streams.output import Output
 from streams.settings import Settings
-from streams.topology import INVOICED, WORK_TABLE, Topology, erp_raw
+from streams.topology import (
+    INVOICED,
+    TIMESHEET_LINE_TABLE,
+    TIMESHEET_WORK_TABLE,
+    WORK_TABLE,
+    Topology,
+    erp_raw,
+)
 from tables.codec import decode, encode
 from tables.invoices import InvoiceTables
 from tables.views import View, ViewReader
@@ -148,7 +160,7 @@ class InvoiceStage:
         for entity in INVOICED:
             await asyncio.to_thread(self._encoder, entity)
         waited = 0.0
-        for view in (self.lookups.works, self.lookups.projects):
+        for view in self.lookups.views:
             while not await view.wait_ready(timeout=30):
                 waited += 30
                 log.warning("invoice stage: view %s not caught up after %.0fs", view.topic, waited)
@@ -428,7 +440,13 @@ def open_lookups(settings: Settings, topology: Topology, registry: Registry) -> 
     decoder = Decoder(registry.schema_by_id)
     works: View[Work] = View(erp_raw(settings, WORK_TABLE), raw_row, work_of, work_aliases)
     projects: View[ProjectRef] = View(topology.canonical("project"), decoder.decode, project_of)
-    return Lookups(works, projects)
+    timesheets: View[Timesheet] = View(
+        erp_raw(settings, TIMESHEET_LINE_TABLE), raw_row, timesheet_of, timesheet_aliases
+    )
+    timesheet_works: View[str] = View(
+        erp_raw(settings, TIMESHEET_WORK_TABLE), raw_row, timesheet_work_of, row_id_aliases
+    )
+    return Lookups(works, projects, timesheets, timesheet_works)
 
 
 def register(
@@ -441,7 +459,7 @@ def register(
     tables: InvoiceTables,
 ) -> InvoiceStage:
     lookups = open_lookups(settings, topology, registry)
-    reader = ViewReader(settings, [lookups.works, lookups.projects])
+    reader = ViewReader(settings, lookups.views)
     stage = InvoiceStage(settings, topology, output, registry, tables, lookups, reader)
     topic = bytes_topic(app, *sorted(stage.topics))
     attach(app, runners, topic, STAGE, stage, settings)

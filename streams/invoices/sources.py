@@ -1,8 +1,13 @@
 """Where the invoice stage's lookups come from: the one place that reads their fields.
 
 - ERP project works (the raw `project_work` topic, read whole as a view): which work an
-  invoice line bills (`project_work.invoice_line`, set by Tryton's project invoicing) and
-  the project above a task (`parent`), whose `number` is the project code.
+  invoice line bills (`project_work.invoice_line`, set by Tryton's project invoicing on
+  effort) and the project above a task (`parent`), whose `number` is the project code.
+- ERP timesheet lines and works (raw `timesheet_line`, `timesheet_work`, views): for
+  projects invoiced on timesheets, the timesheet lines an invoice line bills
+  (`timesheet_line.invoice_line`), their timesheet work, and the project work that is its
+  origin (`timesheet_work.origin`, `project.work,<id>`). Only invoiced timesheet lines are
+  kept.
 - Projects (canonical.project, published by the closed-won saga): project code -> the deal
   (opportunity, correlation id), customer, legal entity, currency, PSA project.
 """
@@ -22,6 +27,8 @@ from tables.views import View
 MAX_DEPTH = 32
 # The origin Tryton gives a credit note's line: the line it credits.
 CREDITED = "account.invoice.line,"
+# The origin of a timesheet work made for a project work.
+PROJECT_WORK = "project.work,"
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,48 @@ def work_of(_key: str, change: dict[str, Any]) -> Work | None:
     )
 
 
+@dataclass(frozen=True)
+class Timesheet:
+    """An invoiced timesheet line: the invoice line that bills it and its timesheet work."""
+
+    id: str
+    invoice_line: str
+    work: str
+
+
+def timesheet_of(_key: str, change: dict[str, Any]) -> Timesheet | None:
+    row = change.get("after")
+    if change.get("op") == "d" or not isinstance(row, dict):
+        return None
+    line, work = _text(row.get("invoice_line")), _text(row.get("work"))
+    if line is None or work is None:
+        return None  # not invoiced: nothing to look up by
+    return Timesheet(str(row["id"]), line, work)
+
+
+def timesheet_aliases(_key: str, timesheet: Timesheet) -> Iterable[str]:
+    yield f"line:{timesheet.invoice_line}"
+
+
+def timesheet_work_of(_key: str, change: dict[str, Any]) -> str | None:
+    """The project work a timesheet work was made for (its id), if any."""
+    row = change.get("after")
+    if change.get("op") == "d" or not isinstance(row, dict):
+        return None
+    origin = str(row.get("origin") or "")
+    return origin[len(PROJECT_WORK) :] if origin.startswith(PROJECT_WORK) else None
+
+
+def row_id_aliases(key: str, _value: object) -> Iterable[str]:
+    """A raw topic's key is the row's JSON key ({"id": 5}); looked up as `id:5`."""
+    try:
+        decoded = json.loads(key)
+    except ValueError:
+        return
+    if isinstance(decoded, dict) and "id" in decoded:
+        yield f"id:{decoded['id']}"
+
+
 def work_aliases(_key: str, work: Work) -> Iterable[str]:
     yield f"work:{work.id}"
     if work.invoice_line is not None:
@@ -103,19 +152,42 @@ def project_of(key: str, record: dict[str, Any]) -> ProjectRef | None:
 
 
 class Lookups:
-    """Line -> project through the two views."""
+    """Line -> project through the views."""
 
-    def __init__(self, works: View[Work], projects: View[ProjectRef]) -> None:
+    def __init__(
+        self,
+        works: View[Work],
+        projects: View[ProjectRef],
+        timesheets: View[Timesheet] | None = None,
+        timesheet_works: View[str] | None = None,
+    ) -> None:
         self.works = works
         self.projects = projects
+        self.timesheets = timesheets
+        self.timesheet_works = timesheet_works
+
+    @property
+    def views(self) -> list[View[Any]]:
+        found: list[View[Any]] = [self.works, self.projects]
+        return found + [v for v in (self.timesheets, self.timesheet_works) if v is not None]
+
+    def _work_of_line(self, line_id: str) -> Work | None:
+        work = self.works.get(f"line:{line_id}")
+        if work is None and self.timesheets is not None and self.timesheet_works is not None:
+            timesheet = self.timesheets.get(f"line:{line_id}")
+            if timesheet is not None:
+                project_work = self.timesheet_works.get(f"id:{timesheet.work}")
+                if project_work is not None:
+                    work = self.works.get(f"work:{project_work}")
+        return work
 
     def project_code(self, line_id: str, row: dict[str, Any] | None = None) -> str | None:
         """The project an invoice line bills: through the work invoiced by it, or for a
         credit note's line through the line it credits."""
-        work = self.works.get(f"line:{line_id}")
+        work = self._work_of_line(line_id)
         origin = str((row or {}).get("origin") or "")
         if work is None and origin.startswith(CREDITED):
-            work = self.works.get(f"line:{origin[len(CREDITED) :]}")
+            work = self._work_of_line(origin[len(CREDITED) :])
         depth = 0
         while work is not None and work.type != "project" and depth < MAX_DEPTH:
             work = self.works.get(f"work:{work.parent}") if work.parent else None
