@@ -57,6 +57,27 @@ class Finance:
             done.append(str(task.name))
         return done
 
+    def log_time(self, code: str, task_name: str, hours: float) -> int:
+        """Time spent on a task, as a consultant's timesheet line (the task made available
+        for timesheets and priced by the hour first): the timesheet line's id."""
+        [product] = Model.get("product.product").find([("template.name", "=", PRODUCT)])
+        [task] = [t for t in self._project(code).children if t.name == task_name]
+        task.product = product
+        if not task.list_price:
+            task.list_price = Decimal("100")
+        task.timesheet_available = True
+        task.save()
+        task.reload()
+        [employee] = Model.get("company.employee").find([], limit=1)
+        line = Model.get("timesheet.line")(
+            employee=employee,
+            work=task.timesheet_works[0],
+            date=datetime.date.today(),
+            duration=datetime.timedelta(hours=hours),
+        )
+        line.save()
+        return int(line.id)
+
     def finish_one(self, code: str) -> str:
         """Finish the project's next task not done yet: its name."""
         for task in self._project(code).children:

@@ -216,3 +216,43 @@ def test_invoices_posted_paid_and_credited_reach_the_crm_and_the_psa(
     again = len(_commands(k, "crm_invoice_status")) + len(_commands(k, "psa_financials"))
     assert again == sent
     assert _crm_invoicing(env, crm_id)[0] == a["untaxed"]
+
+
+@pytest.mark.parametrize("slice_env", [PARAMS], indirect=True)
+def test_a_time_and_materials_invoice_finds_its_project_through_timesheets(
+    erp_capture: SliceEnv, psa_api: httpx.Client
+) -> None:
+    """Invoiced on timesheets: the invoice line bills timesheet lines, whose timesheet work
+    was made for a task of the deal's project."""
+    env = erp_capture
+    k = Kafka(env)
+    _reference(env, k)
+    env.worker().start()
+    account, crm_id = _new_id("001W"), _new_id("006W")
+    _account(env, account)
+    _crm_tx(env, _open_deal(crm_id, account))  # time and materials
+    _children_landed(env, [crm_id])
+    env.crm(CLOSE_WON, {"id": crm_id})
+    code = str(_provisioned(env, crm_id)["project_code__c"])
+    finance = Finance(env.settings)
+
+    finance.log_time(code, "Kick-off workshop", 3)
+    finance.log_time(code, "Recommendations", 2)
+    invoice = finance.invoice_project(code)
+    posted = finance.post(invoice)
+    want = (posted["untaxed"], posted["number"], "posted", "unpaid")
+    _wait(env, lambda: _crm_invoicing(env, crm_id) == want, "the T&M invoice in the CRM", 90)
+    amount = posted["untaxed"]
+    _wait(
+        env,
+        lambda: _psa_financials(psa_api, code) == {INVOICED_FIELD: amount, REVENUE_FIELD: amount},
+        "the T&M invoice in the PSA",
+        90,
+    )
+    latest = {  # each line's newest event (the topic is compacted, not yet compacted)
+        m.key(): k.decoder.decode(m.value())["data"]
+        for m in read_all(env.settings, topology(env.settings).canonical("billing_event"))
+    }
+    mine = [e for e in latest.values() if e and e["invoice_id"] == f"erp:invoice:{invoice}"]
+    assert {e["kind"] for e in mine} == {"time"}
+    assert sum(e["amount"] for e in mine) == amount
