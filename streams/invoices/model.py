@@ -115,10 +115,13 @@ class Invoice:
 
     @property
     def version(self) -> int:
-        seqs = [p.seq for p in self.lines.values()]
-        if self.header is not None:
-            seqs.append(self.header.seq)
-        return max(seqs, default=-1)
+        """Grows with every change the invoice takes, whatever order they came in: the sum
+        of its parts' source positions (a merge only ever raises one, or adds a part). The
+        newest position alone would not do: a line's later change can arrive before the
+        header's earlier one, and the header's then changes the invoice at the same maximum.
+        """
+        header = self.header.seq if self.header is not None else 0
+        return header + sum(p.seq for p in self.lines.values())
 
     @property
     def changed_at(self) -> float:

@@ -229,7 +229,7 @@ def test_records_carry_the_deal_and_the_project() -> None:
     data = records.invoice_data(invoice, resolved)
     record = records.invoice_record(invoice, resolved, data, now=2.0)
     assert record["envelope"]["correlation_id"] == PROJECT.correlation_id
-    assert record["envelope"]["entity_version"] == 5
+    assert record["envelope"]["entity_version"] == 9  # 5 (header) + 4 (line)
     assert data["status"] == "open" and data["amount"] == Decimal("300.00")
     assert data["lines"][0]["project_id"] == PROJECT.code
     [(key, event)] = records.billing_events(invoice, resolved, now=2.0)
