@@ -69,6 +69,7 @@ from streams.invoices.model import (
     merge_header,
     merge_line,
     pick,
+    statuses,
     summarize,
 )
 from streams.invoices.sources import (
@@ -376,7 +377,8 @@ class InvoiceStage:
             return
         summary = summarize(ledger, ref.currency)
         at = changed_at(ledger)
-        version = max((f.version for f in ledger.invoices.values()), default=0)
+        # Grows with every fact the ledger takes (each invoice's version only grows).
+        version = sum(f.version for f in ledger.invoices.values())
         sent = dict(ledger.sent)
         revenue = records.revenue_record(ledger, ref, summary, version, at, now)
         revenue_signature = records.signature(
@@ -404,22 +406,29 @@ class InvoiceStage:
                 changed_at=at,
             )
         untouched = summary.invoices == 0 and summary.last_invoice_number is None
+        # The CRM hears of every posted, paid or cancelled invoice, even one that changes none
+        # of its values (the adapter then writes nothing): its result is the invoice's "CRM
+        # updated" for the monitor. The PSA shows amounts only.
+        seen = json.dumps(sorted(statuses(ledger)))
         for target, spec in specs.items():
             values = to_json(dataclasses.replace(spec, changed_at=0.0))
+            if target == "crm":
+                values += seen
             if target not in sent and untouched:
                 continue  # only drafts so far: the applications have nothing to show yet
             if sent.get(target) != values:
-                self._command(ref, target, spec, values, now)
+                self._command(ref, target, spec, f"{values}@{version}", now)
                 sent[target] = values
         batch.ledgers[code] = dataclasses.replace(ledger, sent=sent, revenue=revenue_signature)
 
-    def _command(self, ref: ProjectRef, target: str, spec: Any, values: str, now: float) -> None:
+    def _command(self, ref: ProjectRef, target: str, spec: Any, identity: str, now: float) -> None:
         step = STEPS[target]
         cid = ref.correlation_id or flow_id(ref.code)
         saga_key = ref.opportunity_id or ref.code
-        digest = hashlib.sha256(values.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
         record = {
-            # Same values, same id: a re-issued write-back is recognisably the same command.
+            # From the values and the ledger's version: a write-back re-issued from the same
+            # state (a replay) has the same id; the same values later on, a new one.
             "command_id": f"{cid}:{step}:{digest}",
             "correlation_id": cid,
             "saga_key": saga_key,

@@ -275,6 +275,15 @@ def summarize(ledger: Ledger, currency: str) -> Summary:
     )
 
 
+def statuses(ledger: Ledger) -> list[tuple[str, str]]:
+    """(invoice, status) of the invoices the CRM is told about: posted, paid or cancelled."""
+    return sorted(
+        (f.invoice, f.status)
+        for f in ledger.invoices.values()
+        if f.status in COUNTED | {"void"} and f.amount != ZERO
+    )
+
+
 def changed_at(ledger: Ledger) -> float:
     """When the newest invoice change the ledger holds was committed in the ERP."""
     return max((f.changed_at for f in ledger.invoices.values()), default=0.0)

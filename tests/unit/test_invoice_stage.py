@@ -4,13 +4,12 @@ ERP changes of a few invoices (created, posted, paid, cancelled; lines edited) a
 to the stage as Kafka would: per row in order, across rows in any interleaving, in batches
 of any size, with redeliveries; what the stage sends to its own topics is delivered back the
 same way. At the end the newest CRM write-back of the deal says what the model says, no
-write-back repeats the one before it, and delivering everything again sends nothing.
+write-back was issued twice, and delivering everything again sends nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -249,11 +248,8 @@ def test_the_crm_ends_where_the_model_does_whatever_the_delivery(
     pump([s[: rnd.randint(0, len(s))] for s in streams])
 
     decoder = Decoder(stage.registry.schema_by_id, json.loads(saga.schema_str(saga.COMMAND)))
-    crm = [
-        from_json(CrmInvoiceStatus, decoder.decode(v)["payload"])
-        for t, _, v in out.sent
-        if t == TOPO.commands("crm")
-    ]
+    commands = [decoder.decode(v) for t, _, v in out.sent if t == TOPO.commands("crm")]
+    crm = [from_json(CrmInvoiceStatus, c["payload"]) for c in commands]
     counted = {i: v for i, v in model.items() if v[0] in ("posted", "paid") and v[1] != 0}
     invoiced = sum((a for _, a, _ in counted.values()), Decimal("0.00"))
     if crm:
@@ -270,11 +266,8 @@ def test_the_crm_ends_where_the_model_does_whatever_the_delivery(
             if paid
             else "unpaid"
         )
-    values = [
-        (c.invoiced_to_date, c.last_invoice_number, c.last_invoice_status, c.payment_status)
-        for c in crm
-    ]
-    assert all(a != b for a, b in itertools.pairwise(values)), values
+    # Every command is new (same values and invoices, same id: none was issued twice).
+    assert len({c["command_id"] for c in commands}) == len(commands)
     if counted:
         assert crm, "a posted invoice must reach the CRM"
 
