@@ -12,8 +12,9 @@ Three hops, each keyed by what it keeps state about, in one stage on four topics
    project works and canonical.project (views, streams/invoices/sources.py);
 3. `invoice.facts` -> the project's ledger (`invoice-ledger`) -> the canonical revenue
    schedule, and `crm_invoice_status` / `psa_financials` commands to the command stages when
-   what the CRM or the PSA shows would change (and only then: a replayed change leaves the
-   ledger as it is and issues nothing; the adapters also write only what differs).
+   what the PSA shows would change, and for the CRM also when an invoice is posted, paid or
+   cancelled (a replayed change leaves the ledger as it is and issues nothing; the adapters
+   write only what differs).
 
 pssync's own write-backs come back as CDC of the CRM opportunity (fields the opportunity's
 mapping does not read, so its canonical event equals the deal's state: an echo the deal
