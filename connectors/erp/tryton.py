@@ -8,6 +8,11 @@
   project code.
 - Tasks = child works of type task, found by name under the project (the ERP keeps them
   flat: phases are the PSA's work breakdown).
+- Timesheet lines = `timesheet.line` on the timesheet work of a task (made available for
+  timesheets when it is not yet), for the employee whose party's `code` is the person's
+  canonical resource id; found again by a marker at the end of their `description` (the
+  line's `uuid` is read-only to the API). One line per time entry: a correction writes it,
+  a reversal deletes it; a line with an invoice line is left alone and reported.
 
 An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
@@ -19,13 +24,41 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.erp.rpc import SYSTEM, TrytonRpc
-from connectors.ports import CustomerSpec, ErpCustomer, ErpProject, ProjectSpec, TaskSpec
+from connectors.ports import (
+    DONE,
+    POST,
+    REJECTED,
+    CustomerSpec,
+    ErpCustomer,
+    ErpProject,
+    Posting,
+    PostingOutcome,
+    ProjectSpec,
+    TaskSpec,
+    TimesheetLineSpec,
+)
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
 
 INVOICE_METHODS = ("manual", "effort", "progress", "timesheet")
 # The line in a project's comment that finds it again; the deal's correlation id follows.
 KEY_MARKER = "pssync deal: "
+
+
+# How a timesheet line names the time entry it posts: "<comment> [pssync <key>]".
+LINE_MARKER = "[pssync {}]"
+
+
+def line_description(comment: str, key: str) -> str:
+    marker = LINE_MARKER.format(key)
+    # Tryton's Char has no size limit here; keep a person's comment readable and short.
+    text = " ".join(comment.split())[:200]
+    return f"{text} {marker}" if text else marker
+
+
+def _key_of_description(description: str) -> str | None:
+    _head, sep, tail = (description or "").rpartition("[pssync ")
+    return tail[:-1] if sep and tail.endswith("]") else None
 
 
 def _like_literal(text: str) -> str:
@@ -36,6 +69,10 @@ def _like_literal(text: str) -> str:
 def _duration(hours: Decimal) -> dict[str, Any]:
     # TimeDelta fields travel as {"__class__": "timedelta", "seconds": ...}.
     return {"__class__": "timedelta", "seconds": float(hours * 3600)}
+
+
+def _date(value: Any) -> dict[str, Any]:
+    return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
 
 
 def _price(value: Decimal) -> dict[str, Any]:
@@ -247,3 +284,178 @@ class TrytonErp:
         if task.effort_hours is not None:
             values["effort_duration"] = _duration(task.effort_hours)
         return values
+
+    # -- timesheet lines (posting kind "time_entry") --------------------------------------
+
+    async def _lines_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
+        domain: list[Any] = ["OR"]
+        domain += [
+            ("description", "like", f"%{_like_literal(LINE_MARKER.format(k))}") for k in keys
+        ]
+        found = await self.rpc.model(
+            "timesheet.line",
+            "search_read",
+            domain,
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "description", "invoice_line"],
+        )
+        lines: dict[str, dict[str, Any]] = {}
+        for row in found:
+            key = _key_of_description(str(row.get("description") or ""))
+            if key is not None:
+                lines.setdefault(key, row)  # the oldest line of a key is the one
+        return lines
+
+    async def _timesheet_works(
+        self, wanted: set[tuple[int, str | None]], company: int
+    ) -> dict[tuple[int, str | None], int]:
+        """(project id, task name or None) -> timesheet.work id, for those the ERP has."""
+        projects = sorted({p for p, _ in wanted})
+        if not projects:
+            return {}
+        works = await self.rpc.model(
+            "project.work",
+            "search_read",
+            ["OR", ("id", "in", projects), ("parent", "in", projects)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "name", "parent", "timesheet_works"],
+        )
+        by_target: dict[tuple[int, str | None], dict[str, Any]] = {}
+        for w in works:
+            if int(w["id"]) in projects:
+                by_target.setdefault((int(w["id"]), None), w)
+            if w.get("parent") in projects:
+                by_target.setdefault((int(w["parent"]), str(w["name"])), w)
+        chosen = {t: by_target[t] for t in wanted if t in by_target}
+        closed = [int(w["id"]) for w in chosen.values() if not w.get("timesheet_works")]
+        if closed:
+            # Make the works bookable: Tryton then creates their timesheet works.
+            await self.rpc.model(
+                "project.work", "write", sorted(set(closed)), {"timesheet_available": True}
+            )
+        ids = sorted({int(w["id"]) for w in chosen.values()})
+        origins = await self.rpc.model(
+            "timesheet.work",
+            "search_read",
+            [("origin", "in", [f"project.work,{i}" for i in ids]), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "origin"],
+        )
+        by_origin: dict[int, int] = {}
+        for row in origins:
+            origin = str(row.get("origin") or "")
+            by_origin.setdefault(int(origin.rpartition(",")[2]), int(row["id"]))
+        return {t: by_origin[int(w["id"])] for t, w in chosen.items() if int(w["id"]) in by_origin}
+
+    async def _employees(self, codes: set[str], company: int) -> dict[str, int]:
+        """Party code (canonical resource id) -> employee of the company."""
+        if not codes:
+            return {}
+        found = await self.rpc.model(
+            "company.employee",
+            "search_read",
+            [("party.code", "in", sorted(codes)), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "party.code"],
+        )
+        out: dict[str, int] = {}
+        for row in found:
+            party = row.get("party.")
+            code = party.get("code") if isinstance(party, dict) else None
+            if code:
+                out.setdefault(str(code), int(row["id"]))
+        return out
+
+    async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """See `connectors.ports.Erp.post_timesheet_lines`: about four requests per batch."""
+        company = await self._own_company()
+        specs: list[TimesheetLineSpec] = [p.spec for p in postings if p.action == POST]
+        lines = await self._lines_by_key([p.key for p in postings])
+        works = await self._timesheet_works({(s.project_id, s.task) for s in specs}, company.id)
+        employees = await self._employees({s.employee for s in specs}, company.id)
+        outcomes: list[PostingOutcome | None] = [None] * len(postings)
+        creates: list[tuple[int, dict[str, Any]]] = []
+        writes: list[tuple[int, int, dict[str, Any]]] = []
+        deletes: list[tuple[int, int]] = []
+        for i, posting in enumerate(postings):
+            line = lines.get(posting.key)
+            line_id = int(line["id"]) if line else None
+            if line is not None and line.get("invoice_line"):
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    str(line_id),
+                    "invoiced",
+                    f"timesheet line {line_id} is already invoiced (invoice line "
+                    f"{line['invoice_line']}); the ERP keeps it as invoiced: credit the invoice "
+                    "in the ERP, or undo the change in the PSA",
+                )
+                continue
+            if posting.action != POST:
+                if line_id is None:
+                    outcomes[i] = PostingOutcome(posting.key, DONE)
+                else:
+                    deletes.append((i, line_id))
+                continue
+            spec: TimesheetLineSpec = posting.spec
+            work = works.get((spec.project_id, spec.task))
+            employee = employees.get(spec.employee)
+            if work is None:
+                where = f"task {spec.task!r} of " if spec.task else ""
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_task",
+                    f"the ERP has no {where}project work {spec.project_id}; create it in the "
+                    "ERP or book the time on an existing task",
+                )
+                continue
+            if employee is None:
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_person",
+                    f"the ERP has no employee whose party code is {spec.employee!r}; give the "
+                    "person's employee party that code in the ERP",
+                )
+                continue
+            values = {
+                "company": company.id,
+                "employee": employee,
+                "work": work,
+                "date": _date(spec.date),
+                "duration": _duration(spec.hours),
+                "description": line_description(spec.description, spec.key),
+            }
+            if line_id is None:
+                creates.append((i, values))
+            else:
+                writes.append((i, line_id, values))
+        if creates:
+            created = await self.rpc.model("timesheet.line", "create", [v for _, v in creates])
+            for (i, _), new_id in zip(creates, created, strict=True):
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(new_id))
+        if writes:
+            args: list[Any] = []
+            for _, line_id, values in writes:
+                args += [[line_id], {k: v for k, v in values.items() if k != "company"}]
+            await self.rpc.model("timesheet.line", "write", *args)
+            for i, line_id, _ in writes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(line_id))
+        if deletes:
+            await self.rpc.model("timesheet.line", "delete", [d for _, d in deletes])
+            for i, _ in deletes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE)
+        return [o for o in outcomes if o is not None]
