@@ -52,13 +52,8 @@ REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
 DLQ_STAGES = ("normalize", "sink", "command", "deal", "posting")
 LEVELS = (
-    "NONE",
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
+    "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
+    "FULL", "FULL_TRANSITIVE",
 )
 
 
