@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, normalize, postings, sink
+from streams.agents import commands, deal, normalize, postings, sink, timesheets
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -89,6 +89,8 @@ def create_app(settings: Settings) -> faust.App:
         registry,
         deal_tables(app, settings.partitions, output),
     )
+    # Joins postings.results through fanout: a stage of another posting kind may read it too.
+    timesheets.register(app, runners, settings, output, registry)
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
