@@ -16,11 +16,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 
 from connectors.debezium import erp_connector, psa_connector
@@ -30,7 +32,9 @@ from connectors.psa import psa_identifier
 from connectors.sql import db_url
 from schemas.registry import Registry
 from schemas.serde import Decoder
+from streams.admin import delete_topics
 from streams.mappings.envelope import correlation_id
+from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topology
 from tests.integration.conftest import SliceEnv
@@ -54,27 +58,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 PERSON = "psa:user:pssync"  # the PSA integration user books the time in this test
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[SliceEnv]:
+@contextmanager
+def capture_sandbox(tmp: Path, extra: dict[str, str]) -> Iterator[SliceEnv]:
+    """A sandbox (own CRM database, topics, namespace, group, connector secrets file) whose
+    own ERP and PSA connectors capture the stack's `erp` and `psa` databases."""
     base = Settings.from_env()
     sfx = "t" + uuid.uuid4().hex[:10]
     secrets = Path(base.connect_secrets_file).parent / f"it-{sfx}.properties"
     sandbox = create_sandbox(
         base,
         sfx,
-        tmp_path / "worker-data",
-        {
-            "PSSYNC_CONNECT_SECRETS_FILE": str(secrets),
-            "PSSYNC_BATCH_WITHIN": "0.1",
-            "PSSYNC_PARTITIONS": "2",
-            "PSSYNC_DEAL_LINE_WAIT": "120",
-            "PSSYNC_TIME_ENTRY_WAIT": "5",
-        },
+        tmp / "worker-data",
+        {"PSSYNC_CONNECT_SECRETS_FILE": str(secrets), "PSSYNC_BATCH_WITHIN": "0.1", **extra},
     )
     settings = sandbox.settings
     client = ConnectClient(settings.connect_url)
     connectors = [erp_connector(settings), psa_connector(settings)]
-    slice_env = SliceEnv(settings, sandbox.env, tmp_path)
+    slice_env = SliceEnv(settings, sandbox.env, tmp)
     try:
         for c in connectors:
             client.put(c["name"], c["config"])
@@ -90,11 +90,6 @@ def env(tmp_path: Path) -> Iterator[SliceEnv]:
         _drop_slot_and_publication(settings, settings.erp_db, settings.erp_topic_prefix)
         _drop_slot_and_publication(settings, settings.psa_db, settings.psa_topic_prefix)
         destroy_sandbox(sandbox)
-        from confluent_kafka.admin import AdminClient
-
-        from streams.admin import delete_topics
-        from streams.security import kafka_config
-
         topics = AdminClient(kafka_config(settings)).list_topics(timeout=10).topics
         mine = [t for t in topics if t.startswith((f"erp_{sfx}.", f"psa_{sfx}.", f"{sfx}."))]
         mine += [t for t in topics if t.startswith(f"pssync-{sfx}-")]
@@ -104,6 +99,17 @@ def env(tmp_path: Path) -> Iterator[SliceEnv]:
         for subject in registry.subjects():
             if subject.startswith(f"{sfx}."):
                 registry.delete_subject(subject)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[SliceEnv]:
+    extra = {
+        "PSSYNC_PARTITIONS": "2",
+        "PSSYNC_DEAL_LINE_WAIT": "120",
+        "PSSYNC_TIME_ENTRY_WAIT": "5",
+    }
+    with capture_sandbox(tmp_path, extra) as slice_env:
+        yield slice_env
 
 
 # -- the applications, as their users see them ----------------------------------------------
@@ -185,10 +191,29 @@ class Redmine:
         self.activity = int(acts["time_entry_activities"][0]["id"])
 
     def project(self, code: str) -> dict[str, Any]:
-        resp = self.http.get(f"/projects/{psa_identifier(code)}.json")
+        return self.project_by_identifier(psa_identifier(code))
+
+    def project_by_identifier(self, identifier: str) -> dict[str, Any]:
+        resp = self.http.get(f"/projects/{identifier}.json")
         resp.raise_for_status()
         project: dict[str, Any] = resp.json()["project"]
         return project
+
+    def new_project(self) -> int:
+        """A Redmine project of the PSA's own, with time tracking, that no deal made."""
+        ident = f"ts-{uuid.uuid4().hex[:10]}"
+        resp = self.http.post(
+            "/projects.json",
+            json={
+                "project": {
+                    "name": f"Internal {ident}",
+                    "identifier": ident,
+                    "enabled_module_names": ["time_tracking", "issue_tracking"],
+                }
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        return int(resp.json()["project"]["id"])
 
     def issues(self, project_id: int) -> dict[str, int]:
         resp = self.http.get(
@@ -264,6 +289,14 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     approved = psa.log(project["id"], task, 2.5, approved=True)
     unapproved = psa.log(project["id"], task, 1.0, approved=False)
 
+    # Approved time on a project no deal provisioned: it waits, then is an exception.
+    stray = psa.log(psa.new_project(), None, 1.0, approved=True)
+    stray_key = f"psa:time_entry:{stray}"
+
+    def stray_raised() -> bool:
+        found = _exception(k, stray_key)
+        return found is not None and found["reason"] == "time_entry.unknown_project"
+
     # Approved: one line, on the task, for the employee; unapproved: none.
     env.wait_for(lambda: len(_lines(env.settings, approved)) == 1, 120, "the approved line")
     (line,) = _lines(env.settings, approved)
@@ -313,6 +346,8 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
         return found is not None and found["status"] == "resolved"
 
     env.wait_for(resolved, 120, "the exception resolved by the undone edit")
+    env.wait_for(stray_raised, 60, "the unknown project exception")
+    assert _lines(env.settings, stray) == []
 
 
 def _erp_project_id(env: SliceEnv, code: str) -> int:
