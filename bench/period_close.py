@@ -65,7 +65,7 @@ WITH made AS (
     activity_id, spent_on, tyear, tmonth, tweek, created_on, updated_on)
   SELECT :project, :user, :user, :issue, 0.25 * (1 + (n % 8)), 'period close ' || n,
     :activity, DATE '2026-11-30', 2026, 11, 49, now(), now()
-  FROM generate_series(:first, :last) AS n
+  FROM generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS n
   RETURNING id
 )
 INSERT INTO custom_values (customized_type, customized_id, custom_field_id, value)
@@ -139,6 +139,24 @@ class LagWatch(threading.Thread):
                 self.peak[topic] = max(self.peak[topic], lag)
 
 
+class DealWatch(threading.Thread):
+    """Closed-won -> provisioned of one deal, polled from the CRM during the burst."""
+
+    def __init__(self, env: SliceEnv, crm_id: str) -> None:
+        super().__init__(daemon=True)
+        self.env, self.crm_id = env, crm_id
+        self.closed_at = time.monotonic()
+        self.after: float | None = None
+
+    def run(self) -> None:
+        deadline = self.closed_at + 2 * SLO
+        while time.monotonic() < deadline:
+            if _opportunity_row(self.env, self.crm_id).get("sync_status__c") == "provisioned":
+                self.after = time.monotonic() - self.closed_at
+                return
+            time.sleep(0.5)
+
+
 def run(entries: int, rate: float, batch: int) -> int:
     extra = {
         "PSSYNC_PARTITIONS": "2",
@@ -179,7 +197,7 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
     per_chunk = max(1, entries // CHUNKS)
     spacing = min(60.0 / CHUNKS, 5.0)
     started = time.monotonic()
-    closed_at: float | None = None
+    watch: DealWatch | None = None
     made = 0
     for c in range(CHUNKS):
         n = per_chunk if c < CHUNKS - 1 else entries - made
@@ -199,7 +217,8 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
         made += n
         if c == 0:
             env.crm(CLOSE_WON, {"id": second})  # a deal closes while the backlog builds
-            closed_at = time.monotonic()
+            watch = DealWatch(env, second)
+            watch.start()
         time.sleep(max(0.0, started + (c + 1) * spacing - time.monotonic()))
     inserted = time.monotonic() - started
     with engine.connect() as conn:
@@ -214,18 +233,18 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
         f"(source: {src_count} entries, {float(src_hours):.2f} h)"
     )
 
-    provisioned_after = None
+    assert watch is not None
     deadline = time.monotonic() + max(1800.0, entries / max(rate, 1) * 10)
+    drained = None
     while time.monotonic() < deadline:
-        if provisioned_after is None and closed_at is not None:
-            row = _opportunity_row(env, second)
-            if row.get("sync_status__c") == "provisioned":
-                provisioned_after = time.monotonic() - closed_at
         lines, hours, keys = _erp_lines(settings, erp_project)
-        if lines >= src_count and provisioned_after is not None:
+        if lines >= src_count and drained is None:
+            drained = time.monotonic() - started
+        if drained is not None and not watch.is_alive():
             break
-        time.sleep(2.0)
-    drained = time.monotonic() - started
+        time.sleep(1.0)
+    drained = drained if drained is not None else time.monotonic() - started
+    provisioned_after = watch.after
     lag.stop.set()
     lines, hours, keys = _erp_lines(settings, erp_project)
     worker.stop()
