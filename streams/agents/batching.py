@@ -162,9 +162,11 @@ class BatchConsumer(AIOKafkaConsumer):
         await super().on_partitions_revoked(revoked)  # processes, acknowledges and commits
         for tp in revoked:
             self.progress.forget(tp)
+        gone = {ensure_TP(tp) for tp in revoked}
         for tps in self._deferred.values():
-            tps.difference_update(revoked)
-        self._paused_partitions.difference_update(revoked)  # a new owner starts unpaused
+            # Paused by a deferral: unpaused, so the partition fetches if it comes back.
+            self._paused_partitions.difference_update(tps & gone)
+            tps.difference_update(gone)
 
     # -- commits -----------------------------------------------------------------------
 
