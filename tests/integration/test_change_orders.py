@@ -1,0 +1,254 @@
+"""Change orders on the real stack: a provisioned deal amended in Tryton, Redmine and the CRM.
+
+A deal goes the whole way (CRM -> Debezium -> the deal stage -> the command stages -> Tryton,
+Redmine, the CRM) and is provisioned; then a change order naming it is closed won in the CRM.
+The amended baseline is read back from the applications through their APIs, as their
+integration users, and the canonical contract amendment is decoded through the registry. A
+change order naming a deal nobody knows waits, then becomes a business exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.erp import TrytonErp
+from connectors.erp.tryton import AMENDMENT_MARKER, KEY_MARKER
+from streams.mappings.envelope import correlation_id
+from streams.settings import Settings
+from streams.topology import topology
+from tests.integration.conftest import SliceEnv
+from tests.integration.kafka_util import read_all
+from tests.integration.test_deal_saga import LINE_ITEM, Kafka, _exception, _reference, _wait
+from tests.integration.test_quote_to_cash import (
+    CLOSE_WON,
+    MILESTONE,
+    _account,
+    _children_landed,
+    _crm_tx,
+    _new_id,
+    _open_deal,
+    _opportunity_row,
+    _provisioned,
+    _psa_projects,
+    psa_api,  # noqa: F401 - the fixture
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+PARAMS = {
+    "PSSYNC_PARTITIONS": "2",
+    "PSSYNC_DEAL_LINE_WAIT": "120",
+    "PSSYNC_CHANGE_ORDER_WAIT": "5",
+}
+
+CHANGE_ORDER = (
+    "INSERT INTO sales.opportunity (id, account_id, name, stage_name, amount, currency_iso_code, "
+    "close_date, billing_type__c, service_lines__c, delivery_region__c, type, "
+    "parent_opportunity_id, is_closed, is_won) VALUES (:id, :account, :name, 'Closed Won', "
+    ":amount, 'EUR', '2027-04-01', 'Time and Materials', 'CONSULT;PM', 'EMEA', 'Change Order', "
+    ":parent, true, true)"
+)
+# The change order sells 39 more CONSULT hours (spread over its template's four tasks by
+# their template hours 8:24:40:6) and 10 PM hours (a service line new to the project: its
+# template's tasks are new tasks), and adds a milestone.
+CO_LINES = (("CONSULT", 39, 130), ("PM", 10, 100))
+CO_MILESTONE = ("Phase 2 sign-off", "2027-05-31", 6070)
+# Hours of the provisioned deal (ARCH 16+16, CONSULT 8+24+40+6) and what the change order adds.
+HOURS_BEFORE = Decimal(110)
+HOURS_AFTER = HOURS_BEFORE + 39 + 10
+CONSULT_AFTER = {
+    "Kick-off workshop": Decimal("12.00"),
+    "Current-state assessment": Decimal("36.00"),
+    "Recommendations": Decimal("60.00"),
+    "Executive read-out": Decimal("9.00"),
+}
+PM_TASKS = {"Steering committees": Decimal("4.00"), "Status reporting": Decimal("6.00")}
+
+
+def _change_order(crm_id: str, account: str, parent: str) -> list[tuple[str, dict[str, Any]]]:
+    rows: list[tuple[str, dict[str, Any]]] = [
+        (
+            CHANGE_ORDER,
+            {
+                "id": crm_id,
+                "account": account,
+                "name": f"Phase 2 {crm_id}",
+                "amount": 6070,
+                "parent": parent,
+            },
+        )
+    ]
+    for n, (service, hours, price) in enumerate(CO_LINES):
+        line = {"id": f"{crm_id[:14]}L{n}", "opp": crm_id, "s": service, "q": hours, "p": price}
+        rows.append((LINE_ITEM, {**line, "c": "EUR"}))
+    name, due, amount = CO_MILESTONE
+    row = {"id": f"{crm_id[:14]}M0", "opp": crm_id, "name": name, "due": due}
+    rows.append((MILESTONE, {**row, "amount": amount}))
+    return rows
+
+
+@dataclass
+class ErpProjectNow:
+    number: str
+    list_price: Decimal
+    comment: str
+    efforts: dict[str, Decimal]  # task name -> effort hours
+
+
+def _hours(value: Any) -> Decimal:
+    if isinstance(value, dict):  # {"__class__": "timedelta", "seconds": ...}
+        seconds = float(value.get("seconds", 0))
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    else:
+        seconds = float(value or 0)
+    return (Decimal(str(seconds)) / 3600).quantize(Decimal("0.01"))
+
+
+def _erp_project(cid: str) -> ErpProjectNow:
+    async def go() -> ErpProjectNow:
+        erp = TrytonErp.from_settings(Settings.from_env())
+        try:
+            [project] = await erp.rpc.model(
+                "project.work",
+                "search_read",
+                [("type", "=", "project"), ("comment", "like", f"%{KEY_MARKER}{cid}%")],
+                0,
+                None,
+                None,
+                ["id", "number", "list_price", "comment"],
+            )
+            tasks = await erp.rpc.model(
+                "project.work",
+                "search_read",
+                [("parent", "=", project["id"])],
+                0,
+                None,
+                None,
+                ["name", "effort_duration"],
+            )
+            price = project["list_price"]
+            return ErpProjectNow(
+                number=str(project["number"]),
+                list_price=Decimal(str(price.get("decimal") if isinstance(price, dict) else price)),
+                comment=str(project["comment"] or ""),
+                efforts={str(t["name"]): _hours(t["effort_duration"]) for t in tasks},
+            )
+        finally:
+            await erp.aclose()
+
+    return asyncio.run(go())
+
+
+def _contract_events(k: Kafka, key: str) -> list[dict[str, Any]]:
+    topic = topology(k.settings).canonical("contract")
+    return [
+        k.decoder.decode(m.value())
+        for m in read_all(k.settings, topic)
+        if m.key() == key.encode() and m.value() is not None
+    ]
+
+
+@pytest.mark.parametrize("slice_env", [PARAMS], indirect=True)
+def test_change_order_amends_the_erp_and_psa_baseline(
+    slice_env: SliceEnv,
+    psa_api: httpx.Client,  # noqa: F811 - the fixture
+) -> None:
+    env = slice_env
+    k = Kafka(env)
+    _reference(env, k)
+    env.worker().start()
+    account, deal = _new_id("001C"), _new_id("006C")
+    parent_key = f"crm:opportunity:{deal}"
+    cid = correlation_id(parent_key)
+    _account(env, account)
+    _crm_tx(env, _open_deal(deal, account))
+    _children_landed(env, [deal])
+    env.crm(CLOSE_WON, {"id": deal})
+    row = _provisioned(env, deal)
+    code = str(row["project_code__c"])
+    before = _erp_project(cid)
+    assert sum(before.efforts.values()) == HOURS_BEFORE
+    assert AMENDMENT_MARKER not in before.comment
+
+    # The change order, closed won in one CRM save with its line items and milestone.
+    change = _new_id("006O")
+    _crm_tx(env, _change_order(change, account, deal))
+    status = _wait(
+        env,
+        lambda: (
+            (s := _opportunity_row(env, change)["sync_status__c"] or "").startswith("amendment")
+            and s
+        ),
+        "the change order's CRM status",
+        timeout=180,
+    )
+    assert status == f"amendment 1 of {code} applied"
+    assert _opportunity_row(env, change)["project_code__c"] == code
+    assert _opportunity_row(env, deal)["sync_status__c"] == "provisioned"  # not a new deal
+
+    # Tryton: the same project, with the amended efforts, new tasks and list price.
+    after = _erp_project(cid)
+    assert after.number == code
+    assert f"{AMENDMENT_MARKER}1 crm:opportunity:{change}" in after.comment
+    assert sum(after.efforts.values()) == HOURS_AFTER
+    for name, hours in {**CONSULT_AFTER, **PM_TASKS}.items():
+        assert after.efforts[name] == hours, name
+    # (20 h x 150 + 10 h x 120 + 39 h x 130 + 10 h x 100) / 79 h
+    assert after.list_price == Decimal("130.00")
+
+    # Redmine: the one project, new WBS issues and estimates, the new milestone's version.
+    [project] = _psa_projects(psa_api, code)
+    issues = psa_api.get(
+        "/issues.json", params={"project_id": project["id"], "status_id": "*", "limit": 100}
+    ).json()["issues"]
+    estimates = {
+        i["subject"]: Decimal(str(i["estimated_hours"])).quantize(Decimal("0.01"))
+        for i in issues
+        if "parent" in i
+    }
+    for name, hours in {**CONSULT_AFTER, **PM_TASKS}.items():
+        assert estimates[name] == hours, name
+    assert "Governance" in {i["subject"] for i in issues if "parent" not in i}
+    versions = psa_api.get(f"/projects/{project['id']}/versions.json").json()["versions"]
+    assert (CO_MILESTONE[0], CO_MILESTONE[1]) in {(v["name"], v["due_date"]) for v in versions}
+
+    # The canonical contract amendment, decoded through the registry.
+    events = _contract_events(k, f"crm:contract:{deal}")
+    [amended] = [e for e in events if e["data"].get("amendment")]
+    data, a = amended["data"], amended["data"]["amendment"]
+    assert str(amended["envelope"]["correlation_id"]) == cid
+    assert data["total_value"] == Decimal("36070.00")
+    assert (a["number"], a["change_order_id"], a["project_code"]) == (
+        1,
+        f"crm:opportunity:{change}",
+        code,
+    )
+    assert a["previous_baseline"]["total_value"] == Decimal("30000.00")
+    assert a["new_baseline"]["total_value"] == Decimal("36070.00")
+    assert (a["previous_baseline"]["hours"], a["new_baseline"]["hours"]) == (
+        HOURS_BEFORE,
+        HOURS_AFTER,
+    )
+    assert CO_MILESTONE[0] in {m["name"] for m in a["new_baseline"]["milestones"]}
+    assert set(a["changed"]) == {"amount", "list_price", "hours", "tasks", "milestones"}
+    assert a["applied_at"] >= a["requested_at"]
+
+    # A change order naming a deal nobody knows waits, then is an exception on its own key.
+    orphan = _new_id("006X")
+    _crm_tx(env, _change_order(orphan, account, _new_id("006Z")))
+    raised = _wait(
+        env,
+        lambda: _exception(k, f"crm:opportunity:{orphan}"),
+        "the orphan change order's exception",
+        timeout=120,
+    )
+    assert (raised["reason"], raised["status"]) == ("change_order.unknown_parent", "open")
+    assert raised["crm_id"] == orphan
