@@ -10,8 +10,10 @@ change order naming a deal nobody knows waits, then becomes a business exception
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +27,14 @@ from streams.settings import Settings
 from streams.topology import topology
 from tests.integration.conftest import SliceEnv
 from tests.integration.kafka_util import read_all
-from tests.integration.test_deal_saga import LINE_ITEM, Kafka, _exception, _reference, _wait
+from tests.integration.test_deal_saga import (
+    LINE_ITEM,
+    Kafka,
+    _exception,
+    _metrics,
+    _reference,
+    _wait,
+)
 from tests.integration.test_quote_to_cash import (
     CLOSE_WON,
     MILESTONE,
@@ -240,6 +249,61 @@ def test_change_order_amends_the_erp_and_psa_baseline(
     assert CO_MILESTONE[0] in {m["name"] for m in a["new_baseline"]["milestones"]}
     assert set(a["changed"]) == {"amount", "list_price", "hours", "tasks", "milestones"}
     assert a["applied_at"] >= a["requested_at"]
+
+    applied = _metrics(int(env.env["PSSYNC_WEB_PORT"]), "pssync_change_orders_applied_total")
+    assert 'pssync_change_orders_applied_total{baseline_changed="yes",kind="change_order"} 1.0' in (
+        applied
+    )
+
+    # The won deal itself edited in the CRM (value, a milestone's date): an amendment too.
+    _crm_tx(
+        env,
+        [
+            (
+                "UPDATE sales.opportunity SET amount = 40000, last_modified_date = now() "
+                "WHERE id = :id",
+                {"id": deal},
+            ),
+            (
+                "UPDATE sales.billing_milestone SET due_date__c = '2027-04-30', "
+                "last_modified_date = now() WHERE id = :id",
+                {"id": f"{deal[:14]}M1"},
+            ),
+        ],
+    )
+
+    def edited() -> dict[str, Any] | None:
+        amended = [e for e in _contract_events(k, f"crm:contract:{deal}") if e["data"]["amendment"]]
+        last = max(amended, key=lambda e: int(e["data"]["amendment"]["number"]))
+        new = last["data"]["amendment"]["new_baseline"]
+        moved = ("Go-live", date(2027, 4, 30)) in {
+            (m["name"], m["due_date"]) for m in new["milestones"]
+        }
+        return last if new["total_value"] == Decimal("46070.00") and moved else None
+
+    last = _wait(env, edited, "the amendment of the edited deal", timeout=120)["data"]["amendment"]
+    assert last["number"] >= 2 and last["change_order_id"] is None
+    assert last["change_order_crm_id"] == deal
+    versions = psa_api.get(f"/projects/{project['id']}/versions.json").json()["versions"]
+    assert ("Go-live", "2027-04-30") in {(v["name"], v["due_date"]) for v in versions}
+    _wait(
+        env,
+        lambda: (_opportunity_row(env, deal)["sync_status__c"] or "").startswith(
+            "provisioned, amendment"
+        ),
+        "the deal's CRM status after its amendment",
+    )
+
+    # The trace of the deal shows the amendments' commands and answers.
+    trace = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "trace", deal],
+        env=env.env,
+        capture_output=True,
+        text=True,
+    )
+    assert trace.returncode == 0, trace.stderr
+    for hop in ("erp amendment", "psa amendment", "crm change order"):
+        assert hop in trace.stdout, trace.stdout
 
     # A change order naming a deal nobody knows waits, then is an exception on its own key.
     orphan = _new_id("006X")
