@@ -299,3 +299,18 @@ def test_an_unknown_parent_waits_then_raises_once() -> None:
     assert amend.waiting_until(state) is None  # judged: nothing more to wait for
     again, effects = amend.step(state, CID, False, False, 0, "", _target, 40.0)
     assert effects == [] and again == state
+
+
+# -- the ERP's record of the last amendment applied --------------------------------------------
+
+
+@given(st.lists(st.integers(1, 99), max_size=5), st.text(alphabet="ab \n", max_size=20))
+def test_the_erp_comment_keeps_one_amendment_line(revisions: list[int], prose: str) -> None:
+    from connectors.erp.tryton import KEY_MARKER, amendment_revision, with_amendment
+
+    comment = f"{KEY_MARKER}{CID}\n{prose}"
+    for n in revisions:
+        comment = with_amendment(comment, n, f"crm:opportunity:006CO{n}")
+    assert amendment_revision(comment) == (revisions[-1] if revisions else 0)
+    assert comment.startswith(f"{KEY_MARKER}{CID}")  # the project is still found by its key
+    assert comment.count("pssync amendment: ") == (1 if revisions else 0)
