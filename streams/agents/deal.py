@@ -523,12 +523,12 @@ class DealStage:
                 payload = self._amend_payload(effect, deal, saga)
                 self._command(saga, effect.step, effect.attempt, effect.command_id, payload, now)
             elif isinstance(effect, amend.Applied) and saga is not None:
-                entity, key, record = canonical.amendment_event(
+                for entity, key, record in canonical.amendment_events(
                     deal, saga, effect.amendment, self.ref
-                )
-                encoded = self._canonical_encoder(entity).encode(record)
-                self.output.send(self.topology.canonical(entity), key.encode(), encoded)
-                m.events_out.labels(STAGE, entity).inc()
+                ):
+                    encoded = self._canonical_encoder(entity).encode(record)
+                    self.output.send(self.topology.canonical(entity), key.encode(), encoded)
+                    m.events_out.labels(STAGE, entity).inc()
                 a = effect.amendment
                 kind = "change_order" if a.cause else "deal_edit"
                 moved = bool({"amount", "list_price", "hours", "milestones"} & set(a.changed))

@@ -231,6 +231,49 @@ def _baseline(b: Baseline) -> dict[str, Any]:
     }
 
 
+def amendment_events(deal: Deal, saga: Saga, amendment: Amendment, ref: Reference) -> list[Event]:
+    """What an applied amendment tells the enterprise: the amended contract, and the project
+    with its new budget and billing schedule."""
+    contract = amendment_event(deal, saga, amendment, ref)
+    project = [
+        e for e in events(deal, saga, "psa_project", ref, amendment.started_at) if e[0] == "project"
+    ]
+    out = [contract]
+    # The milestones' canonical ids, the deal's and its change orders' (by name).
+    orders = deal.amendments.applied.values() if deal.amendments else ()
+    ids = {m.name: m.key for o in orders for m in o.milestones}
+    ids.update({m.name: m.key for m in deal.all_milestones()})
+    for entity, key, record in project:
+        after = amendment.after
+        record["envelope"] = {
+            **contract[2]["envelope"],
+            "event_id": str(
+                uuid.uuid5(
+                    _NS,
+                    f"project|{key}|{record['envelope']['causation_id']}"
+                    f"|amendment:{amendment.number}",
+                )
+            ),
+            "source": {**contract[2]["envelope"]["source"], "system": "erp"},
+        }
+        data = record["data"]
+        data["budget_amount"] = after.amount.quantize(CENT) if after.amount is not None else None
+        data["billing_schedule"] = [
+            {
+                "line_id": ids.get(m.name, f"{key}:milestone:{m.name}"),
+                "description": m.name,
+                "planned_date": m.due,
+                "amount": m.amount.quantize(CENT) if m.amount is not None else None,
+                "percent": None,
+                "status": "planned",
+            }
+            for m in after.milestones
+        ]
+        data["last_modified_at"] = contract[2]["data"]["last_modified_at"]
+        out.append((entity, key, record))
+    return out
+
+
 def amendment_event(deal: Deal, saga: Saga, amendment: Amendment, ref: Reference) -> Event:
     """The contract after an applied amendment: new total value, and what moved, from what to
     what, by which change order, when (the monitor of changed baselines reads it)."""

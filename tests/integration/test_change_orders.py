@@ -250,6 +250,15 @@ def test_change_order_amends_the_erp_and_psa_baseline(
     assert set(a["changed"]) == {"amount", "list_price", "hours", "tasks", "milestones"}
     assert a["applied_at"] >= a["requested_at"]
 
+    # The project again, with its amended budget and billing schedule.
+    projects = [
+        k.decoder.decode(m.value())["data"]
+        for m in read_all(k.settings, topology(k.settings).canonical("project"))
+        if m.key() == code.encode()
+    ]
+    assert projects[-1]["budget_amount"] == Decimal("36070.00")
+    assert CO_MILESTONE[0] in {b["description"] for b in projects[-1]["billing_schedule"]}
+
     applied = _metrics(int(env.env["PSSYNC_WEB_PORT"]), "pssync_change_orders_applied_total")
     assert 'pssync_change_orders_applied_total{baseline_changed="yes",kind="change_order"} 1.0' in (
         applied
