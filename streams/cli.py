@@ -196,6 +196,12 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.monitor.report import cmd_monitor as run
+
+    return run(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pssync", description="CDC sync of CRM, PSA and ERP.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("deal", help="CRM opportunity id (006...) or saga key crm:opportunity:...")
     p.add_argument("--json", action="store_true", help="machine-readable")
     commands["trace"] = cmd_trace
+
+    p = sub.add_parser(
+        "monitor",
+        help="business monitors: deals without a project, failed postings, invoices not in "
+        "the CRM, baseline changes",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.add_argument("--only", action="append", metavar="NAME", help="one monitor (repeatable)")
+    p.add_argument("--check", action="store_true", help="exit 1 when anything is past its SLO")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to read each topic")
+    p.add_argument("--serve", action="store_true", help="export gauges instead of a report")
+    p.add_argument("--port", type=int, default=9466, help="with --serve: the /metrics port")
+    commands["monitor"] = cmd_monitor
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings
