@@ -185,7 +185,12 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     trace = read_trace(settings, args.deal)
     if args.json:
         entries = [e.plain() for e in trace.entries]
-        print(json.dumps({"saga_key": trace.saga_key, "entries": entries}, indent=2))
+        found = {
+            "saga_key": trace.saga_key,
+            "correlation_id": trace.correlation_id,
+            "entries": entries,
+        }
+        print(json.dumps(found, indent=2))
     else:
         print("\n".join(render(trace)))
     return 0 if trace.entries else 1
@@ -255,7 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "trace", help="one deal's saga: CRM event, commands and results per system, exception"
     )
-    p.add_argument("deal", help="CRM opportunity id (006...) or saga key crm:opportunity:...")
+    p.add_argument(
+        "deal",
+        help="CRM opportunity id (006...), saga key crm:opportunity:..., correlation id or "
+        "ERP project code (PRJ-...)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable")
     commands["trace"] = cmd_trace
 
