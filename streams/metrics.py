@@ -35,6 +35,7 @@ class Metrics:
     commands_in_flight: Gauge
     rate_limit_waits: Counter
     rate_limit_wait_seconds: Counter
+    monitor_findings: Gauge
 
 
 @cache
@@ -176,6 +177,13 @@ def metrics() -> Metrics:
             "pssync_rate_limit_wait_seconds",
             "Time requests spent waiting for the application's rate limit",
             ["target"],
+            registry=r,
+        ),
+        monitor_findings=Gauge(
+            "pssync_monitor_findings",
+            "Business objects a monitor found (pssync monitor --serve), by monitor and whether "
+            "they are past the monitor's SLO",
+            ["monitor", "late"],
             registry=r,
         ),
     )
