@@ -10,6 +10,7 @@ change order naming a deal nobody knows waits, then becomes a business exception
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -313,6 +314,23 @@ def test_change_order_amends_the_erp_and_psa_baseline(
     assert trace.returncode == 0, trace.stderr
     for hop in ("erp amendment", "psa amendment", "crm change order"):
         assert hop in trace.stdout, trace.stdout
+
+    # The monitor reports the change order that moved the project's baseline, and does not
+    # take the change order for a closed-won deal without a project.
+    monitor = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "monitor", "--json"],
+        env=env.env,
+        capture_output=True,
+        text=True,
+    )
+    assert monitor.returncode == 0, monitor.stderr
+    report = {m["name"]: m for m in json.loads(monitor.stdout)["monitors"]}
+    changes = {f["key"]: f for f in report["baseline_changes"]["findings"]}
+    assert changes[f"{code}#1"]["ids"]["crm_opportunity"] == change
+    assert "30000.00 -> 36070.00 EUR" in changes[f"{code}#1"]["summary"]
+    assert f"{code}#{last['number']}" in changes
+    without = report["deals_without_project"]["findings"]
+    assert change not in {f["ids"]["crm_opportunity"] for f in without}
 
     # A change order naming a deal nobody knows waits, then is an exception on its own key.
     orphan = _new_id("006X")
