@@ -522,7 +522,7 @@ class DealStage:
             if isinstance(effect, amend.Issue) and saga is not None:
                 payload = self._amend_payload(effect, deal, saga)
                 self._command(saga, effect.step, effect.attempt, effect.command_id, payload, now)
-            elif isinstance(effect, amend.Applied) and saga is not None:
+            elif isinstance(effect, amend.Applied) and saga and deal.opportunity:
                 for entity, key, record in canonical.amendment_events(
                     deal, saga, effect.amendment, self.ref
                 ):
