@@ -585,8 +585,21 @@ class DealStage:
         record = change_order_exception(deal.key, cid, effect, now)
         enc = self.encoders.encoder(topic, "exception")
         self.output.send(topic, str(record["saga_key"]).encode(), enc.encode(record))
-        if isinstance(effect, amend.Raise):
-            metrics().business_exceptions.labels(effect.reason, effect.step).inc()
+        if not isinstance(effect, amend.Raise):
+            return
+        metrics().business_exceptions.labels(effect.reason, effect.step).inc()
+        # The CRM shows why on the change order (the deal, for its own edit), as for deals.
+        crm_id = effect.order.crm_id or (deal.opportunity.crm_id if deal.opportunity else "")
+        if not crm_id:
+            return
+        notice = CrmWriteBack(
+            opportunity_id=crm_id,
+            sync_status=f"exception: {effect.reason}",
+            sync_error=effect.message[:2000],
+        )
+        saga = Saga(key=deal.key, correlation_id=cid)  # (what a command record names)
+        command = f"{cid}:change_order:{crm_id}:exception:{effect.reason}:{effect.attempt}"
+        self._command(saga, "crm_change_order", 1, command, to_json(notice), now)
 
     # -- the timer ------------------------------------------------------------------------
 

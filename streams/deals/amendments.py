@@ -141,10 +141,11 @@ class Applied:
 class Raise:
     """A change order's business exception, raised (or its reason changed)."""
 
-    order: ChangeOrder
+    order: ChangeOrder  # key "" for an edit of the deal itself
     reason: str
     message: str
     step: str = "change_order"
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,16 @@ class Clear:
 
 
 Effect = Issue | Applied | Raise | Clear
+
+
+def _cause(state: Amendments, amendment: Amendment) -> ChangeOrder:
+    """The change order an amendment applies; for an edit of the deal, a stand-in (key "")."""
+    held = state.pending.get(amendment.cause) if amendment.cause else None
+    if held is not None:
+        return held
+    return ChangeOrder(
+        amendment.cause, amendment.cause_crm_id, "", amendment.cause_revision, currency=""
+    )
 
 
 def command_id(correlation_id: str, number: int, step: str, attempt: int) -> str:
@@ -333,8 +344,13 @@ def step(
     )
     issue = _issue(amendment, correlation_id)
     amendment = dataclasses.replace(amendment, awaiting=issue.command_id)
-    state = dataclasses.replace(state, number=number, current=amendment)
-    return state, [issue]
+    effects = [issue]
+    exceptions = dict(state.exceptions)
+    waited = exceptions.pop(cause, None) if pending else None
+    if waited is not None:  # its deal is provisioned now: the wait is over
+        effects.insert(0, Clear(pending[0], waited))
+    state = dataclasses.replace(state, number=number, current=amendment, exceptions=exceptions)
+    return state, effects
 
 
 def on_result(
@@ -353,13 +369,11 @@ def on_result(
         parked = dataclasses.replace(
             current, status=PARKED, awaiting=None, error=f"{current.step} rejected: {error}"
         )
-        order = state.pending.get(current.cause)
-        effects: list[Effect] = []
-        exceptions = dict(state.exceptions)
-        if order is not None:
-            exceptions[order.key] = REJECTED
-            effects.append(Raise(order, REJECTED, parked.error or "", current.step))
-        return dataclasses.replace(state, current=parked, exceptions=exceptions), effects
+        exceptions = {**state.exceptions, current.cause: REJECTED}
+        raised = Raise(
+            _cause(state, current), REJECTED, parked.error or "", current.step, current.attempt
+        )
+        return dataclasses.replace(state, current=parked, exceptions=exceptions), [raised]
     following = STEPS.index(current.step) + 1
     if following < len(STEPS):
         moved = dataclasses.replace(current, step=STEPS[following], attempt=1)
@@ -369,13 +383,13 @@ def on_result(
     done = dataclasses.replace(current, status=DONE, awaiting=None, done_at=now)
     applied, pending = dict(state.applied), dict(state.pending)
     exceptions = dict(state.exceptions)
-    effects = [Applied(done)]
+    effects: list[Effect] = [Applied(done)]
+    reason = exceptions.pop(done.cause, None)
+    if reason is not None:
+        effects.append(Clear(_cause(state, done), reason))
     order = pending.get(done.cause)
     if order is not None and order.revision == done.cause_revision:
         applied[order.key] = pending.pop(order.key)
-        reason = exceptions.pop(order.key, None)
-        if reason is not None:
-            effects.append(Clear(order, reason))
     state = dataclasses.replace(
         state,
         baseline=done.after,
@@ -398,9 +412,8 @@ def retry(state: Amendments, correlation_id: str, now: float) -> tuple[Amendment
     again = dataclasses.replace(again, awaiting=issue.command_id)
     effects: list[Effect] = [issue]
     exceptions = dict(state.exceptions)
-    order = state.pending.get(current.cause)
-    if order is not None and exceptions.pop(order.key, None) is not None:
-        effects.insert(0, Clear(order, REJECTED))
+    if exceptions.pop(current.cause, None) is not None:
+        effects.insert(0, Clear(_cause(state, current), REJECTED))
     return dataclasses.replace(state, current=again, exceptions=exceptions), effects
 
 

@@ -90,16 +90,16 @@ def change_order_exception(
         else f"change order {order.crm_id}: resolved ({effect.reason} no longer holds)"
     )
     return {
-        "exception_id": f"{correlation_id}:{order.key}:{effect.reason}",
+        "exception_id": f"{correlation_id}:{order.key or deal_key}:{effect.reason}",
         "saga_key": deal_key if on_deal else order.key,
         "correlation_id": correlation_id,
         "reason": effect.reason,
         "reasons": [effect.reason],
         "message": message,
         "step": effect.step if isinstance(effect, amend.Raise) else "change_order",
-        "attempt": 1,
+        "attempt": effect.attempt if isinstance(effect, amend.Raise) else 1,
         "status": "open" if isinstance(effect, amend.Raise) else "resolved",
-        "opportunity_id": order.key,
+        "opportunity_id": order.key or deal_key,
         "crm_id": order.crm_id,
         "customer_id": None,
         "line_item_ids": sorted(x.key for x in order.lines),

@@ -343,3 +343,11 @@ def test_change_order_amends_the_erp_and_psa_baseline(
     )
     assert (raised["reason"], raised["status"]) == ("change_order.unknown_parent", "open")
     assert raised["crm_id"] == orphan
+    _wait(
+        env,
+        lambda: (
+            _opportunity_row(env, orphan)["sync_status__c"]
+            == "exception: change_order.unknown_parent"
+        ),
+        "the orphan change order's CRM status",
+    )

@@ -84,6 +84,9 @@ def test_change_order_waits_for_its_deal_then_amends_it_once() -> None:
         CO,
         "open",
     )
+    [notice] = h.commands("crm")  # the CRM shows why on the change order
+    assert notice["step"] == "crm_change_order"
+    assert '"sync_status":"exception: change_order.parent_not_provisioned"' in notice["payload"]
 
     # The deal is provisioned: its change order is its first amendment.
     h.feed(h.result(_last(h, "erp"), "done", to_json(ErpCustomer(5, "crm:account:001A"))))
