@@ -26,6 +26,8 @@ class Metrics:
     closed_won_to_project: Histogram
     sagas_open: Gauge
     business_exceptions: Counter
+    change_orders_applied: Counter
+    baseline_changes: Counter
     deals_without_project: Gauge
     commands: Counter
     command_retries: Counter
@@ -38,6 +40,8 @@ class Metrics:
     posting_apply: Histogram
     circuit_open: Gauge
     time_entries: Counter
+
+    monitor_findings: Gauge
 
 
 @cache
@@ -115,6 +119,20 @@ def metrics() -> Metrics:
             "Sagas of this worker's deals not done, by step (validate: the deal's own checks) "
             "and status (running, parked)",
             ["step", "status"],
+            registry=r,
+        ),
+        change_orders_applied=Counter(
+            "pssync_change_orders_applied",
+            "Amendments of a provisioned deal's baseline applied to the ERP, PSA and CRM, by "
+            "kind (change_order, deal_edit) and whether the financial baseline moved",
+            ["kind", "baseline_changed"],
+            registry=r,
+        ),
+        baseline_changes=Counter(
+            "pssync_baseline_changes",
+            "Parts of a project's baseline moved by applied amendments (amount, list_price, "
+            "hours, tasks, milestones)",
+            ["part"],
             registry=r,
         ),
         business_exceptions=Counter(
@@ -198,6 +216,13 @@ def metrics() -> Metrics:
             "pssync_time_entries",
             "Time entry decisions: posted, corrected, reversed, waiting, held (unapproved)",
             ["decision"],
+            registry=r,
+        ),
+        monitor_findings=Gauge(
+            "pssync_monitor_findings",
+            "Business objects a monitor found (pssync monitor --serve), by monitor and whether "
+            "they are past the monitor's SLO",
+            ["monitor", "late"],
             registry=r,
         ),
     )

@@ -19,9 +19,17 @@ _OUTPUT_IDS: dict[str, tuple[tuple[str, str], ...]] = {
     "erp_customer": (("id", "party id"), ("code", "party code")),
     "erp_project": (("id", "work id"), ("number", "project number")),
     "psa_project": (("id", "project id"), ("identifier", "identifier"), ("url", "url")),
+    # A provisioned deal's amendments (change orders): the revision each application holds.
+    "erp_amendment": (("id", "work id"), ("number", "project number"), ("revision", "amendment")),
+    "psa_amendment": (("id", "project id"), ("identifier", "identifier"), ("url", "url")),
 }
 # What a CRM write-back command sets (fields of its payload, CrmWriteBack).
 _WRITEBACK_FIELDS = ("erp_customer_id", "project_code", "psa_project_url", "sync_status")
+# A change order's status is written to the change order's own opportunity: named too.
+_WRITEBACKS = {
+    "crm_writeback": _WRITEBACK_FIELDS,
+    "crm_change_order": ("opportunity_id", *_WRITEBACK_FIELDS),
+}
 
 
 @dataclass(frozen=True)
@@ -104,14 +112,14 @@ def _output_ids(step: str, output: str) -> dict[str, str]:
     return {label: str(answer[k]) for k, label in _OUTPUT_IDS.get(step, ()) if k in answer}
 
 
-def _writeback_ids(payload: str) -> dict[str, str]:
+def _writeback_ids(payload: str, fields: tuple[str, ...] = _WRITEBACK_FIELDS) -> dict[str, str]:
     try:
         change = json.loads(payload or "{}")
     except ValueError:
         return {}
     if not isinstance(change, dict):
         return {}
-    return {k.replace("_", " "): str(change[k]) for k in _WRITEBACK_FIELDS if change.get(k)}
+    return {k.replace("_", " "): str(change[k]) for k in fields if change.get(k)}
 
 
 def _command_entries(
@@ -132,8 +140,8 @@ def _command_entries(
         attempt = int(command.get("attempt") or 1)
         label = step.replace("_", " ") + (f" (attempt {attempt})" if attempt > 1 else "")
         ids = {"command": command_id}
-        if step == "crm_writeback":
-            ids.update(_writeback_ids(str(command.get("payload") or "")))
+        if step in _WRITEBACKS:
+            ids.update(_writeback_ids(str(command.get("payload") or ""), _WRITEBACKS[step]))
         out.append(
             TraceEntry(command.get("issued_at"), "pssync", f"{label} -> {target}", ids, "issued")
         )
