@@ -73,7 +73,14 @@ def test_enrichment_waits_for_project_and_person_then_gives_the_line() -> None:
     assert got.correlation_id == "c-1" and got.project_code == "PRJ-1"
     assert got.spec["project_id"] == 11 and got.spec["task"] == "Build"
     assert got.spec["employee"] == "psa:user:ann" and got.spec["hours"] == "1.5"
+    assert views.task_id(state) == "PRJ-1:1.1"
     views.fields.apply(
         '{"id":1}', _raw({"id": 1, "type": "TimeEntryCustomField", "name": "Approved"})
     )
     assert views.approved_field() == "1"
+    views.works.apply('{"id":11}', _raw({"id": 11, "name": "P", "list_price": "100.0"}))
+    views.works.apply(
+        '{"id":12}', _raw({"id": 12, "name": "Build", "parent": 11, "list_price": "120.5"})
+    )
+    assert str(views.bill_rate("11", "Build")) == "120.50"
+    assert str(views.bill_rate("11", "Other")) == "100.00"
