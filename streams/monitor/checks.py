@@ -139,6 +139,49 @@ class DealsWithoutProject:
         return found
 
 
+# -- approved time (and expenses) that failed ERP posting ----------------------------------
+
+# Business exceptions of the posting flows: the step is the kind of the posting's source.
+POSTING_STEPS = ("time_entry", "expense")
+
+
+class FailedPostings:
+    """Approved time entries and expenses that did not reach the ERP: refused by it (already
+    invoiced, rejected) or waiting past their bound for a project, task or person. One
+    finding per open business exception of the posting flows; it resolves by itself when
+    the cause goes away."""
+
+    name = "failed_postings"
+    title = "approved time and expenses that failed ERP posting"
+
+    def __init__(self, topo: Topology, settings: Settings, decode: Decode) -> None:
+        self.exceptions = View(topo.exceptions, decode, _exception)
+
+    def views(self) -> list[View[Any]]:
+        return [self.exceptions]
+
+    def findings(self, now: datetime) -> list[Finding]:
+        found = []
+        for key, record in self.exceptions.items():
+            if record.get("step") not in POSTING_STEPS or record.get("status") != "open":
+                continue
+            raised = record.get("raised_at")
+            ids = {"correlation_id": str(record.get("correlation_id") or "")}
+            if record.get("opportunity_id"):
+                ids["deal"] = str(record["opportunity_id"])
+            found.append(
+                Finding(
+                    self.name,
+                    key,
+                    f"{record.get('reason')}: {record.get('message')}",
+                    since=_aware(raised) if isinstance(raised, datetime) else None,
+                    late=True,  # raised only once its wait is over
+                    ids=ids,
+                )
+            )
+        return found
+
+
 # -- change orders that altered a project's financial baseline ------------------------------
 
 # The parts of a baseline that are financial (`tasks` alone only renames the WBS).
@@ -250,4 +293,4 @@ class BaselineChanges:
 MonitorFactory = Callable[[Topology, Settings, Decode], Monitor]
 
 # Every monitor `pssync monitor` reports and exports, in the order it prints them.
-MONITORS: tuple[MonitorFactory, ...] = (DealsWithoutProject, BaselineChanges)
+MONITORS: tuple[MonitorFactory, ...] = (DealsWithoutProject, FailedPostings, BaselineChanges)
