@@ -26,6 +26,7 @@ from streams.settings import Settings
 from tables.deals import changelog_topics as deal_changelogs
 from tables.dedupe import changelog_topic
 from tables.invoices import changelog_topics as invoice_changelogs
+from tables.timesheets import changelog_topics as time_entry_changelogs
 
 log = logging.getLogger(__name__)
 MARKER = "changelog-topic-ids.json"
@@ -37,6 +38,7 @@ def changelog_specs(settings: Settings) -> list[TopicSpec]:
         changelog_topic(settings.app_id),
         *deal_changelogs(settings.app_id),
         *invoice_changelogs(settings.app_id),
+        *time_entry_changelogs(settings.app_id),
     ]
     return [
         TopicSpec(name, settings.partitions, settings.replication, {"cleanup.policy": "compact"})

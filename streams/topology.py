@@ -19,10 +19,13 @@ from schemas.conventions import (
     exceptions_topic,
     invoice_changes_topic,
     invoice_facts_topic,
+    posting_results_topic,
+    postings_topic,
     raw_topic,
     saga_commands_topic,
     saga_control_topic,
     saga_results_topic,
+    time_entry_inputs_topic,
     value_subject,
 )
 from schemas.masking import load_policy
@@ -218,6 +221,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + reruns
         + deal_topic_specs(settings, t)
         + invoice_topic_specs(settings, t)
+        + posting_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -260,4 +264,18 @@ def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
         ),
         TopicSpec(t.invoice_changes, p, r, month),
         TopicSpec(t.invoice_facts, p, r, month),
+    ]
+
+
+def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The ERP posting queue and its results, kept by time like the saga's commands."""
+    p, r, ns = settings.partitions, settings.replication, settings.topic_namespace
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    return [
+        TopicSpec(postings_topic("erp", ns), p, r, month),
+        TopicSpec(posting_results_topic(ns), p, r, month),
+        # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
+        # the joined state), and the canonical events.
+        TopicSpec(time_entry_inputs_topic(ns), p, r, month),
+        TopicSpec(canonical_topic("time_entry", ns), p, r, {"cleanup.policy": "compact"}),
     ]

@@ -50,6 +50,7 @@ def test_changelog_is_created_as_faust_would() -> None:
         "a-invoice-line-owner-changelog",
         "a-invoice-assembly-changelog",
         "a-invoice-ledger-changelog",
+        "a-time-entries-changelog",
     ]
     for spec in specs:
         assert spec.partitions == 4
