@@ -327,6 +327,9 @@ class Settings:
     change_order_wait: float = 300.0
     # Seconds between refreshes of the business monitors' gauges (`pssync monitor --serve`).
     monitor_interval: float = 15.0
+    # Seconds from an invoice's ERP commit by which the CRM should show it (the seed tolerates
+    # 15 minutes); the monitor counts it late after.
+    invoice_sync_slo: float = 900.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
     startup_wait: float = 120.0
     # Seconds without a heartbeat before the group gives a silent worker's partitions away:
@@ -438,6 +441,7 @@ class Settings:
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
             change_order_wait=_float(e, "PSSYNC_CHANGE_ORDER_WAIT", 300.0),
             monitor_interval=_float(e, "PSSYNC_MONITOR_INTERVAL", 15.0),
+            invoice_sync_slo=_float(e, "PSSYNC_INVOICE_SYNC_SLO", 900.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
@@ -512,6 +516,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_CHANGE_ORDER_WAIT={self.change_order_wait}: seconds a change order "
                 "waits for its deal must be 0 or more, e.g. 300"
+            )
+        if self.invoice_sync_slo <= 0:
+            raise ConfigError(
+                f"PSSYNC_INVOICE_SYNC_SLO={self.invoice_sync_slo}: seconds from an invoice's ERP "
+                "commit to the CRM update must be positive, e.g. 900"
             )
         if self.monitor_interval <= 0:
             raise ConfigError(

@@ -7,6 +7,7 @@ code serves a one-off report (`pssync monitor`, read up to the ends now) and the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -182,6 +183,130 @@ class FailedPostings:
         return found
 
 
+# -- invoices without a CRM status update past their SLO ----------------------------------
+
+# Invoice states the CRM must hear of (a draft is nobody's business yet).
+REPORTED = ("open", "partially_paid", "paid", "void", "credited")
+# Saga commands and results are kept 30 days (streams/topology.py): an invoice last changed
+# before that has no update left to match, so it is not judged.
+WATCHED = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class _Invoice:
+    number: str
+    erp_id: str
+    status: str
+    projects: tuple[str, ...]
+    committed_at: datetime | None
+    correlation_id: str
+
+
+def _invoice(_key: str, record: Decoded) -> _Invoice | None:
+    data = _data(record)
+    if data is None:
+        return None
+    projects = {data.get("project_id")} | {
+        line.get("project_id") for line in data.get("lines") or () if isinstance(line, dict)
+    }
+    at = _committed_at(record)
+    return _Invoice(
+        str(data.get("invoice_number") or "-"),
+        str(data.get("erp_id") or ""),
+        str(data.get("status") or "unknown"),
+        tuple(sorted(p for p in projects if p)),
+        _aware(at) if at else None,
+        str((record.get("envelope") or {}).get("correlation_id") or ""),
+    )
+
+
+def _invoice_commands(
+    old: dict[str, tuple[str, float]] | None, _key: str, record: Decoded
+) -> dict[str, tuple[str, float]] | None:
+    """A deal's CRM invoice updates: command id -> (project code, ERP commit it reflects)."""
+    held = dict(old or {})
+    if record.get("step") == "crm_invoice_status":
+        try:
+            payload = json.loads(record.get("payload") or "{}")
+        except ValueError:
+            return held
+        held[str(record["command_id"])] = (
+            str(payload.get("project_code") or ""),
+            float(payload.get("changed_at") or 0.0),
+        )
+    return held
+
+
+def _done_results(old: frozenset[str] | None, _key: str, record: Decoded) -> frozenset[str] | None:
+    held = old or frozenset()
+    if record.get("step") == "crm_invoice_status" and record.get("status") == "done":
+        return held | {str(record["command_id"])}
+    return held
+
+
+class InvoicesWithoutCrmUpdate:
+    """Posted, paid or cancelled invoices the CRM has not heard of: no applied
+    crm_invoice_status update of the invoice's project reflects the invoice's latest ERP
+    commit. Late past PSSYNC_INVOICE_SYNC_SLO; an invoice that bills no project pssync
+    knows can never be written back and is listed as such."""
+
+    name = "invoices_without_crm_update"
+    title = "invoices without a CRM status update"
+
+    def __init__(self, topo: Topology, settings: Settings, decode: Decode) -> None:
+        self.slo = timedelta(seconds=settings.invoice_sync_slo)
+        self.invoices = View(topo.canonical("invoice"), decode, _invoice)
+        self.commands = folded_view(topo.commands("crm"), decode, _invoice_commands)
+        self.results = folded_view(topo.results, decode, _done_results)
+
+    def views(self) -> list[View[Any]]:
+        return [self.invoices, self.commands, self.results]
+
+    def _covered(self) -> dict[str, float]:
+        """Project code -> the newest ERP commit an applied CRM update reflects."""
+        done: set[str] = set()
+        for ids in self.results.values():
+            done |= ids
+        covered: dict[str, float] = {}
+        for commands in self.commands.values():
+            for command_id, (code, changed_at) in commands.items():
+                if command_id in done:
+                    covered[code] = max(covered.get(code, 0.0), changed_at)
+        return covered
+
+    def findings(self, now: datetime) -> list[Finding]:
+        covered = self._covered()
+        found = []
+        for key, inv in self.invoices.items():
+            if inv.status not in REPORTED:
+                continue
+            if inv.committed_at is not None and now - inv.committed_at > WATCHED:
+                continue
+            at = inv.committed_at.timestamp() if inv.committed_at else 0.0
+            if inv.projects and all(covered.get(p, 0.0) >= at - 0.001 for p in inv.projects):
+                continue
+            why = (
+                f"{inv.status}, CRM not updated for {', '.join(inv.projects)}"
+                if inv.projects
+                else f"{inv.status}, bills no project pssync knows: nothing to write back"
+            )
+            found.append(
+                Finding(
+                    self.name,
+                    key,
+                    f"invoice {inv.number}: {why}",
+                    since=inv.committed_at,
+                    late=inv.committed_at is None or now - inv.committed_at > self.slo,
+                    ids={
+                        "erp_invoice": inv.erp_id,
+                        "projects": ", ".join(inv.projects),
+                        "correlation_id": inv.correlation_id,
+                    },
+                )
+            )
+        return found
+
+
 # -- change orders that altered a project's financial baseline ------------------------------
 
 # The parts of a baseline that are financial (`tasks` alone only renames the WBS).
@@ -293,4 +418,9 @@ class BaselineChanges:
 MonitorFactory = Callable[[Topology, Settings, Decode], Monitor]
 
 # Every monitor `pssync monitor` reports and exports, in the order it prints them.
-MONITORS: tuple[MonitorFactory, ...] = (DealsWithoutProject, FailedPostings, BaselineChanges)
+MONITORS: tuple[MonitorFactory, ...] = (
+    DealsWithoutProject,
+    FailedPostings,
+    InvoicesWithoutCrmUpdate,
+    BaselineChanges,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -117,3 +118,42 @@ def test_open_posting_exceptions_are_failed_postings_and_resolved_ones_are_not()
     assert set(found) == {"psa:time_entry:1", "psa:expense:3"}
     assert found["psa:time_entry:1"].summary == "time_entry.invoiced: fix it"
     assert found["psa:time_entry:1"].since == T0
+
+
+def _invoice(status: str, at: datetime, project: str | None = "PRJ-1") -> bytes:
+    data = {"invoice_number": "INV-1", "erp_id": "5", "status": status, "project_id": project}
+    record = {"envelope": {"correlation_id": "c1", "source": {"committed_at": at}}, "data": data}
+    return pickle.dumps({**record, "data": {**data, "lines": [{"project_id": project}]}})
+
+
+def _update(n: int, project: str, changed_at: datetime) -> tuple[bytes, bytes]:
+    payload = {"project_code": project, "changed_at": changed_at.timestamp()}
+    command = {"command_id": f"c{n}", "step": "crm_invoice_status"}
+    return (
+        pickle.dumps({**command, "payload": json.dumps(payload)}),
+        pickle.dumps({**command, "status": "done"}),
+    )
+
+
+def test_an_invoice_is_covered_only_by_an_applied_update_that_reflects_its_commit() -> None:
+    from streams.monitor.checks import InvoicesWithoutCrmUpdate
+
+    settings = Settings(invoice_sync_slo=60.0)
+    m = InvoicesWithoutCrmUpdate(Topology(routes=[], namespace=""), settings, pickle.loads)
+    m.invoices.apply("erp:invoice:1", _invoice("open", T0))
+    m.invoices.apply("erp:invoice:2", _invoice("draft", T0))  # not the CRM's business yet
+    m.invoices.apply("erp:invoice:3", _invoice("paid", T0, project=None))
+    found = {f.key: f for f in m.findings(T0 + timedelta(seconds=30))}
+    assert set(found) == {"erp:invoice:1", "erp:invoice:3"}
+    assert not found["erp:invoice:1"].late and "bills no project" in found["erp:invoice:3"].summary
+
+    # An update issued but not applied yet covers nothing; an older commit's neither.
+    command, done = _update(1, "PRJ-1", T0 - timedelta(seconds=5))
+    m.commands.apply("crm:opportunity:9", command)
+    m.results.apply("crm:opportunity:9", done)
+    command, done = _update(2, "PRJ-1", T0)
+    m.commands.apply("crm:opportunity:9", command)
+    later = T0 + timedelta(seconds=90)
+    assert {f.key for f in m.findings(later) if f.late} == {"erp:invoice:1", "erp:invoice:3"}
+    m.results.apply("crm:opportunity:9", done)
+    assert {f.key for f in m.findings(later)} == {"erp:invoice:3"}
