@@ -9,6 +9,7 @@ opportunity -> ERP customer -> ERP project -> PSA project -> CRM write-back read
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -181,17 +182,18 @@ def _exception_entries(exception: Mapping[str, Any] | None) -> list[TraceEntry]:
 
 @dataclass(frozen=True)
 class Flow:
-    """Work that flows into a provisioned deal's project, summed up in one trace entry:
-    the latest canonical event of each object, matched to the deal by correlation id or
-    by project code."""
+    """Work and money that flow through a provisioned deal's project, summed up in one trace
+    entry: the latest canonical event of each object, matched to the deal by correlation id
+    or by project code."""
 
     entity: str  # canonical entity, read whole (latest per key)
     what: str
     system: str  # where it lands
     amount: str  # data field summed (hours, money)
-    unit: str
+    unit: str  # "" : the records' currency
     at: str  # data field: when it reached the system
     posted: str  # data field set once it is there (the ERP's reference)
+    project: str = "project_code"  # data field holding the project code
 
 
 # The flows a trace follows after provisioning; a new flow is one line here.
@@ -205,6 +207,26 @@ FLOWS: tuple[Flow, ...] = (
         "",
         "last_modified_at",
         "erp_posting_ref",
+    ),
+    Flow(
+        "invoice",
+        "invoices issued",
+        "erp",
+        "amount",
+        "",
+        "last_modified_at",
+        "invoice_number",
+        "project_id",
+    ),
+    Flow(
+        "revenue_schedule",
+        "revenue recognized",
+        "erp",
+        "recognized_amount",
+        "",
+        "last_modified_at",
+        "revenue_schedule_id",
+        "project_id",
     ),
 )
 
@@ -230,7 +252,7 @@ def _flow_entry(
         data = record.get("data") or {}
         env = record.get("envelope") or {}
         if str(env.get("correlation_id") or "") == correlation_id or (
-            data.get("project_code") and data.get("project_code") in codes
+            data.get(flow.project) and data.get(flow.project) in codes
         ):
             mine.append(data)
     if not mine:
@@ -245,6 +267,9 @@ def _flow_entry(
         "posted": str(len(posted)),
         "total": f"{total:g} {unit}".strip(),
     }
+    statuses = Counter(str(d["status"]) for d in mine if d.get("status"))
+    if statuses:
+        ids["statuses"] = ", ".join(f"{k} {n}" for k, n in sorted(statuses.items()))
     if refs:
         ids["erp refs"] = ", ".join(refs[:5]) + (
             f" (+{len(refs) - 5} more)" if len(refs) > 5 else ""
