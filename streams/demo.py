@@ -2,8 +2,10 @@
 
 Quote-to-cash: a handful of deals close won in the CRM; the worker turns each into an ERP
 customer and project (Tryton) and a PSA project (Redmine) and writes the result back to the
-CRM; one deal is invalid on purpose and parks as a business exception. What the demo prints
-about the applications it reads back through their API adapters (read only).
+CRM; one deal is invalid on purpose and parks as a business exception. Then the second half
+(streams/demo_cash.py): time logged in Redmine, an invoice posted in Tryton, a change order
+in the CRM, and approved time on a project no deal made. What the demo prints about the
+applications it reads back through their APIs (read only).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +28,13 @@ from sqlalchemy import create_engine, text
 from connectors.debezium import all_connectors
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import apply_schema, db_url
+from streams import demo_cash as cash
 from streams import demo_q2c as q2c
 from streams.admin import ensure_topics
 from streams.deals.trace import render
 from streams.deals.trace_read import read_trace
 from streams.errors import PssyncError
+from streams.monitor.model import Finding
 from streams.security import kafka_config
 from streams.settings import Settings
 from streams.topology import topic_specs, topology
@@ -155,6 +160,11 @@ def _load_reference(settings: Settings) -> str:
     return out.getvalue().strip().splitlines()[-1]
 
 
+# The demo's worker waits briefly for what a time entry or a change order names, so the
+# planted failures show within the demo (the product's defaults are minutes).
+WORKER_ENV = {"PSSYNC_TIME_ENTRY_WAIT": "8", "PSSYNC_CHANGE_ORDER_WAIT": "30"}
+
+
 def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = settings.stack_dir / "logs" / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +172,7 @@ def _start_worker(settings: Settings) -> tuple[subprocess.Popen[bytes], Path]:
         [sys.executable, "-m", "streams.cli", "worker"],
         stdout=log_path.open("ab"),
         stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
+        env={**WORKER_ENV, **os.environ},
         cwd=Path(__file__).resolve().parent.parent,
     )
     return worker, log_path
@@ -190,38 +200,66 @@ def _report_deals(
         print(f"    PSA        {p.psa_url or 'no project'}")
 
 
-def _report_parked(settings: Settings, seeded: list[q2c.Seeded]) -> None:
+def _report_parked(settings: Settings, keys: dict[str, str]) -> None:
+    """`pssync exceptions show` of each key expected to be held, with the reason expected."""
     from streams.deals import exceptions
 
     held = exceptions.load(settings)
-    for s in seeded:
-        if not s.deal.invalid_because:
+    for key, reason in keys.items():
+        if held.get(key) is None:
+            print(f"  {key}: no business exception found (expected {reason})")
             continue
-        record = held.get(s.key)
-        if record is None:
-            print(f"  {s.key}: no business exception found (expected {s.deal.invalid_because})")
-            continue
-        print(f"  $ pssync exceptions show {s.key}")
-        exceptions.cmd_show(argparse.Namespace(key=s.key, json=False), settings)
+        print(f"  $ pssync exceptions show {key}")
+        exceptions.cmd_show(argparse.Namespace(key=key, json=False), settings)
+
+
+def _monitor(settings: Settings, ours: set[str]) -> None:
+    """`pssync monitor`'s table, with the findings about this run's objects (any of `ours`
+    in a finding's key, summary or ids); a shared stack's monitors also list what earlier
+    runs and other users left, only counted here."""
+    from streams.monitor.report import build, collect, print_table
+    from tables.views import ViewReader
+
+    monitors = build(settings)
+    for m in monitors:
+        ViewReader(settings, m.views()).load(15.0)
+    now = datetime.now(UTC)
+    found = collect(monitors, now)
+
+    def mine(f: Finding) -> bool:
+        text = " ".join([f.key, f.summary, *f.ids.values()])
+        return f.key in ours or any(o in text for o in ours)
+
+    shown = {name: [f for f in fs if mine(f)] for name, fs in found.items()}
+    print_table(monitors, shown, now)
+    others = sum(len(fs) for fs in found.values()) - sum(len(fs) for fs in shown.values())
+    if others:
+        print(
+            f"  (and {others} findings about earlier runs or other data on this stack, "
+            "left out here: `pssync monitor` lists them all)"
+        )
 
 
 def run_demo(settings: Settings, count: int = 200) -> int:
     topo = topology(settings)
     started = time.monotonic()
-    print("1/7 CRM schema, topics, reference data and the Debezium connectors (CRM, ERP, PSA)")
+    print("1/9 CRM schema, topics, reference data and the Debezium connectors (CRM, ERP, PSA)")
     apply_schema(settings.crm_db, "crm")
     ensure_topics(settings, topic_specs(settings))
     print(f"  reference load: {_load_reference(settings)}")
+    # Before the connectors: the ERP connector's snapshot or stream carries the employee.
+    cash.prepare(settings)
+    print(f"  ERP: the consultant who logs time in Redmine is employee {cash.TIME_USER}")
     client = ConnectClient(settings.connect_url)
     for connector in all_connectors(settings):
         client.put(connector["name"], connector["config"])
         client.wait_running(connector["name"])
         print(f"  {connector['name']}: RUNNING")
     worker, log_path = _start_worker(settings)
-    print(f"2/7 the stream worker is starting (log: {log_path})")
+    print(f"2/9 the stream worker is starting (log: {log_path})")
     run = q2c.new_run()
     try:
-        print(f"3/7 the slice: {count} opportunities into the CRM, a third lost, a tenth deleted")
+        print(f"3/9 the slice: {count} opportunities into the CRM, a third lost, a tenth deleted")
         slice_started = time.monotonic()
         expected = seed(settings, run, count)
         rows, lost, deleted = wait_target(settings, run, expected, timeout=180)
@@ -230,13 +268,13 @@ def run_demo(settings: Settings, count: int = 200) -> int:
             f"  CRM sales.opportunity -> target opportunity: {rows} rows this run "
             f"({lost} closed-lost, {deleted} soft-deleted) in {took:.1f}s"
         )
-        print("4/7 quote-to-cash: waiting for the ERP's tax codes (captured from Tryton)")
+        print("4/9 quote-to-cash: waiting for the ERP's tax codes (captured from Tryton)")
         q2c.wait_reference(settings, {"VAT-DE-19", "VAT-FR-20"}, timeout=120)
         deals = q2c.seed(settings, run)
         print(
             f"  seeded {len(q2c.ACCOUNTS)} accounts and {len(deals)} deals (line items, milestones)"
         )
-        print(f"5/7 {len(deals)} deals close won in the CRM")
+        print(f"5/9 {len(deals)} deals close won in the CRM")
         q2c.close_won(settings, deals)
         for d in deals:
             sold = "+".join(code for code, _, _ in d.deal.lines)
@@ -246,21 +284,56 @@ def run_demo(settings: Settings, count: int = 200) -> int:
             )
         print("  as pssync writes each one's status back to the CRM:")
         crm = q2c.wait_settled(settings, deals, timeout=150, report=_print_landed)
+        print(
+            "6/9 each deal in the CRM, the ERP (Tryton) and the PSA (Redmine), read back via "
+            "their APIs"
+        )
+        _report_deals(settings, deals, crm)
+        print("7/9 the second half: time in Redmine, a change order in the CRM")
+        played = cash.play(settings, run, deals, crm)
+        second = time.monotonic()
+        print("  approved time reaches Tryton as timesheet lines, unapproved time does not:")
+        cash.show_time(settings, played, second)
+        print("  finance invoices the project's time in Tryton and posts the invoice:")
+        cash.invoice(settings, played, second)
+        print("  the change order amends the won deal's project in Tryton and Redmine:")
+        cash.show_change(settings, played, second)
+        print("  the internal project's approved time waits for a project, then is parked:")
+        cash.show_stray(settings, played, second)
     finally:
         worker.terminate()
         worker.wait(30)
-    print(
-        "6/7 each deal in the CRM, the ERP (Tryton) and the PSA (Redmine), read back via their APIs"
+    invalid = next(s for s in deals if s.deal.invalid_because)
+    print("8/9 what pssync parked as business exceptions, and why")
+    _report_parked(
+        settings,
+        {
+            invalid.key: invalid.deal.invalid_because,
+            f"psa:time_entry:{played.stray}": "time_entry.unknown_project",
+        },
     )
-    _report_deals(settings, deals, crm)
-    print("  the invalid deal, parked as a business exception:")
-    _report_parked(settings, deals)
-    shown = next(s for s in deals if s.deal.milestones)
-    print(f"7/7 the trace of one deal ($ pssync trace {shown.crm_id})")
+    shown = played.time_deal
+    print(f"9/9 the trace of one deal ($ pssync trace {shown.crm_id})")
     print("\n".join(render(read_trace(settings, shown.crm_id))))
+    print("  $ pssync monitor (this run's findings)")
+    codes = {str(r["project_code__c"]) for r in crm.values() if r.get("project_code__c")}
+    _monitor(settings, {run, f"psa:time_entry:{played.stray}", *codes})
+    number = played.invoice["number"] if played.invoice else "-"
+    print(
+        "in plain words: the deal closed won and got its ERP customer and project and its "
+        f"Redmine project {played.project_code} in seconds; of the time logged on it, only the "
+        "approved hours became Tryton timesheet lines; the invoice finance posted, "
+        f"{number}, shows on the CRM opportunity and the Redmine project; "
+        f"the change order {played.change_order} moved {played.changed.deal.name}'s baseline "
+        "(the monitor lists it under baseline changes); the JPY deal and the time on a "
+        "project no deal made are parked, each with its reason and what to fix."
+    )
     print("what flowed where:")
     raw = topo.routes[0].raw_topic
     for topic in (raw, topo.canonical("opportunity"), topo.results, topo.exceptions):
+        print(f"  {topic:<32} {topic_size(settings, topic):>8} messages")
+    for entity in ("time_entry", "invoice", "contract"):
+        topic = topo.canonical(entity)
         print(f"  {topic:<32} {topic_size(settings, topic):>8} messages")
     for stage in ("normalize", "sink", "command", "deal"):
         print(f"  {topo.dlq(stage):<32} {topic_size(settings, topo.dlq(stage)):>8} messages")

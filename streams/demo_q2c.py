@@ -49,6 +49,7 @@ class DemoDeal:
     region: str = "EMEA"
     pm: str = DEMO_PM
     invalid_because: str = ""  # what the demo expects pssync to say about it
+    role: str = ""  # what the demo does with it once provisioned (TIME_AND_INVOICE, CHANGED)
 
 
 ACCOUNTS = (
@@ -66,6 +67,7 @@ DEALS = (
         "Operating model advisory",
         "Time and Materials",
         (("CONSULT", 60, 130), ("PM", 20, 110)),
+        role="time_and_invoice",
     ),
     DemoDeal(
         1,
@@ -74,7 +76,9 @@ DEALS = (
         (("IMPL", 200, 140),),
         (("Design sign-off", 30), ("Go-live", 70)),
     ),
-    DemoDeal(2, "Warehouse advisory", "Time and Materials", (("CONSULT", 40, 125),)),
+    DemoDeal(
+        2, "Warehouse advisory", "Time and Materials", (("CONSULT", 40, 125),), role="changed"
+    ),
     DemoDeal(1, "Grid architecture review", "Fixed Fee", (("ARCH", 30, 150),)),
     DemoDeal(
         3,
@@ -85,6 +89,13 @@ DEALS = (
         invalid_because="currency_not_allowed",
     ),
 )
+
+TIME_AND_INVOICE, CHANGED = "time_and_invoice", "changed"
+# Time a consultant logs on the time-and-materials deal's project: (task, hours, approved).
+TIME = (("Kick-off workshop", 6.0, True), ("Current-state assessment", 2.5, False))
+# The change order on the other deal: more CONSULT hours, and a milestone.
+CHANGE_ORDER_LINES = (("CONSULT", 16, 125),)
+CHANGE_ORDER_MILESTONE = ("Phase 2 read-out", 60)  # (name, days from today)
 
 
 @dataclass(frozen=True)
@@ -213,22 +224,98 @@ def close_won(settings: Settings, seeded: list[Seeded]) -> None:
         engine.dispose()
 
 
-def crm_status(settings: Settings, seeded: list[Seeded]) -> dict[str, dict[str, Any]]:
-    """The fields pssync writes back, per CRM opportunity id."""
+def seed_change_order(settings: Settings, run: str, parent: Seeded) -> str:
+    """A change order on a won deal, closed won with its line items and milestone in one CRM
+    save, as sales people enter one: its CRM id."""
+    crm_id = f"006Q{run}C"
+    amount = sum(hours * price for _, hours, price in CHANGE_ORDER_LINES)
+    engine = create_engine(db_url(settings.crm_db))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO sales.opportunity (id, account_id, name, stage_name, amount, "
+                    "currency_iso_code, close_date, probability, billing_type__c, "
+                    "delivery_region__c, project_manager_email__c, service_lines__c, type, "
+                    "parent_opportunity_id, is_closed, is_won) VALUES (:id, :account, :name, "
+                    "'Closed Won', :amount, :currency, :close, 100, :billing, :region, :pm, "
+                    ":lines, 'Change Order', :parent, true, true)"
+                ),
+                {
+                    "id": crm_id,
+                    "account": parent.account_id,
+                    "name": f"{parent.deal.name}: phase 2",
+                    "amount": amount,
+                    "currency": parent.deal.currency,
+                    "close": date.today(),
+                    "billing": parent.deal.billing,
+                    "region": parent.deal.region,
+                    "pm": parent.deal.pm,
+                    "lines": ";".join(code for code, _, _ in CHANGE_ORDER_LINES),
+                    "parent": parent.crm_id,
+                },
+            )
+            for n, (code, hours, price) in enumerate(CHANGE_ORDER_LINES):
+                conn.execute(
+                    text(
+                        "INSERT INTO sales.opportunity_line_item (id, opportunity_id, "
+                        "service_line__c, description, quantity, unit_price, "
+                        "currency_iso_code) VALUES (:id, :opp, :code, :desc, :q, :p, :c)"
+                    ),
+                    {
+                        "id": f"00kQ{run}C{n}",
+                        "opp": crm_id,
+                        "code": code,
+                        "desc": f"{code} hours, phase 2",
+                        "q": hours,
+                        "p": price,
+                        "c": parent.deal.currency,
+                    },
+                )
+            name, days = CHANGE_ORDER_MILESTONE
+            conn.execute(
+                text(
+                    "INSERT INTO sales.billing_milestone (id, opportunity_id, name, "
+                    "due_date__c, amount__c, percent__c, currency_iso_code) VALUES "
+                    "(:id, :opp, :name, :due, :amount, 100, :c)"
+                ),
+                {
+                    "id": f"a0MQ{run}C0",
+                    "opp": crm_id,
+                    "name": name,
+                    "due": date.today() + timedelta(days=days),
+                    "amount": amount,
+                    "c": parent.deal.currency,
+                },
+            )
+    finally:
+        engine.dispose()
+    return crm_id
+
+
+def crm_rows(settings: Settings, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The fields pssync writes back (status, project, invoicing), per CRM opportunity id."""
     engine = create_engine(db_url(settings.crm_db))
     try:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
                     "SELECT o.id, o.sync_status__c, o.sync_error__c, o.project_code__c, "
-                    "o.psa_project_url__c, a.erp_customer_id__c FROM sales.opportunity o "
-                    "JOIN sales.account a ON a.id = o.account_id WHERE o.id = ANY(:ids)"
+                    "o.psa_project_url__c, o.invoiced_to_date__c, o.last_invoice_number__c, "
+                    "o.last_invoice_status__c, o.payment_status__c, a.erp_customer_id__c "
+                    "FROM sales.opportunity o JOIN sales.account a ON a.id = o.account_id "
+                    "WHERE o.id = ANY(:ids)"
                 ),
-                {"ids": [s.crm_id for s in seeded]},
+                {"ids": ids},
             ).mappings()
             return {str(r["id"]): dict(r) for r in rows}
     finally:
         engine.dispose()
+
+
+def crm_status(settings: Settings, seeded: list[Seeded]) -> dict[str, dict[str, Any]]:
+    """The fields pssync writes back, per CRM opportunity id."""
+    return crm_rows(settings, [s.crm_id for s in seeded])
 
 
 def wait_reference(settings: Settings, codes: set[str], timeout: float) -> None:

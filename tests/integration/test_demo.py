@@ -12,23 +12,26 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 
 from connectors.debezium import erp_connector, psa_connector, slot_name
+from connectors.erp import TrytonErp
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import db_url, server_engine
 from streams.admin import delete_topics
+from streams.demo_apps import TIME_USER, hours, run_erp, timesheet_lines
 from streams.security import kafka_config
 from streams.settings import Settings
 from tests.integration.conftest import SliceEnv
 from tests.sandbox import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def _drop_source(settings: Settings, name: str, prefix: str, database: str) -> None:
@@ -125,12 +128,21 @@ def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: 
         rows = conn.execute(
             text(
                 "SELECT id, currency_iso_code, sync_status__c, project_code__c, "
-                "psa_project_url__c FROM sales.opportunity WHERE id LIKE '006Q%' ORDER BY id"
+                "psa_project_url__c FROM sales.opportunity WHERE id LIKE '006Q%' "
+                "AND type IS DISTINCT FROM 'Change Order' ORDER BY id"
+            )
+        ).all()
+        invoicing = conn.execute(
+            text(
+                "SELECT id, invoiced_to_date__c, last_invoice_number__c, "
+                "last_invoice_status__c, payment_status__c, sync_status__c, type "
+                "FROM sales.opportunity WHERE id LIKE '006Q%'"
             )
         ).all()
     crm.dispose()
     assert len(rows) == 12
-    rows = [r for r in rows if r[0] in out]
+    closed = set(re.findall(r"closed won  (006Q\w+)", out))
+    rows = [r for r in rows if r[0] in closed]
     assert len(rows) == 6 and not any(r[0] in first for r in rows)
     for crm_id, currency, status, code, url in rows:
         if currency == "JPY":
@@ -196,3 +208,77 @@ def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: 
     parked = [r[0] for r in rows if r[1] == "JPY"]
     assert parked and all("currency_not_allowed" in findings[p]["summary"] for p in parked)
     assert not any(r[0] in findings for r in rows if r[1] != "JPY")
+
+    _assert_second_half(env, out, rows, invoicing, cli)
+
+
+def _assert_second_half(
+    env: dict[str, str],
+    out: str,
+    rows: list[Any],
+    invoicing: list[Any],
+    cli: Callable[..., str],
+) -> None:
+    """Time, the invoice, the change order and the planted failures of the last run."""
+    settings = Settings.from_env(env)
+    time_deal = next(r[0] for r in rows if r[0].endswith("1"))  # Operating model advisory
+    changed = next(r[0] for r in rows if r[0].endswith("3"))  # Warehouse advisory
+    code = next(r[3] for r in rows if r[0] == time_deal)
+
+    # Tryton: one timesheet line per approved entry, with its hours; none for the other.
+    approved = [int(n) for n in re.findall(r"\(Redmine time entry (\d+)\)", out)]
+    unapproved = [int(n) for n in re.findall(r"Redmine time entry (\d+) \(not approved\)", out)]
+    assert len(approved) == 1 and len(unapproved) == 1, out
+
+    async def lines(erp: TrytonErp, _admin: Any) -> dict[int, list[dict[str, Any]]]:
+        return {e: await timesheet_lines(erp, e) for e in approved + unapproved}
+
+    found = run_erp(settings, lines)
+    ((line,),) = (found[e] for e in approved)
+    assert hours(line) == 6.0 and line["employee."]["party."]["code"] == TIME_USER
+    assert all(found[e] == [] for e in unapproved)
+
+    # The CRM opportunity shows the posted invoice; the change order was applied.
+    by_id = {r[0]: r for r in invoicing}
+    _, invoiced, number, status, payment, _, _ = by_id[time_deal]
+    assert invoiced and invoiced > 0 and number and (status, payment) == ("posted", "unpaid")
+    assert f"invoice {number} posted for {code}" in out
+    run = time_deal[:-1]  # the run's CRM ids differ in their last character
+    [change] = [r for r in invoicing if r[6] == "Change Order" and r[0].startswith(run)]
+    assert change[5] == f"amendment 1 of {next(r[3] for r in rows if r[0] == changed)} applied"
+
+    # The trace of the deal has every hop, from the opportunity to the invoice's write-backs.
+    entries = json.loads(cli("trace", time_deal, "--json"))["entries"]
+    hops = {(e["system"], e["what"].split(" ->")[0], e["status"]) for e in entries}
+    for hop in (
+        ("crm", "opportunity closed won", "captured"),
+        ("erp", "erp customer", "done"),
+        ("erp", "erp project", "done"),
+        ("psa", "psa project", "done"),
+        ("crm", "crm writeback", "done"),
+        ("erp", "approved time posted", "done"),
+        ("erp", "invoices issued", "done"),
+        ("erp", "revenue recognized", "done"),
+        ("crm", "crm invoice status", "done"),
+        ("psa", "psa financials", "done"),
+    ):
+        assert hop in hops, (hop, sorted(hops))
+    posted = next(e for e in entries if e["what"] == "approved time posted")
+    assert posted["ids"]["total"] == "6 h"
+    assert "the trace of one deal ($ pssync trace " + time_deal in out
+    assert "approved time posted" in out and "invoices issued" in out
+
+    # The monitor lists the planted failures, each with its reason.
+    report = json.loads(cli("monitor", "--json"))
+    monitors = {m["name"]: m["findings"] for m in report["monitors"]}
+    stray = re.search(r"(psa:time_entry:\d+) on internal-", out)
+    assert stray, out
+    [failed] = [f for f in monitors["failed_postings"] if f["key"] == stray.group(1)]
+    assert "time_entry.unknown_project" in json.dumps(failed)
+    jpy = [r[0] for r in rows if r[1] == "JPY"]
+    parked = {f["ids"]["crm_opportunity"]: f for f in monitors["deals_without_project"]}
+    assert jpy and "currency_not_allowed" in parked[jpy[0]]["summary"]
+    assert any(change[0] in json.dumps(f) for f in monitors["baseline_changes"])
+    # The printed report: the monitor table with these findings.
+    assert "(failed_postings)" in out and stray.group(1) in out
+    assert "(baseline_changes)" in out
