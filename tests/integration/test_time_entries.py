@@ -12,7 +12,6 @@ and its own connector secrets file, as test_erp_psa_capture does.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,19 +19,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import create_engine, text
 
 from connectors.debezium import erp_connector, psa_connector
 from connectors.erp import TrytonErp
 from connectors.kafka_connect import ConnectClient
-from connectors.psa import psa_identifier
-from connectors.sql import db_url
 from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.admin import delete_topics
+from streams.demo_apps import (
+    Redmine,
+    ensure_employee,
+    invoice_project,
+    timesheet_lines,
+)
+from streams.demo_apps import run_erp as _erp
 from streams.mappings.envelope import correlation_id
 from streams.security import kafka_config
 from streams.settings import Settings
@@ -50,7 +52,6 @@ from tests.integration.test_quote_to_cash import (
     _open_deal,
     _provisioned,
 )
-from tests.integration.test_timesheet_posting import admin_rpc, invoice_project
 from tests.sandbox import Worker, create_sandbox, destroy_sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -115,134 +116,15 @@ def env(tmp_path: Path) -> Iterator[SliceEnv]:
 # -- the applications, as their users see them ----------------------------------------------
 
 
-def _erp(settings: Settings, body: Any) -> Any:
-    async def go() -> Any:
-        erp = TrytonErp.from_settings(settings)
-        admin = admin_rpc(settings)
-        try:
-            return await body(erp, admin)
-        finally:
-            await erp.aclose()
-            await admin.aclose()
-
-    return asyncio.run(go())
-
-
 def _ensure_employee(settings: Settings) -> None:
     """The integration user's person is an employee in the ERP (made once by the ERP's
     people, as the administrator) whose party carries its canonical resource id."""
-
-    async def body(erp: TrytonErp, admin: Any) -> None:
-        await admin.ensure_session()
-        found = await admin.model(
-            "company.employee", "search", [("party.code", "=", PERSON)], 0, 1, None
-        )
-        if found:
-            return
-        parties = await admin.model("party.party", "search", [("code", "=", PERSON)], 0, 1, None)
-        if not parties:
-            parties = await admin.model(
-                "party.party", "create", [{"name": "PSA integration user", "code": PERSON}]
-            )
-        await admin.model(
-            "company.employee",
-            "create",
-            [{"party": parties[0], "company": admin.context["company"]}],
-        )
-
-    _erp(settings, body)
+    _erp(settings, lambda _erp_, admin: ensure_employee(admin, PERSON))
 
 
 def _lines(settings: Settings, psa_id: int) -> list[dict[str, Any]]:
-    async def body(erp: TrytonErp, _admin: Any) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await erp.rpc.model(
-            "timesheet.line",
-            "search_read",
-            [("description", "like", f"%[pssync psa:time_entry:{psa_id}]")],
-            0,
-            None,
-            None,
-            ["id", "duration", "work.origin", "employee.party.code", "invoice_line"],
-        )
-        return rows
-
-    result: list[dict[str, Any]] = _erp(settings, body)
+    result: list[dict[str, Any]] = _erp(settings, lambda erp, _a: timesheet_lines(erp, psa_id))
     return result
-
-
-class Redmine:
-    def __init__(self, settings: Settings) -> None:
-        key = Path(settings.psa_api_key_file).read_text().strip()
-        self.http = httpx.Client(
-            base_url=settings.psa_url, headers={"X-Redmine-API-Key": key}, timeout=30
-        )
-        engine = create_engine(db_url(settings.psa_db))
-        with engine.connect() as conn:
-            self.approved = int(
-                conn.execute(
-                    text(
-                        "SELECT id FROM custom_fields WHERE type = 'TimeEntryCustomField' "
-                        "AND name = 'Approved'"
-                    )
-                ).scalar_one()
-            )
-        engine.dispose()
-        acts = self.http.get("/enumerations/time_entry_activities.json").json()
-        self.activity = int(acts["time_entry_activities"][0]["id"])
-
-    def project(self, code: str) -> dict[str, Any]:
-        return self.project_by_identifier(psa_identifier(code))
-
-    def project_by_identifier(self, identifier: str) -> dict[str, Any]:
-        resp = self.http.get(f"/projects/{identifier}.json")
-        resp.raise_for_status()
-        project: dict[str, Any] = resp.json()["project"]
-        return project
-
-    def new_project(self) -> int:
-        """A Redmine project of the PSA's own, with time tracking, that no deal made."""
-        ident = f"ts-{uuid.uuid4().hex[:10]}"
-        resp = self.http.post(
-            "/projects.json",
-            json={
-                "project": {
-                    "name": f"Internal {ident}",
-                    "identifier": ident,
-                    "enabled_module_names": ["time_tracking", "issue_tracking"],
-                }
-            },
-        )
-        assert resp.status_code == 201, resp.text
-        return int(resp.json()["project"]["id"])
-
-    def issues(self, project_id: int) -> dict[str, int]:
-        resp = self.http.get(
-            "/issues.json", params={"project_id": project_id, "status_id": "*", "limit": 100}
-        )
-        resp.raise_for_status()
-        return {i["subject"]: int(i["id"]) for i in resp.json()["issues"]}
-
-    def log(self, project_id: int, issue: int | None, hours: float, approved: bool) -> int:
-        entry: dict[str, Any] = {
-            "project_id": project_id,
-            "hours": hours,
-            "spent_on": "2026-11-30",
-            "activity_id": self.activity,
-            "comments": "test work",
-            "custom_fields": [{"id": self.approved, "value": "1" if approved else "0"}],
-        }
-        if issue is not None:
-            entry["issue_id"] = issue
-        resp = self.http.post("/time_entries.json", json={"time_entry": entry})
-        assert resp.status_code == 201, resp.text
-        return int(resp.json()["time_entry"]["id"])
-
-    def update(self, entry_id: int, **values: Any) -> None:
-        approved = values.pop("approved", None)
-        if approved is not None:
-            values["custom_fields"] = [{"id": self.approved, "value": "1" if approved else "0"}]
-        resp = self.http.put(f"/time_entries/{entry_id}.json", json={"time_entry": values})
-        assert resp.status_code in (200, 204), resp.text
 
 
 def _exception(k: Kafka, key: str) -> dict[str, Any] | None:
@@ -290,7 +172,7 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     unapproved = psa.log(project["id"], task, 1.0, approved=False)
 
     # Approved time on a project no deal provisioned: it waits, then is an exception.
-    stray = psa.log(psa.new_project(), None, 1.0, approved=True)
+    stray = psa.log(psa.new_project()[0], None, 1.0, approved=True)
     stray_key = f"psa:time_entry:{stray}"
 
     def stray_raised() -> bool:

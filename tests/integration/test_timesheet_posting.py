@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -26,6 +25,7 @@ from connectors.ports import (
     TaskSpec,
     TimesheetLineSpec,
 )
+from streams.demo_apps import admin_rpc, invoice_project
 from streams.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -35,12 +35,6 @@ T = TypeVar("T")
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def admin_rpc(settings: Settings) -> TrytonRpc:
-    """Finance's session: the ERP's administrator (its password is the stack's secret)."""
-    password = (Path(settings.erp_password_file).parent / "erp-admin.password").read_text()
-    return TrytonRpc(settings.erp_url, settings.erp_database, "admin", password.strip())
 
 
 async def employee(admin: TrytonRpc, code: str) -> int:
@@ -53,31 +47,6 @@ async def employee(admin: TrytonRpc, code: str) -> int:
         "company.employee", "create", [{"party": party, "company": admin.context["company"]}]
     )
     return int(emp)
-
-
-async def invoice_project(admin: TrytonRpc, project_id: int) -> None:
-    """What finance does: the project's Invoice button, which invoices its timesheet lines
-    (the customer gets the invoice address an invoice needs, when it has none)."""
-    (work,) = await admin.model("project.work", "read", [project_id], ["party"])
-    addresses = await admin.model(
-        "party.address", "search", [("party", "=", work["party"])], 0, 1, None
-    )
-    if not addresses:
-        await admin.model("party.address", "create", [{"party": work["party"]}])
-    # Finance prices the works with the ERP's hourly service product (its revenue account).
-    (product,) = await admin.model(
-        "product.product", "search", [("template.name", "=", "Consulting hour")], 0, 1, None
-    )
-    works = await admin.model(
-        "project.work",
-        "search",
-        ["OR", ("id", "=", project_id), ("parent", "=", project_id)],
-        0,
-        None,
-        None,
-    )
-    await admin.model("project.work", "write", works, {"product": product})
-    await admin.model("project.work", "invoice", [project_id])
 
 
 def _run(body: Callable[[TrytonErp, TrytonRpc], Awaitable[T]]) -> T:
