@@ -319,15 +319,25 @@ def run_demo(settings: Settings, count: int = 200) -> int:
     codes = {str(r["project_code__c"]) for r in crm.values() if r.get("project_code__c")}
     _monitor(settings, {run, f"psa:time_entry:{played.stray}", *codes})
     number = played.invoice["number"] if played.invoice else "-"
-    print(
-        "in plain words: the deal closed won and got its ERP customer and project and its "
-        f"Redmine project {played.project_code} in seconds; of the time logged on it, only the "
-        "approved hours became Tryton timesheet lines; the invoice finance posted, "
-        f"{number}, shows on the CRM opportunity and the Redmine project; "
-        f"the change order {played.change_order} moved {played.changed.deal.name}'s baseline "
-        "(the monitor lists it under baseline changes); the JPY deal and the time on a "
-        "project no deal made are parked, each with its reason and what to fix."
-    )
+    deal = shown.deal.name
+    print("what you see, in plain words:")
+    for line in (
+        f"- {deal} closed won in the CRM and, within seconds, had its customer and project "
+        f"{played.project_code} in Tryton, its project in Redmine, and its status in the CRM.",
+        "- Of the time logged on it in Redmine, only the approved hours became Tryton "
+        "timesheet lines (on the task, for the consultant's employee); the rest stays in "
+        "Redmine until someone approves it.",
+        f"- Finance posted invoice {number} in Tryton; the CRM opportunity shows it (invoiced "
+        "to date, last invoice and its status, payment status), and so does the Redmine "
+        "project (invoiced to date, recognized revenue).",
+        f"- The change order {played.change_order} amended {played.changed.deal.name}'s "
+        "project in Tryton and Redmine; the monitor lists it under baseline changes.",
+        "- The JPY deal and the time booked on a Redmine project no deal made are parked as "
+        "business exceptions, each with its reason and what to fix, and listed by the monitor.",
+        "- The trace follows the deal across all three systems by its correlation id, from "
+        "the CRM event to the invoice's updates in the CRM and Redmine.",
+    ):
+        print(f"  {line}")
     print("what flowed where:")
     raw = topo.routes[0].raw_topic
     for topic in (raw, topo.canonical("opportunity"), topo.results, topo.exceptions):

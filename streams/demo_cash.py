@@ -119,7 +119,7 @@ def show_time(settings: Settings, p: Played, started: float) -> None:
         (line,) = _wait(settings, f"the ERP line of time entry {entry}", partial(lines, entry), 90)
         print(
             f"  +{time.monotonic() - started:5.1f}s  Tryton timesheet line {line['id']}: "
-            f"{hours(line):g} h on {line['work.']['rec_name']!r}, employee "
+            f'{hours(line):g} h on "{line["work."]["rec_name"]}", employee '
             f"{line['employee.']['party.']['code']} (Redmine time entry {entry})"
         )
     for entry in p.unapproved:

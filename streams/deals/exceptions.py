@@ -81,8 +81,13 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(_plain(r), indent=2, default=str))
         return 0
+    # Deals are keyed by their opportunity; other objects (time entries, expenses, ...) by
+    # their own canonical id, and have no CRM id, customer, line items nor milestones.
+    deal = str(r["saga_key"]).startswith("crm:opportunity:")
     lines = [
-        f"deal         {r['saga_key']} (CRM {r.get('crm_id') or '?'})",
+        f"deal         {r['saga_key']} (CRM {r.get('crm_id') or '?'})"
+        if deal
+        else f"object       {r['saga_key']}",
         f"status       {r['status']}",
         f"reason       {r['reason']}"
         + (f" ({', '.join(r['reasons'])})" if r.get("reasons") else ""),
@@ -90,13 +95,18 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         f"raised at    {_when(r['raised_at'])}",
         f"resolved at  {_when(r.get('resolved_at')) or '-'}",
         f"correlation  {r['correlation_id']}",
-        f"customer     {r.get('customer_id') or '-'}",
-        f"line items   {', '.join(r.get('line_item_ids') or []) or '-'}",
-        f"milestones   {', '.join(r.get('milestone_ids') or []) or '-'}",
-        f"revision     {r.get('deal_revision', 0)}",
-        f"what to fix  {r['message']}",
     ]
-    if r["status"] == "open":
+    if deal:
+        lines += [
+            f"customer     {r.get('customer_id') or '-'}",
+            f"line items   {', '.join(r.get('line_item_ids') or []) or '-'}",
+            f"milestones   {', '.join(r.get('milestone_ids') or []) or '-'}",
+            f"revision     {r.get('deal_revision', 0)}",
+        ]
+    lines.append(f"what to fix  {r['message']}")
+    if r["status"] == "open" and not deal:
+        lines.append("then         do what it says; the exception resolves once the object posts")
+    elif r["status"] == "open":
         lines.append(
             "then         fix it in the CRM (the deal resumes by itself), or after fixing it "
             f"elsewhere: pssync exceptions retry {r['saga_key']} --execute"
