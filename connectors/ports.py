@@ -111,10 +111,40 @@ class CrmWriteBack:
     sync_error: str | None = None
 
 
+@dataclass(frozen=True)
+class ExpensePosting:
+    """One revision of a billable project expense in the ERP: a cost to re-bill the project's
+    customer, or the reversal of an earlier revision (quantity -1, same amount)."""
+
+    key: str  # the expense's canonical id and revision: how the posting is found again
+    expense_id: str  # canonical id of the expense
+    project_code: str  # the ERP project (its number) whose customer is re-billed
+    amount: Decimal  # in `currency`, positive
+    currency: str  # ISO 4217
+    expense_date: date
+    description: str
+    quantity: int = 1  # -1 reverses the revision named by `reverses`
+    reverses: str | None = None
+
+
+@dataclass(frozen=True)
+class PostingOutcome:
+    """What the ERP did with one posting of a batch."""
+
+    key: str
+    status: str  # done | rejected
+    erp_ref: str | None = None  # the ERP's id of what was posted (e.g. account.invoice.line,7)
+    reason: str | None = None  # a reason code when rejected, e.g. expense.unknown_project
+    message: str | None = None  # the ERP's words and what to fix
+    existed: bool = False  # found again by its key: posted by an earlier delivery
+
+
 class Erp(Protocol):
     async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer: ...
 
     async def ensure_project(self, spec: ProjectSpec) -> ErpProject: ...
+
+    async def post_expenses(self, postings: list[ExpensePosting]) -> list[PostingOutcome]: ...
 
 
 class Psa(Protocol):

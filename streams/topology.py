@@ -28,7 +28,7 @@ from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.deals.saga import TARGETS
 from streams.deals.sources import CHILDREN, OPPORTUNITY, VIEWS
-from streams.mappings import crm, erp
+from streams.mappings import crm, erp, psa
 from streams.reference.model import SECTIONS
 from streams.settings import COMMAND_TARGETS, Settings
 
@@ -116,6 +116,7 @@ class Topology:
 def topology(settings: Settings) -> Topology:
     crm_raw = partial(raw_topic, settings.crm_topic_prefix, "sales")
     erp_raw = partial(raw_topic, settings.erp_topic_prefix, "public")
+    psa_raw = partial(raw_topic, settings.psa_topic_prefix, "public")
     reference = erp.resolver(settings.reference_file)
     return Topology(
         routes=[
@@ -136,6 +137,13 @@ def topology(settings: Settings) -> Topology:
             Route(erp_raw("company_company"), "legal_entity", reference.map_company),
             Route(erp_raw("currency_currency"), "currency", erp.map_currency),
             Route(erp_raw("account_tax"), "tax_code", reference.map_tax),
+            Route(psa_raw("issues"), "psa_issue", psa.map_issue),
+            Route(
+                psa_raw("custom_values"),
+                "psa_custom_value",
+                psa.map_custom_value,
+                partition_by="owner_id",
+            ),
         ],
         namespace=settings.topic_namespace,
         analytics_prefix=settings.analytics_prefix,

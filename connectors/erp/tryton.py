@@ -8,6 +8,15 @@
   project code.
 - Tasks = child works of type task, found by name under the project (the ERP keeps them
   flat: phases are the PSA's work breakdown).
+- Billable expenses = customer invoice lines without an invoice (`account.invoice.line`,
+  invoice_type out, party = the project's customer, the "EXPENSE" product at the expense's
+  amount): the ERP's own "to invoice" lines, which the accountant adds to the customer's
+  next invoice. With these modules nothing else takes a re-billable cost: an invoice line's
+  origin cannot name a project and a project work holds one invoice line only, so the line
+  names the project by its code in the description. Each line carries its posting key in
+  `note` (the integration user sets and searches it, people do not), which finds it again;
+  a correction is a reversal line (quantity -1) plus a new line, never an edit, so a line
+  already on an invoice is never touched.
 
 An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
@@ -19,13 +28,26 @@ from decimal import Decimal
 from typing import Any
 
 from connectors.erp.rpc import SYSTEM, TrytonRpc
-from connectors.ports import CustomerSpec, ErpCustomer, ErpProject, ProjectSpec, TaskSpec
+from connectors.ports import (
+    CustomerSpec,
+    ErpCustomer,
+    ErpProject,
+    ExpensePosting,
+    PostingOutcome,
+    ProjectSpec,
+    TaskSpec,
+)
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
 
 INVOICE_METHODS = ("manual", "effort", "progress", "timesheet")
 # The line in a project's comment that finds it again; the deal's correlation id follows.
 KEY_MARKER = "pssync deal: "
+# The `note` of an expense's invoice line: the posting key follows.
+EXPENSE_MARKER = "pssync expense: "
+# The product of re-billed expenses (docker/local/components/erp_setup.py makes it).
+EXPENSE_PRODUCT_CODE = "EXPENSE"
+INVOICE_LINE = "account.invoice.line"
 
 
 def _like_literal(text: str) -> str:
@@ -49,12 +71,21 @@ class _Company:
     currency: str
 
 
+@dataclass(frozen=True)
+class _Product:
+    id: int
+    unit: int
+    account: int
+
+
 class TrytonErp:
     """Implements `connectors.ports.Erp`. Every operation is idempotent on its external key."""
 
     def __init__(self, rpc: TrytonRpc) -> None:
         self.rpc = rpc
         self._company: _Company | None = None
+        self._expense_product: _Product | None = None
+        self._currencies: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 30.0) -> TrytonErp:
@@ -247,3 +278,168 @@ class TrytonErp:
         if task.effort_hours is not None:
             values["effort_duration"] = _duration(task.effort_hours)
         return values
+
+    # -- expenses ------------------------------------------------------------------------
+
+    async def post_expenses(self, postings: list[ExpensePosting]) -> list[PostingOutcome]:
+        """Post each expense revision once: lines found by their key are reported as done,
+        the others created in one call (one by one only when the ERP refuses the batch)."""
+        if not postings:
+            return []
+        company = await self._own_company()
+        unique = list({p.key: p for p in postings}.values())
+        found = await self.rpc.model(
+            INVOICE_LINE,
+            "search_read",
+            [("note", "in", [EXPENSE_MARKER + p.key for p in unique])],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "note"],
+        )
+        existing: dict[str, int] = {}
+        for row in found:
+            existing.setdefault(str(row["note"]).removeprefix(EXPENSE_MARKER), int(row["id"]))
+        outcomes: dict[str, PostingOutcome] = {
+            key: PostingOutcome(key, "done", f"{INVOICE_LINE},{line}", existed=True)
+            for key, line in existing.items()
+        }
+        todo = [p for p in unique if p.key not in existing]
+        if todo:
+            outcomes.update(await self._create_expense_lines(todo, company))
+        return [outcomes[p.key] for p in postings]
+
+    async def _create_expense_lines(
+        self, todo: list[ExpensePosting], company: _Company
+    ) -> dict[str, PostingOutcome]:
+        codes = sorted({p.project_code for p in todo})
+        projects = await self.rpc.model(
+            "project.work",
+            "search_read",
+            [("type", "=", "project"), ("company", "=", company.id), ("number", "in", codes)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "number", "party"],
+        )
+        customers = {str(r["number"]): r.get("party") for r in projects}
+        currencies = await self._currency_ids({p.currency for p in todo})
+        product = await self._expense_product_of()
+        out: dict[str, PostingOutcome] = {}
+        ready: list[tuple[ExpensePosting, dict[str, Any]]] = []
+        for p in todo:
+            rejected = _expense_problem(p, customers, currencies)
+            if rejected is not None:
+                out[p.key] = rejected
+                continue
+            ready.append((p, self._expense_line(p, company, customers, currencies, product)))
+        if not ready:
+            return out
+        try:
+            ids = await self.rpc.model(INVOICE_LINE, "create", [v for _, v in ready])
+            for (p, _), line in zip(ready, ids, strict=True):
+                out[p.key] = PostingOutcome(p.key, "done", f"{INVOICE_LINE},{int(line)}")
+        except CommandRejectedError:
+            # One line the ERP refuses must not hold back the others: find which.
+            for p, values in ready:
+                try:
+                    (line,) = await self.rpc.model(INVOICE_LINE, "create", [values])
+                except CommandRejectedError as exc:
+                    out[p.key] = PostingOutcome(
+                        p.key, "rejected", None, "expense.rejected", str(exc)
+                    )
+                    continue
+                out[p.key] = PostingOutcome(p.key, "done", f"{INVOICE_LINE},{int(line)}")
+        return out
+
+    @staticmethod
+    def _expense_line(
+        p: ExpensePosting,
+        company: _Company,
+        customers: dict[str, Any],
+        currencies: dict[str, int],
+        product: _Product,
+    ) -> dict[str, Any]:
+        return {
+            "invoice_type": "out",
+            "type": "line",
+            "company": company.id,
+            "party": int(customers[p.project_code]),
+            "currency": currencies[p.currency.upper()],
+            "product": product.id,
+            "unit": product.unit,
+            "account": product.account,
+            "quantity": float(p.quantity),
+            "unit_price": _price(p.amount),
+            "description": p.description,
+            "note": f"{EXPENSE_MARKER}{p.key}",
+        }
+
+    async def _currency_ids(self, codes: set[str]) -> dict[str, int]:
+        missing = sorted({c.upper() for c in codes} - set(self._currencies))
+        if missing:
+            rows = await self.rpc.model(
+                "currency.currency",
+                "search_read",
+                [("code", "in", missing)],
+                0,
+                None,
+                None,
+                ["id", "code"],
+            )
+            self._currencies.update({str(r["code"]): int(r["id"]) for r in rows})
+        return self._currencies
+
+    async def _expense_product_of(self) -> _Product:
+        if self._expense_product is None:
+            rows = await self.rpc.model(
+                "product.product",
+                "search_read",
+                [("code", "=", EXPENSE_PRODUCT_CODE)],
+                0,
+                1,
+                None,
+                ["id", "default_uom", "template.account_category.account_revenue"],
+            )
+            account = None
+            if rows:
+                template = rows[0].get("template.") or {}
+                category = template.get("account_category.") or {}
+                account = category.get("account_revenue")
+            if not rows or not account:
+                raise CommandRejectedError(
+                    SYSTEM,
+                    f"the ERP has no product {EXPENSE_PRODUCT_CODE!r} with a revenue account "
+                    "for re-billed expenses; run the ERP setup (erp_setup.py) or create it",
+                )
+            self._expense_product = _Product(
+                int(rows[0]["id"]), int(rows[0]["default_uom"]), int(account)
+            )
+        return self._expense_product
+
+
+def _expense_problem(
+    p: ExpensePosting, customers: dict[str, Any], currencies: dict[str, int]
+) -> PostingOutcome | None:
+    if p.project_code not in customers:
+        return PostingOutcome(
+            p.key,
+            "rejected",
+            reason="expense.unknown_project",
+            message=f"the ERP has no project {p.project_code}; check the expense's project",
+        )
+    if not customers[p.project_code]:
+        return PostingOutcome(
+            p.key,
+            "rejected",
+            reason="expense.project_without_customer",
+            message=f"ERP project {p.project_code} has no customer to re-bill; set its party",
+        )
+    if p.currency.upper() not in currencies:
+        return PostingOutcome(
+            p.key,
+            "rejected",
+            reason="expense.unknown_currency",
+            message=f"the ERP has no currency {p.currency}; add it or fix the expense",
+        )
+    return None
