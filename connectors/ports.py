@@ -111,20 +111,50 @@ class CrmWriteBack:
     sync_error: str | None = None
 
 
-@dataclass(frozen=True)
-class ExpensePosting:
-    """One revision of a billable project expense in the ERP: a cost to re-bill the project's
-    customer, or the reversal of an earlier revision (quantity -1, same amount)."""
+# -- postings: ERP writes of approved work, applied in batches (streams/postings) -------
 
-    key: str  # the expense's canonical id and revision: how the posting is found again
+POST = "post"  # create the ERP record of the source object, or correct it to this spec
+REVERSE = "reverse"  # take the source object's ERP record back (it was un-approved, deleted)
+POSTING_ACTIONS = (POST, REVERSE)
+DONE = "done"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class TimesheetLineSpec:
+    """One approved time entry as a Tryton timesheet line (one line per time entry)."""
+
+    key: str  # the canonical time entry id: how the line is found again
+    project_id: int  # ERP project.work of the project (ErpProject.id)
+    task: str | None  # name of the project's task the hours go on; None: the project itself
+    employee: str  # canonical resource id = the code of the employee's party in the ERP
+    date: date
+    hours: Decimal
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One posting as a kind's batch operation receives it."""
+
+    key: str  # the source object's canonical id, the ERP record's external key
+    action: str  # POST | REVERSE
+    spec: Any = None  # the kind's spec dataclass for POST, None for REVERSE
+
+
+@dataclass(frozen=True)
+class ExpenseSpec:
+    """One revision of an approved, billable expense as a cost re-billed to the project's
+    customer. The ERP holds one live line per expense: a new revision reverses the line of
+    the previous one and adds its own; each line is found again by expense id + revision."""
+
     expense_id: str  # canonical id of the expense
+    revision: int  # grows with every change that reaches the ERP
     project_code: str  # the ERP project (its number) whose customer is re-billed
     amount: Decimal  # in `currency`, positive
     currency: str  # ISO 4217
     expense_date: date
-    description: str
-    quantity: int = 1  # -1 reverses the revision named by `reverses`
-    reverses: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,11 +162,10 @@ class PostingOutcome:
     """What the ERP did with one posting of a batch."""
 
     key: str
-    status: str  # done | rejected
-    erp_ref: str | None = None  # the ERP's id of what was posted (e.g. account.invoice.line,7)
-    reason: str | None = None  # a reason code when rejected, e.g. expense.unknown_project
-    message: str | None = None  # the ERP's words and what to fix
-    existed: bool = False  # found again by its key: posted by an earlier delivery
+    status: str  # DONE | REJECTED
+    erp_id: str | None = None  # the ERP record (None once reversed or never there)
+    reason: str | None = None  # stable code when rejected, e.g. "invoiced", "unknown_task"
+    message: str | None = None  # what the ERP said and what to fix
 
 
 class Erp(Protocol):
@@ -144,7 +173,21 @@ class Erp(Protocol):
 
     async def ensure_project(self, spec: ProjectSpec) -> ErpProject: ...
 
-    async def post_expenses(self, postings: list[ExpensePosting]) -> list[PostingOutcome]: ...
+    async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """Apply a batch of time entry postings, one outcome per posting, same order.
+
+        Idempotent per key: POST creates the line when the ERP has none for the key and
+        writes it to the spec otherwise; REVERSE deletes it (none: done). A line already
+        invoiced is not changed: REJECTED with reason "invoiced".
+        """
+        ...
+
+    async def post_expenses(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """Apply a batch of expense postings (ExpenseSpec for POST), one outcome per posting.
+
+        Idempotent per key and revision: POST adds the revision's line unless the ERP has it
+        and reverses any other live line of the expense; REVERSE reverses the live line."""
+        ...
 
 
 class Psa(Protocol):

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, normalize, sink
+from streams.agents import commands, deal, normalize, postings, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -72,7 +72,11 @@ def create_app(settings: Settings) -> faust.App:
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
     sink.register(app, runners, settings, topo, output, registry, target)
-    commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
+    ports = port_factories(settings)
+    # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.
+    throttles = {"erp": commands.throttle_for(settings, "erp")}
+    commands.register(app, runners, settings, topo, output, registry, ports, throttles)
+    postings.register(app, runners, settings, output, registry, ports, throttles["erp"])
     # The deal stage shares the runner of any stage registered before it on one of its topics
     # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
     # later on one of them must join through fanout.attach too, or it takes the topic over.

@@ -33,6 +33,11 @@ class Metrics:
     commands_in_flight: Gauge
     rate_limit_waits: Counter
     rate_limit_wait_seconds: Counter
+    postings: Counter
+    posting_batches: Histogram
+    posting_apply: Histogram
+    circuit_open: Gauge
+    time_entries: Counter
 
 
 @cache
@@ -160,6 +165,39 @@ def metrics() -> Metrics:
             "pssync_rate_limit_wait_seconds",
             "Time requests spent waiting for the application's rate limit",
             ["target"],
+            registry=r,
+        ),
+        postings=Counter(
+            "pssync_postings",
+            "Postings of approved work applied to the ERP, by kind, action and result "
+            "(done, rejected)",
+            ["kind", "action", "status"],
+            registry=r,
+        ),
+        posting_batches=Histogram(
+            "pssync_posting_batch_size",
+            "Postings per ERP batch operation",
+            ["kind"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=r,
+        ),
+        posting_apply=Histogram(
+            "pssync_posting_apply_seconds",
+            "One ERP batch operation from first request to answer (retries and waits included)",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        circuit_open=Gauge(
+            "pssync_circuit_open",
+            "1 while the application is unavailable and new requests wait for it",
+            ["target"],
+            registry=r,
+        ),
+        time_entries=Counter(
+            "pssync_time_entries",
+            "Time entry decisions: posted, corrected, reversed, waiting, held (unapproved)",
+            ["decision"],
             registry=r,
         ),
     )

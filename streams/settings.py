@@ -327,6 +327,12 @@ class Settings:
     # Seconds an unavailable application is retried before the worker stops (nothing skipped).
     command_retry_for: float = 600.0
     erp_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["erp"]
+    # Postings of approved work (time entries, expenses) per ERP batch operation; they share
+    # the ERP's rate (PSSYNC_ERP_RATE) with the saga's ERP commands.
+    posting_batch_size: int = 100
+    # Seconds an approved time entry waits for its project or person to become known before
+    # it is reported as a business exception (it still posts once they arrive).
+    time_entry_wait: float = 300.0
     psa_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["psa"]
     crm_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["crm"]
     web_port: int = 6066
@@ -425,6 +431,8 @@ class Settings:
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
+            posting_batch_size=_int(e, "PSSYNC_POSTING_BATCH_SIZE", 100),
+            time_entry_wait=_float(e, "PSSYNC_TIME_ENTRY_WAIT", 300.0),
             psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),
             crm_commands=CommandLimits.from_env(e, "crm", DEFAULT_COMMAND_LIMITS["crm"]),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
@@ -465,6 +473,15 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.posting_batch_size < 1:
+            raise ConfigError(
+                "PSSYNC_POSTING_BATCH_SIZE must be at least 1 (postings per ERP batch, e.g. 100)"
+            )
+        if self.time_entry_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_TIME_ENTRY_WAIT={self.time_entry_wait}: seconds a time entry waits for "
+                "its project or person, 0 or more"
+            )
         if self.deal_line_wait < 0:
             raise ConfigError(
                 f"PSSYNC_DEAL_LINE_WAIT={self.deal_line_wait}: seconds to wait for late line "

@@ -17,6 +17,8 @@ from schemas.conventions import (
     dlq_reruns_topic,
     dlq_topic,
     exceptions_topic,
+    posting_results_topic,
+    postings_topic,
     raw_topic,
     saga_commands_topic,
     saga_control_topic,
@@ -208,6 +210,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + audit
         + reruns
         + deal_topic_specs(settings, t)
+        + posting_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -230,3 +233,13 @@ def deal_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
         TopicSpec(t.exceptions, p, r, compact),
     ]
     return inputs + views + commands + saga
+
+
+def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The ERP posting queue and its results, kept by time like the saga's commands."""
+    p, r, ns = settings.partitions, settings.replication, settings.topic_namespace
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    return [
+        TopicSpec(postings_topic("erp", ns), p, r, month),
+        TopicSpec(posting_results_topic(ns), p, r, month),
+    ]

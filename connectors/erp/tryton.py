@@ -8,6 +8,11 @@
   project code.
 - Tasks = child works of type task, found by name under the project (the ERP keeps them
   flat: phases are the PSA's work breakdown).
+- Timesheet lines = `timesheet.line` on the timesheet work of a task (made available for
+  timesheets when it is not yet), for the employee whose party's `code` is the person's
+  canonical resource id; found again by a marker at the end of their `description` (the
+  line's `uuid` is read-only to the API). One line per time entry: a correction writes it,
+  a reversal deletes it; a line with an invoice line is left alone and reported.
 - Billable expenses = customer invoice lines without an invoice (`account.invoice.line`,
   invoice_type out, party = the project's customer, the "EXPENSE" product at the expense's
   amount): the ERP's own "to invoice" lines, which the accountant adds to the customer's
@@ -29,13 +34,18 @@ from typing import Any
 
 from connectors.erp.rpc import SYSTEM, TrytonRpc
 from connectors.ports import (
+    DONE,
+    POST,
+    REJECTED,
     CustomerSpec,
     ErpCustomer,
     ErpProject,
-    ExpensePosting,
+    ExpenseSpec,
+    Posting,
     PostingOutcome,
     ProjectSpec,
     TaskSpec,
+    TimesheetLineSpec,
 )
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
@@ -50,6 +60,22 @@ EXPENSE_PRODUCT_CODE = "EXPENSE"
 INVOICE_LINE = "account.invoice.line"
 
 
+# How a timesheet line names the time entry it posts: "<comment> [pssync <key>]".
+LINE_MARKER = "[pssync {}]"
+
+
+def line_description(comment: str, key: str) -> str:
+    marker = LINE_MARKER.format(key)
+    # Tryton's Char has no size limit here; keep a person's comment readable and short.
+    text = " ".join(comment.split())[:200]
+    return f"{text} {marker}" if text else marker
+
+
+def _key_of_description(description: str) -> str | None:
+    _head, sep, tail = (description or "").rpartition("[pssync ")
+    return tail[:-1] if sep and tail.endswith("]") else None
+
+
 def _like_literal(text: str) -> str:
     """`text` for a Tryton `like` pattern, matched literally (Tryton escapes with '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -58,6 +84,10 @@ def _like_literal(text: str) -> str:
 def _duration(hours: Decimal) -> dict[str, Any]:
     # TimeDelta fields travel as {"__class__": "timedelta", "seconds": ...}.
     return {"__class__": "timedelta", "seconds": float(hours * 3600)}
+
+
+def _date(value: Any) -> dict[str, Any]:
+    return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
 
 
 def _price(value: Decimal) -> dict[str, Any]:
@@ -279,82 +309,318 @@ class TrytonErp:
             values["effort_duration"] = _duration(task.effort_hours)
         return values
 
-    # -- expenses ------------------------------------------------------------------------
+    # -- timesheet lines (posting kind "time_entry") --------------------------------------
 
-    async def post_expenses(self, postings: list[ExpensePosting]) -> list[PostingOutcome]:
-        """Post each expense revision once: lines found by their key are reported as done,
-        the others created in one call (one by one only when the ERP refuses the batch)."""
-        if not postings:
-            return []
+    async def _lines_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
+        domain: list[Any] = ["OR"]
+        domain += [
+            ("description", "like", f"%{_like_literal(LINE_MARKER.format(k))}") for k in keys
+        ]
+        found = await self.rpc.model(
+            "timesheet.line",
+            "search_read",
+            domain,
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "description", "invoice_line"],
+        )
+        lines: dict[str, dict[str, Any]] = {}
+        for row in found:
+            key = _key_of_description(str(row.get("description") or ""))
+            if key is not None:
+                lines.setdefault(key, row)  # the oldest line of a key is the one
+        return lines
+
+    async def _timesheet_works(
+        self, wanted: set[tuple[int, str | None]], company: int
+    ) -> dict[tuple[int, str | None], int]:
+        """(project id, task name or None) -> timesheet.work id, for those the ERP has."""
+        projects = sorted({p for p, _ in wanted})
+        if not projects:
+            return {}
+        works = await self.rpc.model(
+            "project.work",
+            "search_read",
+            ["OR", ("id", "in", projects), ("parent", "in", projects)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "name", "parent", "timesheet_works"],
+        )
+        by_target: dict[tuple[int, str | None], dict[str, Any]] = {}
+        for w in works:
+            if int(w["id"]) in projects:
+                by_target.setdefault((int(w["id"]), None), w)
+            if w.get("parent") in projects:
+                by_target.setdefault((int(w["parent"]), str(w["name"])), w)
+        chosen = {t: by_target[t] for t in wanted if t in by_target}
+        closed = [int(w["id"]) for w in chosen.values() if not w.get("timesheet_works")]
+        if closed:
+            # Make the works bookable: Tryton then creates their timesheet works.
+            await self.rpc.model(
+                "project.work", "write", sorted(set(closed)), {"timesheet_available": True}
+            )
+        ids = sorted({int(w["id"]) for w in chosen.values()})
+        origins = await self.rpc.model(
+            "timesheet.work",
+            "search_read",
+            [("origin", "in", [f"project.work,{i}" for i in ids]), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "origin"],
+        )
+        by_origin: dict[int, int] = {}
+        for row in origins:
+            origin = str(row.get("origin") or "")
+            by_origin.setdefault(int(origin.rpartition(",")[2]), int(row["id"]))
+        return {t: by_origin[int(w["id"])] for t, w in chosen.items() if int(w["id"]) in by_origin}
+
+    async def _employees(self, codes: set[str], company: int) -> dict[str, int]:
+        """Party code (canonical resource id) -> employee of the company."""
+        if not codes:
+            return {}
+        found = await self.rpc.model(
+            "company.employee",
+            "search_read",
+            [("party.code", "in", sorted(codes)), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "party.code"],
+        )
+        out: dict[str, int] = {}
+        for row in found:
+            party = row.get("party.")
+            code = party.get("code") if isinstance(party, dict) else None
+            if code:
+                out.setdefault(str(code), int(row["id"]))
+        return out
+
+    async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """See `connectors.ports.Erp.post_timesheet_lines`: about four requests per batch."""
         company = await self._own_company()
-        unique = list({p.key: p for p in postings}.values())
+        specs: list[TimesheetLineSpec] = [p.spec for p in postings if p.action == POST]
+        lines = await self._lines_by_key([p.key for p in postings])
+        works = await self._timesheet_works({(s.project_id, s.task) for s in specs}, company.id)
+        employees = await self._employees({s.employee for s in specs}, company.id)
+        outcomes: list[PostingOutcome | None] = [None] * len(postings)
+        creates: list[tuple[int, dict[str, Any]]] = []
+        writes: list[tuple[int, int, dict[str, Any]]] = []
+        deletes: list[tuple[int, int]] = []
+        for i, posting in enumerate(postings):
+            line = lines.get(posting.key)
+            line_id = int(line["id"]) if line else None
+            if line is not None and line.get("invoice_line"):
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    str(line_id),
+                    "invoiced",
+                    f"timesheet line {line_id} is already invoiced (invoice line "
+                    f"{line['invoice_line']}); the ERP keeps it as invoiced: credit the invoice "
+                    "in the ERP, or undo the change in the PSA",
+                )
+                continue
+            if posting.action != POST:
+                if line_id is None:
+                    outcomes[i] = PostingOutcome(posting.key, DONE)
+                else:
+                    deletes.append((i, line_id))
+                continue
+            spec: TimesheetLineSpec = posting.spec
+            work = works.get((spec.project_id, spec.task))
+            employee = employees.get(spec.employee)
+            if work is None:
+                where = f"task {spec.task!r} of " if spec.task else ""
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_task",
+                    f"the ERP has no {where}project work {spec.project_id}; create it in the "
+                    "ERP or book the time on an existing task",
+                )
+                continue
+            if employee is None:
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_person",
+                    f"the ERP has no employee whose party code is {spec.employee!r}; give the "
+                    "person's employee party that code in the ERP",
+                )
+                continue
+            values = {
+                "company": company.id,
+                "employee": employee,
+                "work": work,
+                "date": _date(spec.date),
+                "duration": _duration(spec.hours),
+                "description": line_description(spec.description, spec.key),
+            }
+            if line_id is None:
+                creates.append((i, values))
+            else:
+                writes.append((i, line_id, values))
+        if creates:
+            created = await self.rpc.model("timesheet.line", "create", [v for _, v in creates])
+            for (i, _), new_id in zip(creates, created, strict=True):
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(new_id))
+        if writes:
+            args: list[Any] = []
+            for _, line_id, values in writes:
+                args += [[line_id], {k: v for k, v in values.items() if k != "company"}]
+            await self.rpc.model("timesheet.line", "write", *args)
+            for i, line_id, _ in writes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(line_id))
+        if deletes:
+            await self.rpc.model("timesheet.line", "delete", [d for _, d in deletes])
+            for i, _ in deletes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE)
+        return [o for o in outcomes if o is not None]
+
+    # -- expenses (posting kind "expense") --------------------------------------------
+
+    async def _expense_lines(self, keys: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Expense id -> its lines by line key (<id>@<revision>, <...>~reversal)."""
+        if not keys:
+            return {}
+        domain: list[Any] = ["OR"]
+        domain += [("note", "like", f"{_like_literal(EXPENSE_MARKER + k)}@%") for k in keys]
         found = await self.rpc.model(
             INVOICE_LINE,
             "search_read",
-            [("note", "in", [EXPENSE_MARKER + p.key for p in unique])],
+            domain,
             0,
             None,
             [("id", "ASC")],
-            ["id", "note"],
+            ["id", "note", "party", "currency", "unit_price", "description"],
         )
-        existing: dict[str, int] = {}
+        out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in keys}
         for row in found:
-            existing.setdefault(str(row["note"]).removeprefix(EXPENSE_MARKER), int(row["id"]))
-        outcomes: dict[str, PostingOutcome] = {
-            key: PostingOutcome(key, "done", f"{INVOICE_LINE},{line}", existed=True)
-            for key, line in existing.items()
-        }
-        todo = [p for p in unique if p.key not in existing]
-        if todo:
-            outcomes.update(await self._create_expense_lines(todo, company))
-        return [outcomes[p.key] for p in postings]
+            line_key = str(row.get("note") or "").removeprefix(EXPENSE_MARKER)
+            expense = line_key.partition("@")[0]
+            if expense in out:
+                out[expense].setdefault(line_key, row)  # the oldest line of a key is the one
+        return out
 
-    async def _create_expense_lines(
-        self, todo: list[ExpensePosting], company: _Company
-    ) -> dict[str, PostingOutcome]:
-        codes = sorted({p.project_code for p in todo})
-        projects = await self.rpc.model(
-            "project.work",
-            "search_read",
-            [("type", "=", "project"), ("company", "=", company.id), ("number", "in", codes)],
-            0,
-            None,
-            [("id", "ASC")],
-            ["id", "number", "party"],
+    async def post_expenses(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """See `connectors.ports.Erp.post_expenses`: about four requests per batch."""
+        if not postings:
+            return []
+        company = await self._own_company()
+        lines = await self._expense_lines(sorted({p.key for p in postings}))
+        specs: list[ExpenseSpec] = [p.spec for p in postings if p.action == POST]
+        codes = sorted({s.project_code for s in specs})
+        projects = (
+            await self.rpc.model(
+                "project.work",
+                "search_read",
+                [("type", "=", "project"), ("company", "=", company.id), ("number", "in", codes)],
+                0,
+                None,
+                [("id", "ASC")],
+                ["id", "number", "party"],
+            )
+            if codes
+            else []
         )
         customers = {str(r["number"]): r.get("party") for r in projects}
-        currencies = await self._currency_ids({p.currency for p in todo})
+        currencies = await self._currency_ids({s.currency for s in specs})
         product = await self._expense_product_of()
-        out: dict[str, PostingOutcome] = {}
-        ready: list[tuple[ExpensePosting, dict[str, Any]]] = []
-        for p in todo:
-            rejected = _expense_problem(p, customers, currencies)
-            if rejected is not None:
-                out[p.key] = rejected
+        outcomes: list[PostingOutcome | None] = [None] * len(postings)
+        # Per posting, the lines it adds (reversals of live lines, then its own).
+        planned: list[tuple[int, str | None, list[dict[str, Any]]]] = []
+        for i, posting in enumerate(postings):
+            held = lines.get(posting.key, {})
+            live = [k for k in held if "~" not in k and f"{k}~reversal" not in held]
+            own: str | None = None
+            if posting.action == POST:
+                spec: ExpenseSpec = posting.spec
+                own = f"{posting.key}@{spec.revision}"
+                if own in held:
+                    outcomes[i] = PostingOutcome(posting.key, DONE, str(held[own]["id"]))
+                    continue
+                problem = _expense_problem(posting.key, spec, customers, currencies)
+                if problem is not None:
+                    outcomes[i] = problem
+                    continue
+            values = [self._reversal(held[k], f"{k}~reversal", company, product) for k in live]
+            if posting.action == POST and own is not None:
+                values.append(
+                    self._expense_line(own, posting.spec, company, customers, currencies, product)
+                )
+            if not values:
+                outcomes[i] = PostingOutcome(posting.key, DONE)
                 continue
-            ready.append((p, self._expense_line(p, company, customers, currencies, product)))
-        if not ready:
-            return out
+            planned.append((i, own, values))
+            # A later posting of the same key in this batch sees these lines.
+            for v in values:
+                key = str(v["note"]).removeprefix(EXPENSE_MARKER)
+                held[key] = {"id": 0, **v}
+            lines[posting.key] = held
+        if planned:
+            await self._create_planned(postings, planned, outcomes)
+        return [o or PostingOutcome(p.key, DONE) for o, p in zip(outcomes, postings, strict=True)]
+
+    async def _create_planned(
+        self,
+        postings: list[Posting],
+        planned: list[tuple[int, str | None, list[dict[str, Any]]]],
+        outcomes: list[PostingOutcome | None],
+    ) -> None:
         try:
-            ids = await self.rpc.model(INVOICE_LINE, "create", [v for _, v in ready])
-            for (p, _), line in zip(ready, ids, strict=True):
-                out[p.key] = PostingOutcome(p.key, "done", f"{INVOICE_LINE},{int(line)}")
+            ids = await self.rpc.model(
+                INVOICE_LINE, "create", [v for _, _, values in planned for v in values]
+            )
+            it = iter(ids)
+            for i, own, values in planned:
+                made = [int(next(it)) for _ in values]
+                erp_id = str(made[-1]) if own is not None else None
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, erp_id)
         except CommandRejectedError:
-            # One line the ERP refuses must not hold back the others: find which.
-            for p, values in ready:
+            # One posting the ERP refuses must not hold back the others: each on its own
+            # (its reversal and its new line together, in one transaction).
+            for i, own, values in planned:
                 try:
-                    (line,) = await self.rpc.model(INVOICE_LINE, "create", [values])
+                    made = await self.rpc.model(INVOICE_LINE, "create", values)
                 except CommandRejectedError as exc:
-                    out[p.key] = PostingOutcome(
-                        p.key, "rejected", None, "expense.rejected", str(exc)
+                    outcomes[i] = PostingOutcome(
+                        postings[i].key, REJECTED, None, "expense.rejected", str(exc)
                     )
                     continue
-                out[p.key] = PostingOutcome(p.key, "done", f"{INVOICE_LINE},{int(line)}")
-        return out
+                erp_id = str(int(made[-1])) if own is not None else None
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, erp_id)
+
+    @staticmethod
+    def _reversal(
+        line: dict[str, Any], key: str, company: _Company, product: _Product
+    ) -> dict[str, Any]:
+        """A line that takes `line` back: same customer, currency and price, quantity -1."""
+        return {
+            "invoice_type": "out",
+            "type": "line",
+            "company": company.id,
+            "party": line["party"],
+            "currency": line["currency"],
+            "product": product.id,
+            "unit": product.unit,
+            "account": product.account,
+            "quantity": -1.0,
+            "unit_price": line["unit_price"],
+            "description": f"Reversal: {line.get('description') or ''}",
+            "note": f"{EXPENSE_MARKER}{key}",
+        }
 
     @staticmethod
     def _expense_line(
-        p: ExpensePosting,
+        key: str,
+        spec: ExpenseSpec,
         company: _Company,
         customers: dict[str, Any],
         currencies: dict[str, int],
@@ -364,15 +630,15 @@ class TrytonErp:
             "invoice_type": "out",
             "type": "line",
             "company": company.id,
-            "party": int(customers[p.project_code]),
-            "currency": currencies[p.currency.upper()],
+            "party": int(customers[spec.project_code]),
+            "currency": currencies[spec.currency.upper()],
             "product": product.id,
             "unit": product.unit,
             "account": product.account,
-            "quantity": float(p.quantity),
-            "unit_price": _price(p.amount),
-            "description": p.description,
-            "note": f"{EXPENSE_MARKER}{p.key}",
+            "quantity": 1.0,
+            "unit_price": _price(spec.amount),
+            "description": spec.description,
+            "note": f"{EXPENSE_MARKER}{key}",
         }
 
     async def _currency_ids(self, codes: set[str]) -> dict[str, int]:
@@ -419,27 +685,27 @@ class TrytonErp:
 
 
 def _expense_problem(
-    p: ExpensePosting, customers: dict[str, Any], currencies: dict[str, int]
+    key: str, spec: ExpenseSpec, customers: dict[str, Any], currencies: dict[str, int]
 ) -> PostingOutcome | None:
-    if p.project_code not in customers:
+    if spec.project_code not in customers:
         return PostingOutcome(
-            p.key,
-            "rejected",
+            key,
+            REJECTED,
             reason="expense.unknown_project",
-            message=f"the ERP has no project {p.project_code}; check the expense's project",
+            message=f"the ERP has no project {spec.project_code}; check the expense's project",
         )
-    if not customers[p.project_code]:
+    if not customers[spec.project_code]:
         return PostingOutcome(
-            p.key,
-            "rejected",
+            key,
+            REJECTED,
             reason="expense.project_without_customer",
-            message=f"ERP project {p.project_code} has no customer to re-bill; set its party",
+            message=f"ERP project {spec.project_code} has no customer to re-bill; set its party",
         )
-    if p.currency.upper() not in currencies:
+    if spec.currency.upper() not in currencies:
         return PostingOutcome(
-            p.key,
-            "rejected",
+            key,
+            REJECTED,
             reason="expense.unknown_currency",
-            message=f"the ERP has no currency {p.currency}; add it or fix the expense",
+            message=f"the ERP has no currency {spec.currency}; add it or fix the expense",
         )
     return None

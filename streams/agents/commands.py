@@ -262,6 +262,7 @@ def throttle_for(settings: Settings, target: str) -> Throttle:
         waits.inc()
         waited.inc(seconds)
 
+    circuit = m.circuit_open.labels(target)
     return Throttle(
         target,
         limits.concurrency,
@@ -269,6 +270,7 @@ def throttle_for(settings: Settings, target: str) -> Throttle:
         settings.command_retry_for,
         on_wait=on_wait,
         on_in_flight=m.commands_in_flight.labels(target).set,
+        on_circuit=lambda is_open: circuit.set(1 if is_open else 0),
     )
 
 
@@ -280,17 +282,21 @@ def register(
     output: Output,
     registry: Registry,
     ports: dict[str, PortFactory],
+    throttles: dict[str, Throttle] | None = None,
 ) -> list[CommandStage]:
-    """A command stage for every application in TARGETS that has a port factory in `ports`."""
+    """A command stage for every application in TARGETS that has a port factory in `ports`.
+
+    `throttles`: an application's one Throttle when other stages write to it too (the ERP
+    posting stage); made here otherwise."""
     stages = []
+    shared = throttles or {}
     for target in TARGETS:
         port = ports.get(target.name)
         if port is None:
             log.warning("no %s adapter: its saga commands wait on their topic", target.name)
             continue
-        stage = CommandStage(
-            target, port, throttle_for(settings, target.name), topology, output, registry
-        )
+        throttle = shared.get(target.name) or throttle_for(settings, target.name)
+        stage = CommandStage(target, port, throttle, topology, output, registry)
         topic = bytes_topic(app, topology.commands(target.name))
         batch_stage(app, runners, topic, f"commands-{target.name}", stage, settings)
         stages.append(stage)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
-from connectors.ports import ExpensePosting
+from connectors.ports import ExpenseSpec
 from schemas.conventions import canonical_id
 
 # The PSA's custom fields of an expense, by role -> their names in Redmine
@@ -161,7 +161,16 @@ def facts(state: ExpenseState, field_ids: dict[str, str]) -> Facts | None:
 
 @dataclass(frozen=True)
 class Post:
-    posting: ExpensePosting
+    """Make `spec` the expense's line in the ERP (the ERP port reverses any other)."""
+
+    spec: ExpenseSpec
+
+
+@dataclass(frozen=True)
+class Reverse:
+    """Take the expense's line back (un-approved, no longer billable, deleted)."""
+
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,7 @@ class Publish:
     project: Project | None
 
 
-Effect = Post | Raise | Resolve | Publish
+Effect = Post | Reverse | Raise | Resolve | Publish
 
 
 def description(f: Facts, project_code: str, expense_id: str) -> str:
@@ -276,34 +285,16 @@ def decide(
         None if f is None or project is None or problem else _target(f, project, state.expense_id)
     )
     if not _same(target, state.posted):
-        revision = new.revision
-        if state.posted is not None:
-            revision += 1
-            old = state.posted
+        revision = new.revision + 1
+        posted = None if target is None else replace(target, key=f"{state.expense_id}@{revision}")
+        if posted is None:
+            effects.append(Reverse(revision))
+        else:
             effects.append(
                 Post(
-                    ExpensePosting(
-                        key=f"{state.expense_id}@{revision}",
+                    ExpenseSpec(
                         expense_id=state.expense_id,
-                        project_code=old.project_code,
-                        amount=old.amount,
-                        currency=old.currency,
-                        expense_date=old.expense_date,
-                        description=f"Reversal of {old.key}: {old.description}",
-                        quantity=-1,
-                        reverses=old.key,
-                    )
-                )
-            )
-        posted = None
-        if target is not None:
-            revision += 1
-            posted = replace(target, key=f"{state.expense_id}@{revision}")
-            effects.append(
-                Post(
-                    ExpensePosting(
-                        key=posted.key,
-                        expense_id=state.expense_id,
+                        revision=revision,
                         project_code=posted.project_code,
                         amount=posted.amount,
                         currency=posted.currency,

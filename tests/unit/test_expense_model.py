@@ -22,6 +22,7 @@ from streams.expenses.model import (
     Publish,
     Raise,
     Resolve,
+    Reverse,
     Value,
     decide,
     facts,
@@ -61,8 +62,10 @@ def test_erp_net_matches_the_final_state(steps: list[tuple[str, object]]) -> Non
     state = ExpenseState("psa:issue:7", issue=issue, values={"5": Value("10")})
     known = {"1", "2"}
     now = 1000.0
-    erp: dict[str, tuple[str, str, int]] = {}  # key -> (project, currency, signed cents)
-    reversed_keys: set[str] = set()
+    # The ERP as the port keeps it: line key -> (project, currency, signed cents); a new
+    # revision reverses the live line and adds its own.
+    erp: dict[str, tuple[str, str, int]] = {}
+    revisions: list[int] = []
     open_problem: str | None = None
 
     def run() -> list[object]:
@@ -71,14 +74,22 @@ def test_erp_net_matches_the_final_state(steps: list[tuple[str, object]]) -> Non
         project = PROJECTS.get(project_id or "") if project_id in known else None
         state, effects = decide(state, facts(state, FIELDS), project, now, WAIT)
         for e in effects:
-            if isinstance(e, Post):
-                p = e.posting
-                assert p.key not in erp, "a posting key is used once"
-                if p.reverses is not None:
-                    assert p.reverses in erp and p.reverses not in reversed_keys
-                    reversed_keys.add(p.reverses)
-                cents = int(p.amount * 100) * p.quantity
-                erp[p.key] = (p.project_code, p.currency, cents)
+            if isinstance(e, Post | Reverse):
+                revision = e.spec.revision if isinstance(e, Post) else e.revision
+                assert not revisions or revision > revisions[-1], "revisions grow"
+                revisions.append(revision)
+                live = [k for k in erp if "~" not in k and f"{k}~reversal" not in erp]
+                assert len(live) <= 1
+                for k in live:
+                    project_code, currency, cents = erp[k]
+                    erp[f"{k}~reversal"] = (project_code, currency, -cents)
+                if isinstance(e, Post):
+                    p = e.spec
+                    erp[f"{p.expense_id}@{p.revision}"] = (
+                        p.project_code,
+                        p.currency,
+                        int(p.amount * 100),
+                    )
             elif isinstance(e, Raise):
                 assert open_problem is None
                 open_problem = e.problem.reason
@@ -140,7 +151,8 @@ def test_unknown_project_waits_then_raises_once_and_resolves() -> None:
     assert kinds == [Resolve, Post, Publish]
     post = effects[1]
     assert isinstance(post, Post)
-    assert post.posting.key == "psa:expense:7@1" and post.posting.amount == Decimal("42.00")
+    assert post.spec.expense_id == "psa:expense:7" and post.spec.revision == 1
+    assert post.spec.amount == Decimal("42.00")
 
 
 def test_unapproval_after_posting_reverses_and_withdraws() -> None:
@@ -150,9 +162,8 @@ def test_unapproval_after_posting_reverses_and_withdraws() -> None:
     state, _ = decide(state, facts(state, FIELDS), PROJECTS["1"], 1.0, WAIT)
     state = replace(state, values={**values, "9": Value("0")})
     state, effects = decide(state, facts(state, FIELDS), PROJECTS["1"], 2.0, WAIT)
-    post, publish = effects
-    assert isinstance(post, Post) and post.posting.quantity == -1
-    assert post.posting.reverses == "psa:expense:7@1" and post.posting.key == "psa:expense:7@2"
+    reverse, publish = effects
+    assert reverse == Reverse(2)
     assert isinstance(publish, Publish) and publish.approval_state == "withdrawn"
 
 
