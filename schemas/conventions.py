@@ -50,7 +50,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "command", "deal", "posting")
+DLQ_STAGES = ("normalize", "sink", "command", "deal", "posting", "expense")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",

@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, normalize, postings, sink
+from streams.agents import commands, deal, expense, normalize, postings, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -25,6 +25,7 @@ from streams.settings import Settings
 from streams.topology import topology
 from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
+from tables.expenses import expense_table
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,16 @@ def create_app(settings: Settings) -> faust.App:
         output,
         registry,
         deal_tables(app, settings.partitions, output),
+    )
+    # Joins fanout.attach too: the sink reads its PSA inputs.
+    expense.register(
+        app,
+        runners,
+        settings,
+        topo,
+        output,
+        registry,
+        expense_table(app, settings.partitions, output),
     )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.

@@ -55,6 +55,9 @@ class Route:
 # Canonical entities no route maps: the quote-to-cash saga publishes them once it has learned
 # them from the ERP and the PSA (streams/deals/canonical.py).
 DERIVED = ("contract", "project", "task")
+# Canonical entities a stage publishes once it has joined their source records:
+# the expense stage (streams/agents/expense.py), from PSA issues and their custom values.
+JOINED = ("expense",)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,6 @@ class Topology:
     def dlq_reruns(self) -> str:
         return dlq_reruns_topic(self.namespace)
 
-
     @property
     def saga_control(self) -> str:
         return saga_control_topic(self.namespace)
@@ -111,8 +113,8 @@ class Topology:
 
     @property
     def emitted(self) -> list[str]:
-        """Every canonical entity pssync publishes: mapped by routes or learned by the saga."""
-        return sorted({*self.entities, *DERIVED})
+        """Every canonical entity pssync publishes: mapped, learned by the saga or joined."""
+        return sorted({*self.entities, *DERIVED, *JOINED})
 
 
 def topology(settings: Settings) -> Topology:
@@ -211,6 +213,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + reruns
         + deal_topic_specs(settings, t)
         + posting_topic_specs(settings)
+        + expense_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -242,4 +245,13 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(postings_topic("erp", ns), p, r, month),
         TopicSpec(posting_results_topic(ns), p, r, month),
+    ]
+
+
+def expense_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The PSA's custom field definitions, which the expense stage views whole (created here
+    so the view has a topic before the connector's first snapshot)."""
+    topic = raw_topic(settings.psa_topic_prefix, "public", "custom_fields")
+    return [
+        TopicSpec(topic, settings.partitions, settings.replication, {"cleanup.policy": "compact"})
     ]

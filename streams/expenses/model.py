@@ -16,7 +16,6 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from connectors.ports import ExpenseSpec
-from schemas.conventions import canonical_id
 
 # The PSA's custom fields of an expense, by role -> their names in Redmine
 # (docker/local/components/psa_setup.rb makes them).
@@ -83,6 +82,8 @@ class ExpenseState:
     problem: Problem | None = None  # the open business exception, if any
     exceptions: int = 0  # exceptions raised so far (numbers them)
     published: str | None = None  # fingerprint of the canonical expense last published
+    rejection: Problem | None = None  # the ERP refused the latest posting (open exception)
+    erp_id: str | None = None  # the ERP's id of the live line, once posted
 
     @property
     def psa_id(self) -> str:
@@ -90,7 +91,9 @@ class ExpenseState:
 
     @property
     def expense_id(self) -> str:
-        return canonical_id("psa", "expense", self.psa_id)
+        # The expense is the PSA's issue: its canonical id is the issue's, so the postings
+        # and their results (keyed by it) share the partition of the issue's records.
+        return self.key
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Project:
 
     code: str
     correlation_id: str
+    opportunity_id: str = ""
     customer_id: str = ""
     legal_entity_id: str = ""
     currency: str | None = None
@@ -314,3 +318,30 @@ def decide(
         effects.append(Publish("deleted" if f is None else "withdrawn", project))
         new = replace(new, published=None)
     return new, effects
+
+
+def on_result(
+    state: ExpenseState,
+    revision: int,
+    done: bool,
+    reason: str | None,
+    message: str | None,
+    erp_id: str | None,
+    now: float,
+) -> tuple[ExpenseState, list[Effect]]:
+    """What the ERP did with a posting: a refusal of the latest revision is a business
+    exception until a later revision (or the same, retried) is done."""
+    if revision != state.revision:
+        return state, []  # superseded by a later posting
+    effects: list[Effect] = []
+    if done:
+        new = replace(state, erp_id=erp_id if state.posted is not None else None)
+        if state.rejection is not None:
+            effects.append(Resolve(state.rejection, state.exceptions))
+            new = replace(new, rejection=None)
+        return new, effects
+    if state.rejection is not None:
+        return state, []
+    number = state.exceptions + 1
+    problem = Problem(reason or "expense.rejected", message or "the ERP refused the expense", now)
+    return replace(state, rejection=problem, exceptions=number), [Raise(problem, number)]

@@ -26,6 +26,7 @@ from streams.expenses.model import (
     Value,
     decide,
     facts,
+    on_result,
 )
 
 FIELDS = {"amount": "5", "currency": "6", "category": "7", "billable": "8", "approved": "9"}
@@ -151,7 +152,7 @@ def test_unknown_project_waits_then_raises_once_and_resolves() -> None:
     assert kinds == [Resolve, Post, Publish]
     post = effects[1]
     assert isinstance(post, Post)
-    assert post.spec.expense_id == "psa:expense:7" and post.spec.revision == 1
+    assert post.spec.expense_id == "psa:issue:7" and post.spec.revision == 1
     assert post.spec.amount == Decimal("42.00")
 
 
@@ -165,6 +166,23 @@ def test_unapproval_after_posting_reverses_and_withdraws() -> None:
     reverse, publish = effects
     assert reverse == Reverse(2)
     assert isinstance(publish, Publish) and publish.approval_state == "withdrawn"
+
+
+def test_a_refused_posting_is_an_exception_until_a_later_one_is_done() -> None:
+    issue = Issue("7", "1", "Taxi", "3", date(2026, 11, 2))
+    values = {"5": Value("42"), "6": Value("EUR"), "9": Value("1")}
+    state = ExpenseState("psa:issue:7", issue=issue, values=values)
+    state, _ = decide(state, facts(state, FIELDS), PROJECTS["1"], 1.0, WAIT)
+    state, effects = on_result(state, 1, False, "expense.rejected", "no", None, 2.0)
+    assert [type(e) for e in effects] == [Raise]
+    assert on_result(state, 1, False, "expense.rejected", "no", None, 3.0) == (state, [])
+    state = replace(state, values={**values, "5": Value("43")})
+    state, effects = decide(state, facts(state, FIELDS), PROJECTS["1"], 4.0, WAIT)
+    assert [type(e) for e in effects] == [Post, Publish]
+    assert on_result(state, 1, True, None, None, "9", 5.0) == (state, [])  # superseded
+    state, effects = on_result(state, 2, True, None, None, "10", 6.0)
+    assert [type(e) for e in effects] == [Resolve] and state.erp_id == "10"
+    assert state.rejection is None
 
 
 def test_an_issue_without_expense_fields_is_no_expense() -> None:
