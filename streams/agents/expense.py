@@ -208,7 +208,8 @@ class ExpenseStage:
         project = self._project(state)
         new, effects = decide(state, f, project, now, self.settings.expense_wait)
         self._apply(new, f, project, effects, now)
-        work[new.key] = new
+        if new != state or new.key in work:
+            work[new.key] = new
         if new.waiting_since is not None:
             self.waiting[new.key] = new.partition
         else:
@@ -314,14 +315,22 @@ class ExpenseStage:
                 self._rescan(assignment)
             versions = (self.projects.version, self.fields.version)
             moved = versions != self._versions
+            fields_moved = versions[1] != self._versions[1]
             self._versions = versions
             work: dict[str, ExpenseState] = {}
             wait = self.settings.expense_wait
+            if fields_moved:
+                # The PSA's field definitions came in (or changed) after issues and values
+                # that need them: every expense of this worker is decided again (a no-op for
+                # those already decided on the same facts).
+                for held in list(self.table.states()):
+                    if held.partition in assignment:
+                        self._decide(work, held, now)
             for key, partition in sorted(self.waiting.items()):
                 if not self.owns(partition):
                     self.waiting.pop(key, None)
                     continue
-                state = self.table.get(key)
+                state = work.get(key) or self.table.get(key)
                 if state is None or state.waiting_since is None:
                     self.waiting.pop(key, None)
                     continue
