@@ -1,0 +1,119 @@
+"""PSA issues and custom values as events, and the expense stage's records, against their
+Avro contracts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from schemas import contracts
+from schemas.serde import encode
+from streams.agents.normalize import parent_key
+from streams.changes import Change
+from streams.expenses import sources
+from streams.expenses.model import (
+    ExpenseState,
+    Issue,
+    Problem,
+    Project,
+    Value,
+    facts,
+)
+from streams.mappings.psa import map_custom_value, map_issue
+from streams.settings import Settings
+from streams.topology import topology
+from tables.views import View
+
+FIELDS = {"amount": "5", "currency": "6", "category": "7", "billable": "8", "approved": "9"}
+
+
+def _change(table: str, key: str, op: str, row: dict[str, Any]) -> Change:
+    before, after = (row, None) if op == "delete" else (None, row)
+    return Change(op, before, after, "psa", f"public.{table}", key, "0/80", 128, 1_700_000_000_000)
+
+
+def _fits(entity: str, record: dict[str, Any]) -> None:
+    encode(1, contracts.parsed(entity), record)  # raises if the record breaks the contract
+
+
+ISSUE_ROW = {
+    "id": 42,
+    "project_id": 7,
+    "tracker_id": 4,
+    "author_id": 5,
+    "assigned_to_id": None,
+    "subject": "Flight",
+    "start_date": 20_412,  # days since the epoch
+    "created_on": 1_763_600_000_000_000,
+    "updated_on": 1_763_600_100_000_000,
+}
+
+
+def test_an_issue_becomes_a_psa_issue_event() -> None:
+    key, record = map_issue(_change("issues", "42", "create", ISSUE_ROW), "psa.public.issues/0/1")
+    assert key == "psa:issue:42"
+    data = record["data"]
+    assert data["psa_project_id"] == "7" and data["tracker_id"] == "4"
+    assert data["start_date"] == date(2025, 11, 20)
+    _fits("psa_issue", record)
+    key, deleted = map_issue(_change("issues", "42", "delete", {"id": 42}), "c")
+    assert key == "psa:issue:42" and deleted["data"] is None
+    _fits("psa_issue", deleted)
+
+
+def test_a_custom_value_goes_beside_its_owner() -> None:
+    row = {"id": 9, "customized_type": "Issue", "customized_id": 42, "custom_field_id": 5,
+           "value": "412.30"}  # fmt: skip
+    change = _change("custom_values", "9", "update", row)
+    key, record = map_custom_value(change, "c")
+    assert key == "psa:custom_value:9"
+    assert record["data"]["owner_id"] == "psa:issue:42" and record["data"]["value"] == "412.30"
+    _fits("psa_custom_value", record)
+    route = next(r for r in topology(Settings()).routes if r.entity == "psa_custom_value")
+    assert route.partition_by == "owner_id"
+    # A delete still finds its owner's partition from the old row.
+    deleted = _change("custom_values", "9", "delete", row)
+    assert parent_key(route, deleted, map_custom_value(deleted, "c")[1]) == "psa:issue:42"
+    te = map_custom_value(_change("custom_values", "10", "update", {**row,
+                          "customized_type": "TimeEntry"}), "c")[1]  # fmt: skip
+    assert te["data"]["owner_id"] == "psa:time_entry:42"
+    assert sources.value_of(te) is None  # the expense stage reads issues' values only
+
+
+def test_field_ids_come_from_the_psa_definitions_by_name() -> None:
+    view: View[tuple[str, str, str]] = View("t", sources._raw_json, sources._field_of)
+    for fid, kind, name in [("1", "TimeEntryCustomField", "Approved"),
+                            ("5", "IssueCustomField", "Expense amount"),
+                            ("9", "IssueCustomField", "Expense approved")]:  # fmt: skip
+        view.apply(
+            f'{{"id":{fid}}}',
+            f'{{"after":{{"id":{fid},"type":"{kind}","name":"{name}"}}}}'.encode(),
+        )
+    assert sources.field_ids(view) == {"amount": "5", "approved": "9"}
+
+
+def test_the_canonical_expense_and_its_exception_fit_their_contracts() -> None:
+    issue = Issue("42", "7", "Flight", "5", date(2026, 11, 20), 1.0, 2.0)
+    values = {"5": Value("412.3"), "6": Value("eur"), "7": Value("travel"), "9": Value("1")}
+    state = ExpenseState("psa:issue:42", issue=issue, values=values, version=3)
+    f = facts(state, FIELDS)
+    assert f is not None and f.amount == Decimal("412.30") and f.currency == "EUR"
+    project = Project("PRJ-00042", "5b1c0e7e-0000-5000-8000-000000000000", "crm:opportunity:1")
+    record = sources.expense_record(state, f, project, "approved", 3.0)
+    _fits("expense", record)
+    assert record["data"]["project_id"] == "PRJ-00042"
+    assert record["envelope"]["correlation_id"] == project.correlation_id
+    _fits("expense", sources.expense_record(replace(state, issue=None), None, None, "deleted", 4))
+    exc = sources.exception_record(
+        state, None, Problem("expense.unknown_project", "no project", 1.0), 1, 5.0, False
+    )
+    encode(1, _exception_schema(), exc)
+    assert exc["saga_key"] == "psa:issue:42" and exc["status"] == "open"
+
+
+def _exception_schema() -> Any:
+    from schemas import saga
+
+    return saga.parsed("exception")
