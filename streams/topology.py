@@ -249,9 +249,12 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def expense_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The PSA's custom field definitions, which the expense stage views whole (created here
-    so the view has a topic before the connector's first snapshot)."""
-    topic = raw_topic(settings.psa_topic_prefix, "public", "custom_fields")
+    """The PSA's custom field definitions and users, which the expense stage views whole
+    (created here so the views have topics before the connector's first snapshot)."""
+    p, r = settings.partitions, settings.replication
     return [
-        TopicSpec(topic, settings.partitions, settings.replication, {"cleanup.policy": "compact"})
+        TopicSpec(
+            raw_topic(settings.psa_topic_prefix, "public", t), p, r, {"cleanup.policy": "compact"}
+        )
+        for t in ("custom_fields", "users")
     ]

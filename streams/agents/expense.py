@@ -72,6 +72,7 @@ class ExpenseStage:
         table: ExpenseTable,
         projects: View[Any],
         fields: View[Any],
+        users: View[Any] | None = None,
         reader: ViewReader | None = None,
         owns: Callable[[int], bool] = lambda _p: True,
         clock: Callable[[], float] = time.time,
@@ -83,6 +84,7 @@ class ExpenseStage:
         self.table = table
         self.projects = projects
         self.fields = fields
+        self.users = users
         self.reader = reader
         self.owns = owns
         self.clock = clock
@@ -114,7 +116,8 @@ class ExpenseStage:
         )
         await asyncio.to_thread(lambda: self.expense_encoder.schema_id)  # type: ignore[union-attr]
         waited = 0.0
-        for view in (self.projects, self.fields):
+        views = [self.projects, self.fields] + ([self.users] if self.users else [])
+        for view in views:
             while not await view.wait_ready(timeout=30):
                 waited += 30
                 log.warning("expense stage: view %s not caught up after %.0fs", view.topic, waited)
@@ -290,6 +293,7 @@ class ExpenseStage:
                     project,
                     effect.approval_state,
                     now,
+                    self.users,
                 )
                 assert self.expense_encoder is not None, "prepare() first"
                 self.output.send(
@@ -366,7 +370,8 @@ def register(
     decoder = Decoder(registry.schema_by_id)
     projects = sources.project_view(settings, decoder.decode)
     fields = sources.field_view(settings)
-    reader = ViewReader(settings, [projects, fields])
+    users = sources.user_view(settings)
+    reader = ViewReader(settings, [projects, fields, users])
 
     def assigned() -> frozenset[int]:
         tps: set[TP] = app.consumer.assignment()
@@ -380,6 +385,7 @@ def register(
         table,
         projects,
         fields,
+        users,
         reader,
         owns=lambda p: p in assigned(),
     )

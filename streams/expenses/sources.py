@@ -8,7 +8,9 @@ Views (tables/views.py, read whole by every worker):
 - project: canonical.project, found by the PSA project id (the saga publishes it with its
   ERP code and the deal's correlation id);
 - custom_field: the PSA's custom field definitions (raw CDC of custom_fields), so the
-  stage finds the expense fields by name, whatever ids the PSA gave them.
+  stage finds the expense fields by name, whatever ids the PSA gave them;
+- user: the PSA's users (raw CDC of users): the login of the person who entered the
+  expense, whose canonical resource id is psa:user:<login> (as for time entries).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.conventions import canonical_topic, raw_topic
+from schemas.conventions import canonical_id, canonical_topic, raw_topic
 from streams.expenses.model import (
     FIELD_NAMES,
     ExpenseState,
@@ -136,6 +138,34 @@ def field_view(settings: Settings) -> View[tuple[str, str, str]]:
     return View(topic, _raw_json, _field_of)
 
 
+def _login_of(key: str, record: dict[str, Any]) -> str | None:
+    row = record.get("after")
+    if not isinstance(row, dict) or not row.get("login"):
+        return None
+    return str(row["login"])
+
+
+def _user_aliases(key: str, login: str) -> Iterable[str]:
+    try:
+        yield str(json.loads(key)["id"])  # found by the PSA's user id
+    except (ValueError, KeyError, TypeError):
+        return
+
+
+def user_view(settings: Settings) -> View[str]:
+    topic = raw_topic(settings.psa_topic_prefix, "public", "users")
+    return View(topic, _raw_json, _login_of, _user_aliases)
+
+
+def resource_id(users: View[str] | None, psa_user_id: str | None) -> str:
+    """The canonical resource id of a PSA user: psa:user:<login>, by id until the login is
+    known."""
+    if not psa_user_id:
+        return ""
+    login = users.get(psa_user_id) if users is not None else None
+    return canonical_id("psa", "user", login or psa_user_id)
+
+
 def field_ids(view: View[tuple[str, str, str]]) -> dict[str, str]:
     """Role (amount, currency, ...) -> the id of the PSA's issue custom field of that name."""
     by_name = {name: fid for fid, kind, name in view.values() if kind == "IssueCustomField"}
@@ -167,6 +197,7 @@ def expense_record(
     project: Project | None,
     approval_state: str,
     now: float,
+    users: View[str] | None = None,
 ) -> dict[str, Any]:
     """The canonical ExpenseEvent (schemas/avro/expense.avsc) of the expense as it stands."""
     issue = state.issue
@@ -204,7 +235,7 @@ def expense_record(
             "expense_id": state.expense_id,
             "psa_id": state.psa_id,
             "project_id": project.code,
-            "resource_id": f"psa:user:{f.issue.author_id}" if f.issue.author_id else "",
+            "resource_id": resource_id(users, f.issue.author_id),
             "expense_date": day,
             "category": f.category,
             "amount": f.amount if f.amount is not None else Decimal("0.00"),

@@ -200,6 +200,7 @@ def test_an_approved_expense_reaches_the_erp_once_and_an_unapproved_one_never(
     assert events and events[-1]["data"]["approval_state"] == "approved"
     assert events[-1]["data"]["project_id"] == code
     assert events[-1]["data"]["amount"] == Decimal("412.30")
+    assert events[-1]["data"]["resource_id"] == "psa:user:pssync"  # who entered it
     cid = published["envelope"]["correlation_id"]
     assert events[-1]["envelope"]["correlation_id"] == cid
 

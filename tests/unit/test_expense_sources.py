@@ -117,3 +117,11 @@ def _exception_schema() -> Any:
     from schemas import saga
 
     return saga.parsed("exception")
+
+
+def test_the_person_is_named_by_login_as_for_time_entries() -> None:
+    users = sources.user_view(Settings())
+    assert sources.resource_id(users, "5") == "psa:user:5"  # login not known yet
+    users.apply('{"id":5}', b'{"after":{"id":5,"login":"jdoe"}}')
+    assert sources.resource_id(users, "5") == "psa:user:jdoe"
+    assert sources.resource_id(users, None) == ""
