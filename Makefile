@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart bench-saga soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-saga soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,13 +49,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components tests/sandbox.py tests/soak
 
-# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
-# e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
+# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink), then one worker
+# against two in a group (bench/scale_out.py), then restart and RSS with 1M dedupe keys:
+# ~30 min; BENCH_ARGS e.g. "--events 20000 --runs 1". bench-quick: 1-2 min (peers only).
+# bench-scale: the scale-out part alone. bench-slice: capture, worker, sink.
 # Only what the peers use: an ERP or PSA started for nothing would share the cores.
 BENCH_STACK := postgres,kafka,registry,connect
 bench: install $(QUIX_VENV)/.installed
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale_out.py
+	$(BIN)/python bench/restart_bench.py
+
+bench-scale: install
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/scale_out.py $(SCALE_ARGS)
 
 bench-quick: install $(QUIX_VENV)/.installed
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)

@@ -40,6 +40,7 @@ class Metrics:
     time_entries: Counter
     expenses: Counter
     expenses_waiting: Gauge
+    monitor_findings: Gauge
 
 
 @cache
@@ -211,6 +212,13 @@ def metrics() -> Metrics:
         expenses_waiting=Gauge(
             "pssync_expenses_waiting",
             "Approved expenses waiting for their project to become known",
+            registry=r,
+        ),
+        monitor_findings=Gauge(
+            "pssync_monitor_findings",
+            "Business objects a monitor found (pssync monitor --serve), by monitor and whether "
+            "they are past the monitor's SLO",
+            ["monitor", "late"],
             registry=r,
         ),
     )
