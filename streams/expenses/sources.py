@@ -248,6 +248,10 @@ def expense_record(
             "description": f.issue.subject or None,
             "erp_posting_ref": state.posted.key if state.posted else None,
             "last_modified_at": _at(f.issue.modified_at),
+            "customer_id": project.customer_id or None,
+            "legal_entity_id": project.legal_entity_id or None,
+            "opportunity_id": project.opportunity_id or None,
+            "psa_project_id": f.issue.psa_project_id,
         },
     }
 

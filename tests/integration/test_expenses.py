@@ -201,6 +201,8 @@ def test_an_approved_expense_reaches_the_erp_once_and_an_unapproved_one_never(
     assert events[-1]["data"]["project_id"] == code
     assert events[-1]["data"]["amount"] == Decimal("412.30")
     assert events[-1]["data"]["resource_id"] == "psa:user:pssync"  # who entered it
+    assert events[-1]["data"]["customer_id"] == f"crm:account:{account}"
+    assert events[-1]["data"]["opportunity_id"] == f"crm:opportunity:{crm_id}"
     cid = published["envelope"]["correlation_id"]
     assert events[-1]["envelope"]["correlation_id"] == cid
 
