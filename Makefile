@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-saga soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-saga bench-close soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ bench-slice: up
 # the whole stack, the ERP and the PSA included.
 bench-saga: up
 	$(BIN)/python bench/saga_latency.py $(SAGA_ARGS)
+
+# Period close: approved time entries by bulk SQL through the ERP posting queue at a limited
+# rate (CLOSE_ARGS="--entries 100000 --rate 50" for the full size; 2,000 by default).
+bench-close: up
+	PYTHONPATH=. $(BIN)/python bench/period_close.py $(CLOSE_ARGS)
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
 bench-restart: install

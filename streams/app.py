@@ -12,7 +12,7 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, expense, normalize, postings, sink
+from streams.agents import commands, deal, expense, normalize, postings, sink, timesheets
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -90,6 +90,8 @@ def create_app(settings: Settings) -> faust.App:
         registry,
         deal_tables(app, settings.partitions, output),
     )
+    # Joins postings.results through fanout: a stage of another posting kind may read it too.
+    timesheets.register(app, runners, settings, output, registry)
     # Joins fanout.attach too: the sink reads its PSA inputs.
     expense.register(
         app,

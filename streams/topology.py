@@ -23,6 +23,7 @@ from schemas.conventions import (
     saga_commands_topic,
     saga_control_topic,
     saga_results_topic,
+    time_entry_inputs_topic,
     value_subject,
 )
 from schemas.masking import load_policy
@@ -245,6 +246,10 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(postings_topic("erp", ns), p, r, month),
         TopicSpec(posting_results_topic(ns), p, r, month),
+        # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
+        # the joined state), and the canonical events.
+        TopicSpec(time_entry_inputs_topic(ns), p, r, month),
+        TopicSpec(canonical_topic("time_entry", ns), p, r, {"cleanup.policy": "compact"}),
     ]
 
 

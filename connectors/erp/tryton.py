@@ -76,6 +76,18 @@ def _key_of_description(description: str) -> str | None:
     return tail[:-1] if sep and tail.endswith("]") else None
 
 
+def _same_line(line: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a timesheet line as read holds `values` (work, employee, date, hours)."""
+    when, duration = line.get("date") or {}, line.get("duration") or {}
+    return (
+        line.get("work") == values["work"]
+        and line.get("employee") == values["employee"]
+        and {k: when.get(k) for k in ("year", "month", "day")}
+        == {k: values["date"][k] for k in ("year", "month", "day")}
+        and abs(float(duration.get("seconds", -1)) - values["duration"]["seconds"]) < 1
+    )
+
+
 def _like_literal(text: str) -> str:
     """`text` for a Tryton `like` pattern, matched literally (Tryton escapes with '\\')."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -325,7 +337,7 @@ class TrytonErp:
             0,
             None,
             [("id", "ASC")],
-            ["id", "description", "invoice_line"],
+            ["id", "description", "invoice_line", "work", "employee", "date", "duration"],
         )
         lines: dict[str, dict[str, Any]] = {}
         for row in found:
@@ -400,6 +412,19 @@ class TrytonErp:
                 out.setdefault(str(code), int(row["id"]))
         return out
 
+    @staticmethod
+    def _invoiced(key: str, line: dict[str, Any] | None) -> PostingOutcome:
+        line = line or {}
+        return PostingOutcome(
+            key,
+            REJECTED,
+            str(line.get("id")),
+            "invoiced",
+            f"timesheet line {line.get('id')} is already invoiced (invoice line "
+            f"{line.get('invoice_line')}); the ERP keeps it: credit the invoice in the ERP, "
+            "or undo the change in the PSA",
+        )
+
     async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
         """See `connectors.ports.Erp.post_timesheet_lines`: about four requests per batch."""
         company = await self._own_company()
@@ -414,16 +439,9 @@ class TrytonErp:
         for i, posting in enumerate(postings):
             line = lines.get(posting.key)
             line_id = int(line["id"]) if line else None
-            if line is not None and line.get("invoice_line"):
-                outcomes[i] = PostingOutcome(
-                    posting.key,
-                    REJECTED,
-                    str(line_id),
-                    "invoiced",
-                    f"timesheet line {line_id} is already invoiced (invoice line "
-                    f"{line['invoice_line']}); the ERP keeps it as invoiced: credit the invoice "
-                    "in the ERP, or undo the change in the PSA",
-                )
+            invoiced = line is not None and bool(line.get("invoice_line"))
+            if invoiced and posting.action != POST:
+                outcomes[i] = self._invoiced(posting.key, line)
                 continue
             if posting.action != POST:
                 if line_id is None:
@@ -463,7 +481,15 @@ class TrytonErp:
                 "duration": _duration(spec.hours),
                 "description": line_description(spec.description, spec.key),
             }
-            if line_id is None:
+            if invoiced:
+                # The ERP keeps an invoiced line as it is; holding the same values is done.
+                same = _same_line(line or {}, values)
+                outcomes[i] = (
+                    PostingOutcome(posting.key, DONE, str(line_id))
+                    if same
+                    else self._invoiced(posting.key, line)
+                )
+            elif line_id is None:
                 creates.append((i, values))
             else:
                 writes.append((i, line_id, values))
