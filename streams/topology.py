@@ -35,7 +35,9 @@ from streams.mappings import crm, erp, psa
 from streams.reference.model import SECTIONS
 from streams.settings import COMMAND_TARGETS, Settings
 
-Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
+# (canonical key, record), or None for a change the route does not carry on (counted as
+# dropped, reason "not_routed"), e.g. custom values of objects no stage joins.
+Mapper = Callable[[Change, str], tuple[str, dict[str, Any]] | None]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from streams.mappings.envelope import envelope
 from streams.mappings.values import day
 
 SYSTEM = "psa"
+# Owners whose custom values are routed on (as canonical.psa_custom_value): issues, for the
+# expense stage. Time entries' values are joined by the time entry stage from the raw rows.
+ROUTED_OWNERS = ("Issue",)
 # Redmine's customized_type -> the canonical entity name of the owner.
 OWNER_ENTITIES = {"Issue": "issue", "TimeEntry": "time_entry", "Project": "project"}
 
@@ -77,8 +80,11 @@ def map_issue(change: Change, causation: str) -> tuple[str, dict[str, Any]]:
     return key, {"envelope": env, "data": data}
 
 
-def map_custom_value(change: Change, causation: str) -> tuple[str, dict[str, Any]]:
-    """(psa:custom_value:<id>, PsaCustomValueEvent record) for a change of custom_values.
+def map_custom_value(change: Change, causation: str) -> tuple[str, dict[str, Any]] | None:
+    """(psa:custom_value:<id>, PsaCustomValueEvent record) for a change of custom_values of
+    an owner in ROUTED_OWNERS; None for other owners' values, and for deletes that do not say
+    whose value they were (Redmine deletes an issue's values with the issue, whose own delete
+    tells the story).
 
     The correlation id is the owner's flow (derived from the owner's key), like the owner's.
     """
@@ -86,6 +92,8 @@ def map_custom_value(change: Change, causation: str) -> tuple[str, dict[str, Any
     row = (change.before if change.op == "delete" else change.after) or {}
     table = "custom_values"
     owner_type = _text(row.get("customized_type"))
+    if owner_type not in ROUTED_OWNERS and (owner_type is not None or change.op == "delete"):
+        return None
     owner_psa = _text(row.get("customized_id"))
     root = owner_key(owner_type, owner_psa) if owner_type and owner_psa else key
     env = envelope(change, SYSTEM, key, root, causation)

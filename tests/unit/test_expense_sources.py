@@ -67,7 +67,9 @@ def test_a_custom_value_goes_beside_its_owner() -> None:
     row = {"id": 9, "customized_type": "Issue", "customized_id": 42, "custom_field_id": 5,
            "value": "412.30"}  # fmt: skip
     change = _change("custom_values", "9", "update", row)
-    key, record = map_custom_value(change, "c")
+    mapped = map_custom_value(change, "c")
+    assert mapped is not None
+    key, record = mapped
     assert key == "psa:custom_value:9"
     assert record["data"]["owner_id"] == "psa:issue:42" and record["data"]["value"] == "412.30"
     _fits("psa_custom_value", record)
@@ -75,11 +77,14 @@ def test_a_custom_value_goes_beside_its_owner() -> None:
     assert route.partition_by == "owner_id"
     # A delete still finds its owner's partition from the old row.
     deleted = _change("custom_values", "9", "delete", row)
-    assert parent_key(route, deleted, map_custom_value(deleted, "c")[1]) == "psa:issue:42"
-    te = map_custom_value(_change("custom_values", "10", "update", {**row,
-                          "customized_type": "TimeEntry"}), "c")[1]  # fmt: skip
-    assert te["data"]["owner_id"] == "psa:time_entry:42"
-    assert sources.value_of(te) is None  # the expense stage reads issues' values only
+    mapped_delete = map_custom_value(deleted, "c")
+    assert mapped_delete is not None and mapped_delete[1]["data"] is None
+    assert parent_key(route, deleted, mapped_delete[1]) == "psa:issue:42"
+    # Other owners' values are not routed on (time entries join their raw rows), nor are
+    # deletes that do not say whose value they were (the owner's own delete says it).
+    other = _change("custom_values", "10", "update", {**row, "customized_type": "TimeEntry"})
+    assert map_custom_value(other, "c") is None
+    assert map_custom_value(_change("custom_values", "9", "delete", {"id": 9}), "c") is None
 
 
 def test_field_ids_come_from_the_psa_definitions_by_name() -> None:
