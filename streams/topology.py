@@ -216,7 +216,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + reruns
         + deal_topic_specs(settings, t)
         + posting_topic_specs(settings)
-        + expense_topic_specs(settings)
+        + viewed_raw_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -255,13 +255,13 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def expense_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The PSA's custom field definitions and users, which the expense stage views whole
-    (created here so the views have topics before the connector's first snapshot)."""
+def viewed_raw_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Raw topics that stages read whole as views (the PSA's custom field definitions and
+    users, the ERP's parties), created here so the views have topics, and become ready,
+    before a connector's first snapshot: a view waiting for a topic holds its stage back."""
     p, r = settings.partitions, settings.replication
-    return [
-        TopicSpec(
-            raw_topic(settings.psa_topic_prefix, "public", t), p, r, {"cleanup.policy": "compact"}
-        )
-        for t in ("custom_fields", "users")
-    ]
+    compact = {"cleanup.policy": "compact"}
+    psa, erp = settings.psa_topic_prefix, settings.erp_topic_prefix
+    topics = [raw_topic(psa, "public", t) for t in ("custom_fields", "users")]
+    topics.append(raw_topic(erp, "public", "party_party"))
+    return [TopicSpec(t, p, r, compact) for t in topics]

@@ -98,6 +98,7 @@ class ExpenseStage:
         self.expense_encoder: Encoder | None = None
         self.lock = asyncio.Lock()
         self.prepared = asyncio.Event()
+        self._preparing: asyncio.Task[None] | None = None
         # Expenses waiting for their project (key -> partition): in memory, rebuilt from the
         # table whenever the assignment moves.
         self.waiting: dict[str, int] = {}
@@ -106,6 +107,13 @@ class ExpenseStage:
         self._field_ids: tuple[int, dict[str, str]] = (-1, {})
 
     async def prepare(self) -> None:
+        """Once, however many runners the stage joined (its inputs, and the posting
+        results, may be read by different runners)."""
+        if self._preparing is None:
+            self._preparing = asyncio.ensure_future(self._prepare())
+        await asyncio.shield(self._preparing)
+
+    async def _prepare(self) -> None:
         if self.reader is not None:
             self.reader.start()
         await self.queue.prepare()
@@ -389,8 +397,12 @@ def register(
         reader,
         owns=lambda p: p in assigned(),
     )
-    # postings.results is read by no other stage yet; attach shares it if one does.
-    attach(app, runners, bytes_topic(app, *sorted(stage.topics)), STAGE, stage, settings)
+    # Its PSA inputs join the runner of the sink (which reads every canonical topic), the
+    # posting results that of any other stage reading them (the time entries'): two
+    # subscriptions, so the two runners stay apart and neither waits for the other.
+    inputs = bytes_topic(app, stage.issue_topic, stage.value_topic)
+    attach(app, runners, inputs, STAGE, stage, settings)
+    attach(app, runners, bytes_topic(app, stage.results_topic), f"{STAGE}-results", stage, settings)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def decide_waiting_expenses() -> None:
