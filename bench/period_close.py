@@ -165,7 +165,9 @@ def run(entries: int, rate: float, batch: int) -> int:
         "PSSYNC_POSTING_BATCH_SIZE": str(batch),
         "PSSYNC_TIME_ENTRY_WAIT": "600",
     }
-    with tempfile.TemporaryDirectory() as tmp, capture_sandbox(Path(tmp), extra) as env:
+    tmp = Path(tempfile.mkdtemp(prefix="period-close-"))
+    print(f"worker log and state in {tmp}")
+    with capture_sandbox(tmp, extra) as env:
         return _bench(env, entries, rate, batch)
 
 
@@ -192,6 +194,52 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
         user = int(conn.execute(text("SELECT id FROM users WHERE login = 'pssync'")).scalar_one())
     print(f"project {code} (ERP {erp_project}, PSA {project['id']}); person {PERSON}")
 
+    try:
+        return _burst(
+            env,
+            worker,
+            engine,
+            psa,
+            project,
+            issue,
+            user,
+            erp_project,
+            second,
+            entries,
+            rate,
+            batch,
+        )
+    finally:
+        worker.stop()
+        with engine.begin() as conn:  # the bench's rows leave Redmine (the worker is stopped)
+            conn.execute(
+                text(
+                    "DELETE FROM custom_values WHERE customized_type = 'TimeEntry' AND "
+                    "customized_id IN (SELECT id FROM time_entries WHERE project_id = :p)"
+                ),
+                {"p": project["id"]},
+            )
+            conn.execute(
+                text("DELETE FROM time_entries WHERE project_id = :p"), {"p": project["id"]}
+            )
+        engine.dispose()
+
+
+def _burst(
+    env: SliceEnv,
+    worker: Any,
+    engine: Any,
+    psa: Redmine,
+    project: dict[str, Any],
+    issue: int,
+    user: int,
+    erp_project: int,
+    second: str,
+    entries: int,
+    rate: float,
+    batch: int,
+) -> int:
+    settings = env.settings
     lag = LagWatch(settings)
     lag.start()
     per_chunk = max(1, entries // CHUNKS)
@@ -237,6 +285,9 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
     deadline = time.monotonic() + max(1800.0, entries / max(rate, 1) * 10)
     drained = None
     while time.monotonic() < deadline:
+        if worker.proc is None or worker.proc.poll() is not None:
+            print(f"the worker stopped; see {worker.log}")
+            return 1
         lines, hours, keys = _erp_lines(settings, erp_project)
         if lines >= src_count and drained is None:
             drained = time.monotonic() - started
@@ -247,17 +298,6 @@ def _bench(env: SliceEnv, entries: int, rate: float, batch: int) -> int:
     provisioned_after = watch.after
     lag.stop.set()
     lines, hours, keys = _erp_lines(settings, erp_project)
-    worker.stop()
-    with engine.begin() as conn:  # the bench's rows leave Redmine (the worker is stopped)
-        conn.execute(
-            text(
-                "DELETE FROM custom_values WHERE customized_type = 'TimeEntry' AND "
-                "customized_id IN (SELECT id FROM time_entries WHERE project_id = :p)"
-            ),
-            {"p": project["id"]},
-        )
-        conn.execute(text("DELETE FROM time_entries WHERE project_id = :p"), {"p": project["id"]})
-    engine.dispose()
 
     exact = lines == src_count == keys and abs(hours - float(src_hours)) < 1e-6
     cid = correlation_id(f"crm:opportunity:{second}")

@@ -168,6 +168,41 @@ class PostingOutcome:
     message: str | None = None  # what the ERP said and what to fix
 
 
+@dataclass(frozen=True)
+class ErpAmendmentSpec:
+    """A provisioned project's financial baseline after an amendment (absolute values).
+
+    `revision` (the deal's amendment number) is the external key: the ERP project records
+    the last revision applied, and an amendment not newer than it is not applied again.
+    """
+
+    key: str  # the deal's correlation id: how the project is found (as in ProjectSpec)
+    project_number: str  # the ERP project code, checked against the project found
+    revision: int
+    change_order: str  # canonical id of the change order (or of the deal amended itself)
+    list_price: Decimal
+    tasks: tuple[TaskSpec, ...] = ()  # every task's effort; a task not there yet is made
+
+
+@dataclass(frozen=True)
+class ErpAmendment:
+    id: int
+    number: str
+    revision: int  # the revision the project holds now
+    task_ids: dict[str, int] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class PsaAmendmentSpec:
+    """A PSA project's baseline after an amendment: estimates, WBS and milestone versions."""
+
+    identifier: str
+    erp_project_code: str
+    revision: int
+    tasks: tuple[TaskSpec, ...] = ()  # estimated hours of each; missing issues are made
+    milestones: tuple[MilestoneSpec, ...] = ()  # versions, due dates moved when changed
+
+
 class Erp(Protocol):
     async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer: ...
 
@@ -182,6 +217,8 @@ class Erp(Protocol):
         """
         ...
 
+    async def amend_project(self, spec: ErpAmendmentSpec) -> ErpAmendment: ...
+
     async def post_expenses(self, postings: list[Posting]) -> list[PostingOutcome]:
         """Apply a batch of expense postings (ExpenseSpec for POST), one outcome per posting.
 
@@ -192,6 +229,8 @@ class Erp(Protocol):
 
 class Psa(Protocol):
     async def ensure_project(self, spec: PsaProjectSpec) -> PsaProject: ...
+
+    async def amend_project(self, spec: PsaAmendmentSpec) -> PsaProject: ...
 
 
 class Crm(Protocol):

@@ -26,6 +26,8 @@ class Metrics:
     closed_won_to_project: Histogram
     sagas_open: Gauge
     business_exceptions: Counter
+    change_orders_applied: Counter
+    baseline_changes: Counter
     deals_without_project: Gauge
     commands: Counter
     command_retries: Counter
@@ -118,6 +120,20 @@ def metrics() -> Metrics:
             "Sagas of this worker's deals not done, by step (validate: the deal's own checks) "
             "and status (running, parked)",
             ["step", "status"],
+            registry=r,
+        ),
+        change_orders_applied=Counter(
+            "pssync_change_orders_applied",
+            "Amendments of a provisioned deal's baseline applied to the ERP, PSA and CRM, by "
+            "kind (change_order, deal_edit) and whether the financial baseline moved",
+            ["kind", "baseline_changed"],
+            registry=r,
+        ),
+        baseline_changes=Counter(
+            "pssync_baseline_changes",
+            "Parts of a project's baseline moved by applied amendments (amount, list_price, "
+            "hours, tasks, milestones)",
+            ["part"],
             registry=r,
         ),
         business_exceptions=Counter(

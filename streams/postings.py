@@ -11,7 +11,8 @@ operation of the ERP port per kind. A kind is declared once, here:
 - `spec`: the dataclass in connectors/ports.py that a POST posting's payload holds;
 - `apply`: the port's batch operation: a list of `Posting` (key, action, spec) in, one
   `PostingOutcome` per posting out, same order. It must be idempotent per key (find the ERP
-  record by the key first), so a redelivered batch posts nothing twice.
+  record by the key first), so a redelivered batch posts nothing twice;
+- `requests`: how many requests one call makes (taken from the ERP's rate per call).
 
 Producers (the time entry stage, the expense stage) build records with `posting_record` and
 send them with `PostingQueue.send`; results come back on `postings.results`.
@@ -52,6 +53,8 @@ class PostingKind:
     name: str
     spec: type[Any]
     apply: BatchApply  # (erp port, postings) -> outcomes, same order
+    # Requests one call of `apply` makes to the ERP: what it takes from the ERP's rate.
+    requests: int = 4
 
 
 # Every kind of posting the ERP posting stage applies; a new kind is one entry here.

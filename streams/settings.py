@@ -319,6 +319,9 @@ class Settings:
     # Seconds from closed-won by which the PSA project should exist (the seed's SLO: 5 min);
     # a saga still open after it counts as late.
     saga_deadline: float = 300.0
+    # Seconds a change order waits for the deal it amends to be known and provisioned before
+    # it becomes a business exception (it is still applied once the deal is provisioned).
+    change_order_wait: float = 300.0
     # Seconds between refreshes of the business monitors' gauges (`pssync monitor --serve`).
     monitor_interval: float = 15.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
@@ -432,6 +435,7 @@ class Settings:
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
+            change_order_wait=_float(e, "PSSYNC_CHANGE_ORDER_WAIT", 300.0),
             monitor_interval=_float(e, "PSSYNC_MONITOR_INTERVAL", 15.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
@@ -503,6 +507,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_SAGA_DEADLINE={self.saga_deadline}: seconds from closed-won to the PSA "
                 "project must be positive, e.g. 300"
+            )
+        if self.change_order_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_CHANGE_ORDER_WAIT={self.change_order_wait}: seconds a change order "
+                "waits for its deal must be 0 or more, e.g. 300"
             )
         if self.monitor_interval <= 0:
             raise ConfigError(

@@ -23,11 +23,17 @@
   a correction is a reversal line (quantity -1) plus a new line, never an edit, so a line
   already on an invoice is never touched.
 
+- Amendments (change orders) set the project's list price and its tasks' effort to the
+  amended baseline and make the tasks it adds; the last amendment applied is a marker line
+  in the project's comment, so an amendment redelivered or replayed is not applied twice
+  and an older one never overwrites a newer one.
+
 An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -38,6 +44,8 @@ from connectors.ports import (
     POST,
     REJECTED,
     CustomerSpec,
+    ErpAmendment,
+    ErpAmendmentSpec,
     ErpCustomer,
     ErpProject,
     ExpenseSpec,
@@ -58,6 +66,21 @@ EXPENSE_MARKER = "pssync expense: "
 # The product of re-billed expenses (docker/local/components/erp_setup.py makes it).
 EXPENSE_PRODUCT_CODE = "EXPENSE"
 INVOICE_LINE = "account.invoice.line"
+# The line in a project's comment naming the last amendment applied: revision, change order.
+AMENDMENT_MARKER = "pssync amendment: "
+_AMENDMENT = re.compile(rf"^{re.escape(AMENDMENT_MARKER)}(\d+)\b.*$", re.MULTILINE)
+
+
+def amendment_revision(comment: str) -> int:
+    """The amendment revision a project's comment records (0: none yet)."""
+    found = _AMENDMENT.findall(comment or "")
+    return max((int(n) for n in found), default=0)
+
+
+def with_amendment(comment: str, revision: int, change_order: str) -> str:
+    """The comment with its amendment line replaced by (`revision`, `change_order`)."""
+    kept = [ln for ln in (comment or "").splitlines() if not ln.startswith(AMENDMENT_MARKER)]
+    return "\n".join([*kept, f"{AMENDMENT_MARKER}{revision} {change_order}"])
 
 
 # How a timesheet line names the time entry it posts: "<comment> [pssync <key>]".
@@ -509,6 +532,74 @@ class TrytonErp:
             for i, _ in deletes:
                 outcomes[i] = PostingOutcome(postings[i].key, DONE)
         return [o for o in outcomes if o is not None]
+
+    # -- amendments ------------------------------------------------------------------------
+
+    async def amend_project(self, spec: ErpAmendmentSpec) -> ErpAmendment:
+        company = await self._own_company()
+        project = await self._project_by_key(spec.key, company.id)
+        if project is None:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"no ERP project of deal {spec.key} ({spec.project_number}); it was provisioned "
+                "but is gone: restore it in the ERP, then retry the change order",
+            )
+        project_id = int(project["id"])
+        (read,) = await self.rpc.model("project.work", "read", [project_id], ["number", "comment"])
+        number, comment = str(read.get("number") or ""), str(read.get("comment") or "")
+        if number != spec.project_number:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"the ERP project of deal {spec.key} is {number}, the amendment is for "
+                f"{spec.project_number}; check which project the deal was provisioned as",
+            )
+        held = amendment_revision(comment)
+        if held >= spec.revision:  # applied already (or a newer one is): change nothing
+            tasks = await self._task_ids(project_id)
+            return ErpAmendment(
+                project_id,
+                number,
+                held,
+                {t.name: tasks[t.name] for t in spec.tasks if t.name in tasks},
+            )
+        await self.rpc.model(
+            "project.work", "write", [project_id], {"list_price": _price(spec.list_price)}
+        )
+        ids = await self._task_ids(project_id)
+        for task in spec.tasks:
+            if task.name not in ids or task.effort_hours is None:
+                continue
+            await self.rpc.model(
+                "project.work",
+                "write",
+                [ids[task.name]],
+                {"effort_duration": _duration(task.effort_hours)},
+            )
+        base = ProjectSpec(spec.key, "", 0, "manual", "", spec.list_price, spec.tasks)
+        ids = await self._ensure_tasks(project_id, company.id, base)
+        # The marker last: a crash before it applies the same absolute values again.
+        await self.rpc.model(
+            "project.work",
+            "write",
+            [project_id],
+            {"comment": with_amendment(comment, spec.revision, spec.change_order)},
+        )
+        return ErpAmendment(project_id, number, spec.revision, ids)
+
+    async def _task_ids(self, project_id: int) -> dict[str, int]:
+        found = await self.rpc.model(
+            "project.work",
+            "search_read",
+            [("parent", "=", project_id)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "name"],
+        )
+        ids: dict[str, int] = {}
+        for row in found:
+            ids.setdefault(str(row["name"]), int(row["id"]))
+        return ids
 
     # -- expenses (posting kind "expense") --------------------------------------------
 

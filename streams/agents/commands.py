@@ -41,7 +41,9 @@ from connectors.applications import PortFactory
 from connectors.ports import (
     CrmWriteBack,
     CustomerSpec,
+    ErpAmendmentSpec,
     ProjectSpec,
+    PsaAmendmentSpec,
     PsaProjectSpec,
     from_json,
     to_json,
@@ -97,13 +99,23 @@ TARGETS: tuple[CommandTarget, ...] = (
         (
             Step("erp_customer", CustomerSpec, lambda erp, spec: erp.ensure_customer(spec)),
             Step("erp_project", ProjectSpec, lambda erp, spec: erp.ensure_project(spec)),
+            Step("erp_amendment", ErpAmendmentSpec, lambda erp, spec: erp.amend_project(spec)),
         ),
     ),
     CommandTarget(
-        "psa", (Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),)
+        "psa",
+        (
+            Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),
+            Step("psa_amendment", PsaAmendmentSpec, lambda psa, spec: psa.amend_project(spec)),
+        ),
     ),
     CommandTarget(
-        "crm", (Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),)
+        "crm",
+        (
+            Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),
+            # A change order's status, written to the change order's own opportunity.
+            Step("crm_change_order", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),
+        ),
     ),
 )
 

@@ -58,8 +58,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "posting"
-# Requests one batch operation makes (find, resolve, write): what it takes from the rate.
-REQUESTS_PER_BATCH = 4
 
 
 @dataclass
@@ -175,7 +173,7 @@ class PostingStage:
         postings = [i.posting for i in items]
         outcomes = await self.throttle.call(
             lambda: kind.apply(self.port, postings),
-            cost=REQUESTS_PER_BATCH,
+            cost=kind.requests,
         )
         if len(outcomes) != len(items):
             raise CommandRejectedError(
@@ -243,5 +241,9 @@ def register(
         log.warning("no ERP adapter: postings wait on their topic")
         return None
     stage = PostingStage(port, throttle, output, registry, settings)
-    batch_stage(app, runners, bytes_topic(app, stage.topic), "postings-erp", stage, settings)
+    runner = batch_stage(
+        app, runners, bytes_topic(app, stage.topic), "postings-erp", stage, settings
+    )
+    # A posting backlog waits in Kafka, never in the fetch loop the other stages share.
+    runner.defer_when_full = True
     return stage

@@ -73,7 +73,7 @@ KIND = "time_entry"
 _NS = uuid.UUID("5d0f3a52-6c1e-4b7a-9f57-3f1c2b8e9a10")
 # Seconds between checks of entries waiting for a project or person.
 TICK = 2.0
-# Seconds the stage waits for each view to catch up before it starts.
+# Seconds the stage waits for its views to catch up before it starts.
 VIEW_WAIT = 30.0
 
 
@@ -169,13 +169,11 @@ class TimeEntryStage:
         )
         # Bounded: a view whose topic does not exist yet (no PSA or ERP capture) must not
         # hold up the worker; entries judged before it arrives are judged again when it does.
+        deadline = time.monotonic() + VIEW_WAIT
         for view in self.views.all():
-            if not await view.wait_ready(timeout=VIEW_WAIT):
-                log.warning(
-                    "time entry stage: view %s not caught up after %.0fs; going on",
-                    view.topic,
-                    VIEW_WAIT,
-                )
+            left = max(0.0, deadline - time.monotonic())
+            if not await view.wait_ready(timeout=left):
+                log.warning("time entry stage: view %s not caught up; going on", view.topic)
 
     # -- batches ------------------------------------------------------------------------
 
@@ -332,7 +330,7 @@ class TimeEntryStage:
                 "time_entry_id": state.key,
                 "psa_id": entry.psa_id,
                 "project_id": state.project_code or f"psa:project:{entry.project}",
-                "task_id": spec.get("task"),
+                "task_id": self.views.task_id(state) if spec.get("task") else None,
                 "resource_id": spec.get("employee") or f"psa:user:{entry.user}",
                 "work_date": datetime.fromisoformat(entry.spent_on).date(),
                 "hours": float(entry.hours),
@@ -341,7 +339,7 @@ class TimeEntryStage:
                 "approved_by": None,
                 "approved_at": None,
                 "description": entry.comments or None,
-                "bill_rate": None,
+                "bill_rate": self.views.bill_rate(project.get("erp_project_id"), spec.get("task")),
                 "cost_rate": None,
                 "currency": project.get("currency"),
                 "erp_posting_ref": state.erp_id if posted_at is not None else None,

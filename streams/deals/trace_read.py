@@ -15,7 +15,7 @@ from schemas.conventions import partition_for
 from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.deals import exceptions
-from streams.deals.trace import Trace, assemble
+from streams.deals.trace import FLOWS, Trace, assemble
 from streams.errors import KafkaUnavailableError, NotFoundError
 from streams.mappings.crm import opportunity_key
 from streams.mappings.envelope import correlation_id
@@ -114,6 +114,14 @@ def read_trace(settings: Settings, deal: str, timeout: float = 15.0) -> Trace:
 
     commands = [c for t in COMMAND_TARGETS for c in decoded(topo.commands(t))]
     commands.sort(key=lambda c: (c["issued_at"], c["command_id"]))
+    # Work flowing into the deal's project is keyed by its own objects, not by the deal:
+    # those topics are read whole (the latest event of each object).
+    flows = {
+        flow.entity: list(
+            read_latest(settings, topo.canonical(flow.entity), decoder.decode, timeout).values()
+        )
+        for flow in FLOWS
+    }
     return assemble(
         key,
         correlation_id(key),
@@ -121,4 +129,5 @@ def read_trace(settings: Settings, deal: str, timeout: float = 15.0) -> Trace:
         commands,
         decoded(topo.results),
         exceptions.load(settings).get(key),
+        flows,
     )

@@ -10,7 +10,8 @@ Views (tables/views.py, read whole by every worker):
 - the PSA's `users` (raw): a user id's login;
 - the ERP's `party_party` (raw): a person is known to the ERP when a party carries the
   person's canonical resource id (`psa:user:<login>`) as its code;
-- the PSA's `custom_fields` (raw): the id of the time entry field named "Approved".
+- the PSA's `custom_fields` (raw): the id of the time entry field named "Approved";
+- the ERP's `project_work` (raw): the bill rate (list price) of the task, else the project.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def raw_topics(settings: Settings) -> dict[str, str]:
         "users": raw_topic(psa, "public", "users"),
         "custom_fields": raw_topic(psa, "public", "custom_fields"),
         "parties": raw_topic(settings.erp_topic_prefix, "public", "party_party"),
+        "works": raw_topic(settings.erp_topic_prefix, "public", "project_work"),
     }
 
 
@@ -161,9 +163,26 @@ class Lookups:
     users: View[dict[str, Any]]
     parties: View[dict[str, Any]]
     fields: View[dict[str, Any]]
+    works: View[dict[str, Any]]
 
     def all(self) -> list[View[Any]]:
-        return [self.projects, self.tasks, self.users, self.parties, self.fields]
+        return [self.projects, self.tasks, self.users, self.parties, self.fields, self.works]
+
+    def task_id(self, state: TimeEntry) -> str | None:
+        """The canonical id of the task the entry is booked on, when the saga made it."""
+        entry = state.entry
+        task = self.tasks.get(f"psa:{entry.issue}") if entry and entry.issue else None
+        return None if task is None else str(task.get("task_id"))
+
+    def bill_rate(self, erp_project_id: Any, task: str | None) -> Decimal | None:
+        """The hourly price the ERP invoices the work at: the task's, else the project's."""
+        work = self.works.get(f"{erp_project_id}:{task}") if task else None
+        work = work or self.works.get(str(erp_project_id))
+        price = (work or {}).get("list_price")
+        try:
+            return None if price is None else Decimal(str(price)).quantize(Decimal("0.01"))
+        except InvalidOperation:
+            return None
 
     def version(self) -> tuple[int, ...]:
         return tuple(v.version for v in self.all())
@@ -242,11 +261,12 @@ def _project(_key: str, record: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _task(_key: str, record: dict[str, Any]) -> dict[str, Any] | None:
+def _task(key: str, record: dict[str, Any]) -> dict[str, Any] | None:
     data = record.get("data")
     if not isinstance(data, dict):
         return None
-    return {k: data.get(k) for k in ("name", "project_id", "psa_task_id", "is_billable")}
+    kept = {k: data.get(k) for k in ("name", "project_id", "psa_task_id", "is_billable")}
+    return {**kept, "task_id": key}
 
 
 def lookups(settings: Settings, decode: Any) -> Lookups:
@@ -279,4 +299,13 @@ def lookups(settings: Settings, decode: Any) -> Lookups:
             lambda _k, v: [str(v["code"])] if v.get("code") else [],
         ),
         fields=View(topics["custom_fields"], _raw_row, _after),
+        # ERP works by id, and tasks by "<project id>:<name>" (the ERP's rates).
+        works=View(
+            topics["works"],
+            _raw_row,
+            _after,
+            lambda _k, v: (
+                [str(v.get("id"))] + ([f"{v['parent']}:{v.get('name')}"] if v.get("parent") else [])
+            ),
+        ),
     )

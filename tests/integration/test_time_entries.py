@@ -314,6 +314,8 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     assert {str(e["envelope"]["correlation_id"]) for e in events} == {cid}
     assert events[-1]["data"]["project_code"] == code
     assert events[-1]["data"]["erp_posting_ref"] == str(line["id"])
+    assert events[-1]["data"]["bill_rate"] is not None  # the ERP task's price
+    assert str(events[-1]["data"]["task_id"]).startswith(f"{code}:")  # the saga's task
 
     # Approval withdrawn after posting: the line goes.
     psa.update(approved, approved=False)

@@ -98,3 +98,22 @@ def test_findings_match_a_model_of_the_event_history(history: list[tuple[str, st
         if key not in has_project
     }
     assert {f.key: (f.since, f.late) for f in m.findings(now)} == expected
+
+
+def test_open_posting_exceptions_are_failed_postings_and_resolved_ones_are_not() -> None:
+    from streams.monitor.checks import FailedPostings
+
+    m = FailedPostings(Topology(routes=[], namespace=""), Settings(), pickle.loads)
+
+    def exc(step: str, status: str, reason: str) -> bytes:
+        record = {"step": step, "status": status, "reason": reason, "message": "fix it"}
+        return pickle.dumps({**record, "raised_at": T0, "correlation_id": "c1"})
+
+    m.exceptions.apply("psa:time_entry:1", exc("time_entry", "open", "time_entry.invoiced"))
+    m.exceptions.apply("psa:time_entry:2", exc("time_entry", "resolved", "time_entry.invoiced"))
+    m.exceptions.apply("psa:expense:3", exc("expense", "open", "expense.unknown_project"))
+    m.exceptions.apply("crm:opportunity:4", exc("validate", "open", "template_missing"))
+    found = {f.key: f for f in m.findings(T0)}
+    assert set(found) == {"psa:time_entry:1", "psa:expense:3"}
+    assert found["psa:time_entry:1"].summary == "time_entry.invoiced: fix it"
+    assert found["psa:time_entry:1"].since == T0
