@@ -40,7 +40,7 @@ ISSUE = "psa_issue"
 VALUE = "psa_custom_value"
 EXPENSE = "expense"
 KIND = "expense"  # the posting kind (streams/postings.py)
-STEP = "erp_posting"
+STEP = "expense"  # the exception's step: the posting flow (pssync monitor, failed_postings)
 _NS = uuid.UUID("0c3f6f2e-7d1b-5a8e-b4c9-3e2a1d5f6b70")
 
 

@@ -247,7 +247,7 @@ def test_an_expense_of_an_unknown_project_waits_then_is_an_exception(
 
     env.wait_for(raised, timeout=120, what="the expense.unknown_project exception")
     [exc] = _exceptions(env, k, key)[-1:]
-    assert exc["status"] == "open" and exc["saga_key"] == key
+    assert exc["status"] == "open" and exc["saga_key"] == key and exc["step"] == "expense"
     assert _erp_lines(issue) == []
 
 

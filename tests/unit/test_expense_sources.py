@@ -116,6 +116,7 @@ def test_the_canonical_expense_and_its_exception_fit_their_contracts() -> None:
     )
     encode(1, _exception_schema(), exc)
     assert exc["saga_key"] == "psa:issue:42" and exc["status"] == "open"
+    assert exc["step"] == "expense"  # the posting flow pssync monitor lists (failed_postings)
 
 
 def _exception_schema() -> Any:
@@ -130,3 +131,39 @@ def test_the_person_is_named_by_login_as_for_time_entries() -> None:
     users.apply('{"id":5}', b'{"after":{"id":5,"login":"jdoe"}}')
     assert sources.resource_id(users, "5") == "psa:user:jdoe"
     assert sources.resource_id(users, None) == ""
+
+
+def test_an_open_expense_exception_is_a_failed_posting_in_the_monitor() -> None:
+    from datetime import UTC, datetime
+
+    from streams.monitor.checks import FailedPostings
+
+    state = ExpenseState("psa:issue:42", issue=Issue("42", "7"))
+    exc = sources.exception_record(
+        state, None, Problem("expense.unknown_project", "no project", 1.0), 1, 5.0, False
+    )
+    s = Settings()
+    monitor = FailedPostings(topology(s), s, lambda _b: exc)
+    monitor.exceptions.apply("psa:issue:42", b"x")
+    [finding] = monitor.findings(datetime.now(UTC))
+    assert finding.key == "psa:issue:42" and "expense.unknown_project" in finding.summary
+
+
+def test_a_posted_expense_shows_in_the_deals_trace() -> None:
+    from streams.deals.trace import FLOWS, _flow_entry
+
+    issue = Issue("42", "7", "Flight", "5", date(2026, 11, 20), 1.0, 2.0)
+    values = {"5": Value("412.3"), "6": Value("EUR"), "9": Value("1")}
+    state = ExpenseState("psa:issue:42", issue=issue, values=values, version=3)
+    state = replace(state, posted=None)
+    f = facts(state, FIELDS)
+    cid = "5b1c0e7e-0000-5000-8000-000000000000"
+    project = Project("PRJ-00042", cid, "crm:opportunity:1")
+    from streams.expenses.model import decide
+
+    state, _ = decide(state, f, project, 3.0, 60.0)  # posted: the record names the posting
+    record = sources.expense_record(state, f, project, "approved", 3.0)
+    [flow] = [fl for fl in FLOWS if fl.entity == "expense"]
+    [entry] = _flow_entry(flow, [record], cid, set())
+    assert entry.status == "done" and entry.ids["total"] == "412.3 EUR"
+    assert entry.ids["erp refs"] == "psa:issue:42@1"
