@@ -12,7 +12,16 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, invoices, normalize, postings, sink, timesheets
+from streams.agents import (
+    commands,
+    deal,
+    expense,
+    invoices,
+    normalize,
+    postings,
+    sink,
+    timesheets,
+)
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.analytics import analytics_copies
@@ -25,6 +34,7 @@ from streams.settings import Settings
 from streams.topology import topology
 from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
+from tables.expenses import expense_table
 from tables.invoices import invoice_tables
 
 log = logging.getLogger(__name__)
@@ -101,6 +111,16 @@ def create_app(settings: Settings) -> faust.App:
     )
     # Joins postings.results through fanout: a stage of another posting kind may read it too.
     timesheets.register(app, runners, settings, output, registry)
+    # Joins fanout.attach too: the sink reads its PSA inputs.
+    expense.register(
+        app,
+        runners,
+        settings,
+        topo,
+        output,
+        registry,
+        expense_table(app, settings.partitions, output),
+    )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

@@ -344,6 +344,9 @@ class Settings:
     # Seconds an approved time entry waits for its project or person to become known before
     # it is reported as a business exception (it still posts once they arrive).
     time_entry_wait: float = 300.0
+    # Seconds an approved expense waits for its project to become known before it is
+    # reported as a business exception (it still posts once the project arrives).
+    expense_wait: float = 300.0
     psa_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["psa"]
     crm_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["crm"]
     web_port: int = 6066
@@ -448,6 +451,7 @@ class Settings:
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
             posting_batch_size=_int(e, "PSSYNC_POSTING_BATCH_SIZE", 100),
             time_entry_wait=_float(e, "PSSYNC_TIME_ENTRY_WAIT", 300.0),
+            expense_wait=_float(e, "PSSYNC_EXPENSE_WAIT", 300.0),
             psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),
             crm_commands=CommandLimits.from_env(e, "crm", DEFAULT_COMMAND_LIMITS["crm"]),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
@@ -496,6 +500,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_TIME_ENTRY_WAIT={self.time_entry_wait}: seconds a time entry waits for "
                 "its project or person, 0 or more"
+            )
+        if self.expense_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_EXPENSE_WAIT={self.expense_wait}: seconds an expense waits for its "
+                "project, 0 or more"
             )
         if self.deal_line_wait < 0:
             raise ConfigError(
