@@ -270,11 +270,14 @@ def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
     topics, keyed by invoice and by project."""
     p, r = settings.partitions, settings.replication
     raw = {"cleanup.policy": "compact,delete"}
+    # Read whole as views: a row unchanged for a week must not expire from them.
+    viewed = {"cleanup.policy": "compact"}
     month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
+        *(TopicSpec(erp_raw(settings, x), p, r, raw) for x in INVOICE_TABLES),
         *(
-            TopicSpec(erp_raw(settings, x), p, r, raw)
-            for x in (*INVOICE_TABLES, WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
+            TopicSpec(erp_raw(settings, x), p, r, viewed)
+            for x in (WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
         ),
         TopicSpec(t.invoice_changes, p, r, month),
         TopicSpec(t.invoice_facts, p, r, month),
