@@ -52,6 +52,7 @@ from streams.deals.sources import (
     OPPORTUNITY,
     VIEWS,
     Stamp,
+    closed_won_of,
     opportunity_of,
     stamp_of,
 )
@@ -79,6 +80,7 @@ class Work:
     deals: dict[str, Deal] = field(default_factory=dict)
     sagas: dict[str, tuple[int, Saga]] = field(default_factory=dict)
     children: dict[str, tuple[int, str]] = field(default_factory=dict)
+    untracked: int = 0  # opportunity events of deals that need no state yet
 
 
 class DealStage:
@@ -176,6 +178,8 @@ class DealStage:
                     send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
                     m.dlq.labels(STAGE, type(exc).__name__).inc()
             await self._finish(work)
+        if work.untracked:
+            m.dropped.labels(STAGE, OPPORTUNITY, "not_closed_won").inc(work.untracked)
         for topic, n in seen.items():
             m.events_in.labels(STAGE, topic).inc(n)
         m.batch_size.labels(STAGE).observe(len(messages))
@@ -203,9 +207,17 @@ class DealStage:
             raise BadEventError("canonical opportunity without a key; keys are canonical ids")
         key = msg.key.decode()
         record = self._decode(msg)
+        held = work.deals.get(key) or self.tables.deal(key)
+        if held is None and not closed_won_of(record):
+            # A deal holds state from its closed-won event or its first line item on: before
+            # that it cannot fire, and the closed-won event carries the whole opportunity.
+            # Without state there is no order to keep either: a stale closed-won event would
+            # have created the state when it first came.
+            work.untracked += 1
+            return
         opp = None if record is None else opportunity_of(key, record)
         stamp = Stamp(-1, 0.0) if record is None else stamp_of(record)
-        deal = self._deal(work, key, msg.partition)
+        deal = held or Deal(key, msg.partition)
         updated, changed = on_opportunity(
             deal, msg.partition, opp, stamp, now, self.settings.deal_line_wait
         )
