@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=settings.fetch_max_bytes,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         producer_acks=-1,
