@@ -81,6 +81,12 @@ class Work:
     sagas: dict[str, tuple[int, Saga]] = field(default_factory=dict)
     children: dict[str, tuple[int, str]] = field(default_factory=dict)
     untracked: int = 0  # opportunity events of deals that need no state yet
+    dead_letters: int = 0
+
+    def wrote(self) -> bool:
+        """Whether anything was sent or changed: every send goes with a state change here,
+        but dead letters."""
+        return bool(self.deals or self.sagas or self.children or self.dead_letters)
 
 
 class DealStage:
@@ -177,6 +183,7 @@ class DealStage:
                     )
                     send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
                     m.dlq.labels(STAGE, type(exc).__name__).inc()
+                    work.dead_letters += 1
             await self._finish(work)
         if work.untracked:
             m.dropped.labels(STAGE, OPPORTUNITY, "not_closed_won").inc(work.untracked)
@@ -185,6 +192,10 @@ class DealStage:
         m.batch_size.labels(STAGE).observe(len(messages))
 
     async def _finish(self, work: Work) -> None:
+        if not work.wrote():
+            # Nothing to wait for. A flush would wait for whatever the other stages have in
+            # flight on the shared producer, holding the lock (and this stage's batches).
+            return
         await self.output.flush()
         self.tables.write(
             work.deals.values(),
