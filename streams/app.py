@@ -12,9 +12,11 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
+from schemas.serde import Decoder
 from streams.agents import commands, deal, normalize, sink
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
+from streams.agents.shared_decode import SharedDecoder
 from streams.analytics import analytics_copies
 from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
@@ -72,7 +74,9 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
-    sink.register(app, runners, settings, topo, output, registry, target)
+    # The sink and the deal stage decode each canonical opportunity once between them.
+    decoded = SharedDecoder(Decoder(registry.schema_by_id))
+    sink.register(app, runners, settings, topo, output, registry, target, decoded)
     commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
     # The deal stage shares the runner of any stage registered before it on one of its topics
     # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
@@ -85,6 +89,7 @@ def create_app(settings: Settings) -> faust.App:
         output,
         registry,
         deal_tables(app, settings.partitions, output),
+        decoded,
     )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.

@@ -33,6 +33,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
+from streams.agents.shared_decode import SharedDecoder
 from streams.deals import canonical, plan
 from streams.deals import saga as machine
 from streams.deals.assembly import Deal, Signal, decide, fire, on_child, on_opportunity
@@ -101,6 +102,7 @@ class DealStage:
         reader: ViewReader | None = None,
         owns: Callable[[int], bool] = lambda _p: True,
         clock: Callable[[], float] = time.time,
+        decoder: SharedDecoder | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -112,7 +114,9 @@ class DealStage:
         self.ref = Reference.of(views)
         self.owns = owns
         self.clock = clock
-        self.decoder = Decoder(registry.schema_by_id)
+        # Shared with the sink, which decodes canonical opportunities in the same batches;
+        # records from it are read, never changed.
+        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
         self.encoders = Encoders(registry.register)
         self.registry = registry
         self.canonical_encoders: dict[str, Encoder] = {}
@@ -204,7 +208,7 @@ class DealStage:
         )
 
     def _decode(self, msg: Message) -> dict[str, Any] | None:
-        return None if msg.value is None else self.decoder.decode(msg.value)
+        return None if msg.value is None else self.decoder.decode(msg)
 
     def _deal(self, work: Work, key: str, partition: int) -> Deal:
         return work.deals.get(key) or self.tables.deal(key) or Deal(key, partition)
@@ -488,7 +492,11 @@ def register(
     output: Output,
     registry: Registry,
     tables: DealTables,
+    decoder: SharedDecoder | None = None,
 ) -> DealStage:
+    """The deal stage on the runner of any stage already reading one of its topics;
+    `decoder` shares decoded records with them (the sink's, for canonical opportunities)."""
+    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
     views = open_views(settings, registry)
     reader = ViewReader(settings, views.values())
 
@@ -505,9 +513,12 @@ def register(
         views,
         reader,
         owns=lambda p: p in assigned(),
+        decoder=decoder,
     )
     topic = bytes_topic(app, *sorted(stage.topics))
-    attach(app, runners, topic, STAGE, stage, settings)
+    runner = attach(app, runners, topic, STAGE, stage, settings)
+    if decoder.release not in runner.after_batch:
+        runner.after_batch.append(decoder.release)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def judge_waiting_deals() -> None:
