@@ -54,6 +54,7 @@ class JsonTable:
         self.table: Any = table  # its serializers and store are not in Faust's TableT
         self.output = output
         self.changelog = table.changelog_topic.get_topic_name()
+        self._json_keys: bool | None = None  # known once the store exists (first use)
         # Newest changelog offset acknowledged per partition, noted from the producer's
         # delivery thread and handed to the store on the event loop.
         self._acked: dict[int, int] = {}
@@ -63,13 +64,27 @@ class JsonTable:
         """The key and value bytes Faust's store and changelog hold for (key, value): the
         store's own key encoding (what its lookups use), the value as Faust's json codec
         writes it. Recovery copies changelog bytes into the store, so they are the same."""
-        return self.table.data._encode_key(key), want_bytes(faust_json.dumps(value))
+        return self._key(key), want_bytes(faust_json.dumps(value))
+
+    def _key(self, key: str) -> bytes:
+        if self._json_keys is None:
+            store = self.table.data
+            self._json_keys = (
+                isinstance(store, SerializedStore)
+                and store.key_type is str
+                and store.key_serializer == "json"
+            )
+        if self._json_keys:
+            # What the serializer registry ends in for a str key and the json codec.
+            return want_bytes(faust_json.dumps(key))
+        raw: bytes = self.table.data._encode_key(key)
+        return raw
 
     def get(self, key: str) -> dict[str, Any] | None:
         store = self.table.data
         if isinstance(store, SerializedStore):
             # The store's raw read and one json decode, without Faust's serializer layers.
-            raw = store._get(store._encode_key(key))
+            raw = store._get(self._key(key))
             value = None if raw is None else faust_json.loads(want_str(raw))
         else:  # the memory store holds values, not bytes
             value = store.get(key)
