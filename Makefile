@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-slice bench-restart bench-saga soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-saga bench-close soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,13 +49,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy streams schemas connectors tables bench docker/local/stack.py docker/local/components tests/sandbox.py tests/soak
 
-# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink): ~15 min; BENCH_ARGS
-# e.g. "--events 20000 --runs 1". bench-quick: 1-2 min. bench-slice: capture, worker, sink.
+# pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink), then one worker
+# against two in a group (bench/scale_out.py), then restart and RSS with 1M dedupe keys:
+# ~30 min; BENCH_ARGS e.g. "--events 20000 --runs 1". bench-quick: 1-2 min (peers only).
+# bench-scale: the scale-out part alone. bench-slice: capture, worker, sink.
 # Only what the peers use: an ERP or PSA started for nothing would share the cores.
 BENCH_STACK := postgres,kafka,registry,connect
 bench: install $(QUIX_VENV)/.installed
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/peers.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale_out.py
+	$(BIN)/python bench/restart_bench.py
+
+bench-scale: install
+	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
+	$(BIN)/python bench/scale_out.py $(SCALE_ARGS)
 
 bench-quick: install $(QUIX_VENV)/.installed
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
@@ -68,6 +76,11 @@ bench-slice: up
 # the whole stack, the ERP and the PSA included.
 bench-saga: up
 	$(BIN)/python bench/saga_latency.py $(SAGA_ARGS)
+
+# Period close: approved time entries by bulk SQL through the ERP posting queue at a limited
+# rate (CLOSE_ARGS="--entries 100000 --rate 50" for the full size; 2,000 by default).
+bench-close: up
+	PYTHONPATH=. $(BIN)/python bench/period_close.py $(CLOSE_ARGS)
 
 # Worker restart time with a 1M-key dedupe table: memory vs RocksDB (cold, warm) table state.
 bench-restart: install

@@ -111,14 +111,104 @@ class CrmWriteBack:
     sync_error: str | None = None
 
 
+# -- postings: ERP writes of approved work, applied in batches (streams/postings) -------
+
+POST = "post"  # create the ERP record of the source object, or correct it to this spec
+REVERSE = "reverse"  # take the source object's ERP record back (it was un-approved, deleted)
+POSTING_ACTIONS = (POST, REVERSE)
+DONE = "done"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class TimesheetLineSpec:
+    """One approved time entry as a Tryton timesheet line (one line per time entry)."""
+
+    key: str  # the canonical time entry id: how the line is found again
+    project_id: int  # ERP project.work of the project (ErpProject.id)
+    task: str | None  # name of the project's task the hours go on; None: the project itself
+    employee: str  # canonical resource id = the code of the employee's party in the ERP
+    date: date
+    hours: Decimal
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One posting as a kind's batch operation receives it."""
+
+    key: str  # the source object's canonical id, the ERP record's external key
+    action: str  # POST | REVERSE
+    spec: Any = None  # the kind's spec dataclass for POST, None for REVERSE
+
+
+@dataclass(frozen=True)
+class PostingOutcome:
+    """What the ERP did with one posting of a batch."""
+
+    key: str
+    status: str  # DONE | REJECTED
+    erp_id: str | None = None  # the ERP record (None once reversed or never there)
+    reason: str | None = None  # stable code when rejected, e.g. "invoiced", "unknown_task"
+    message: str | None = None  # what the ERP said and what to fix
+
+
+@dataclass(frozen=True)
+class ErpAmendmentSpec:
+    """A provisioned project's financial baseline after an amendment (absolute values).
+
+    `revision` (the deal's amendment number) is the external key: the ERP project records
+    the last revision applied, and an amendment not newer than it is not applied again.
+    """
+
+    key: str  # the deal's correlation id: how the project is found (as in ProjectSpec)
+    project_number: str  # the ERP project code, checked against the project found
+    revision: int
+    change_order: str  # canonical id of the change order (or of the deal amended itself)
+    list_price: Decimal
+    tasks: tuple[TaskSpec, ...] = ()  # every task's effort; a task not there yet is made
+
+
+@dataclass(frozen=True)
+class ErpAmendment:
+    id: int
+    number: str
+    revision: int  # the revision the project holds now
+    task_ids: dict[str, int] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class PsaAmendmentSpec:
+    """A PSA project's baseline after an amendment: estimates, WBS and milestone versions."""
+
+    identifier: str
+    erp_project_code: str
+    revision: int
+    tasks: tuple[TaskSpec, ...] = ()  # estimated hours of each; missing issues are made
+    milestones: tuple[MilestoneSpec, ...] = ()  # versions, due dates moved when changed
+
+
 class Erp(Protocol):
     async def ensure_customer(self, spec: CustomerSpec) -> ErpCustomer: ...
 
     async def ensure_project(self, spec: ProjectSpec) -> ErpProject: ...
 
+    async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """Apply a batch of time entry postings, one outcome per posting, same order.
+
+        Idempotent per key: POST creates the line when the ERP has none for the key and
+        writes it to the spec otherwise; REVERSE deletes it (none: done). A line already
+        invoiced is not changed: REJECTED with reason "invoiced".
+        """
+        ...
+
+    async def amend_project(self, spec: ErpAmendmentSpec) -> ErpAmendment: ...
+
 
 class Psa(Protocol):
     async def ensure_project(self, spec: PsaProjectSpec) -> PsaProject: ...
+
+    async def amend_project(self, spec: PsaAmendmentSpec) -> PsaProject: ...
 
 
 class Crm(Protocol):

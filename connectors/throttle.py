@@ -6,6 +6,11 @@ application, so a burst of work never exceeds what the application's owners allo
 unavailable application (timeouts, 429, 5xx, refused connections) retried with capped,
 jittered backoff for `retry_for` seconds before giving up loudly. Nothing is dropped: callers
 wait (backpressure) instead.
+
+While the application is down the throttle's circuit is open: only callers already retrying
+probe it (with their backoff), new ones wait for the circuit instead of adding requests to a
+failing application; the first request that gets an answer closes it and the waiting work
+drains at `rate`.
 """
 
 from __future__ import annotations
@@ -57,18 +62,20 @@ class TokenBucket:
         self._updated = clock()
         self._lock = asyncio.Lock()  # FIFO: no waiter is starved by later ones
 
-    async def take(self) -> float:
-        """Wait for one token; returns the seconds waited (0.0 when one was there)."""
+    async def take(self, cost: float = 1.0) -> float:
+        """Wait for `cost` tokens (at most `burst`); returns the seconds waited (0.0 when they
+        were there)."""
+        cost = min(max(cost, 0.0), self.burst)
         waited = 0.0
         async with self._lock:
             while True:
                 now = self._clock()
                 self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
                 self._updated = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= cost:
+                    self._tokens -= cost
                     return waited
-                wait = (1 - self._tokens) / self.rate
+                wait = (cost - self._tokens) / self.rate
                 await self._sleep(wait)
                 waited += wait
 
@@ -99,6 +106,7 @@ class Throttle:
         *,
         on_wait: Callable[[float], None] | None = None,
         on_in_flight: Callable[[int], None] | None = None,
+        on_circuit: Callable[[bool], None] | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
@@ -112,6 +120,9 @@ class Throttle:
         self._slots = asyncio.Semaphore(concurrency)
         self._on_wait = on_wait
         self._on_in_flight = on_in_flight
+        self._on_circuit = on_circuit
+        self._closed = asyncio.Event()  # set: the application answers (circuit closed)
+        self._closed.set()
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -122,35 +133,64 @@ class Throttle:
         if self._on_in_flight:
             self._on_in_flight(self.in_flight)
 
+    @property
+    def circuit_open(self) -> bool:
+        return not self._closed.is_set()
+
+    def _circuit(self, closed: bool) -> None:
+        if closed == self._closed.is_set():
+            return
+        if closed:
+            self._closed.set()
+            log.info("%s answers again; resuming", self.name)
+        else:
+            self._closed.clear()
+            log.warning("%s unavailable: new requests wait until it answers", self.name)
+        if self._on_circuit:
+            self._on_circuit(not closed)
+
     async def call(
-        self, request: Callable[[], Awaitable[T]], on_retry: Callable[[], None] | None = None
+        self,
+        request: Callable[[], Awaitable[T]],
+        on_retry: Callable[[], None] | None = None,
+        cost: float = 1.0,
     ) -> T:
         """`request()` within the limits; ApplicationUnavailableError once `retry_for` is spent.
 
-        Any error that `is_unavailable` does not accept is the caller's to handle, at once.
+        `cost`: how many requests `request()` makes (a batch operation makes several), taken
+        from the rate as one (at most `concurrency` at once). Any error that `is_unavailable`
+        does not accept is the caller's to handle, at once.
         """
         deadline: float | None = None
         attempt = 0
         while True:
+            if attempt == 0:
+                await self._closed.wait()  # the circuit: wait while others probe
             async with self._slots:
-                waited = await self.bucket.take()
+                waited = await self.bucket.take(cost)
                 if waited and self._on_wait:
                     self._on_wait(waited)
                 self._flying(+1)
                 try:
-                    return await request()
+                    answer = await request()
                 except Exception as exc:
                     if not is_unavailable(exc):
+                        self._circuit(closed=True)  # it answered, if only to refuse
                         raise
                     error: Exception = exc
+                else:
+                    self._circuit(closed=True)
+                    return answer
                 finally:
                     self._flying(-1)
+            self._circuit(closed=False)
             # Back off outside the slot: callers with other work may use it meanwhile.
             now = self._clock()
             deadline = now + self.retry_for if deadline is None else deadline
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             if now + delay > deadline:
+                self._circuit(closed=True)  # let the waiting callers find out for themselves
                 raise ApplicationUnavailableError(
                     self.name,
                     f"unavailable for {self.retry_for:.0f}s ({attempt} attempts), last: "

@@ -16,6 +16,12 @@
 - Saga topics: ``[<namespace>.]saga.commands.<target>`` (one per target application:
   ``erp``, ``psa``, ``crm``) and ``[<namespace>.]saga.results``; key = the saga key (the deal's
   canonical opportunity id) as UTF-8 string; value = wire-format Avro (schemas/avro/saga).
+- Posting queue: ``[<namespace>.]postings.<target>`` (``erp``), one record per ERP write of
+  approved work (time entries, expenses), and ``[<namespace>.]postings.results``; key = the
+  source object's canonical id; value = wire-format Avro (schemas/avro/saga/posting*.avsc).
+- Time entry inputs: ``[<namespace>.]time_entries.inputs``; key = the canonical time entry
+  id; value = JSON (a time entry row or one of its custom values, re-keyed from the raw PSA
+  topics onto the entry's partition).
 - Saga control: ``[<namespace>.]saga.control``; key = the saga key; value = JSON asking the
   deal stage to act on one saga (``pssync exceptions retry``).
 - Business exceptions: ``[<namespace>.]exceptions.business``, compacted; key = the saga key;
@@ -47,7 +53,7 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "command", "deal")
+DLQ_STAGES = ("normalize", "sink", "command", "deal", "posting", "time_entry")
 LEVELS = (
     "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
     "FULL", "FULL_TRANSITIVE",
@@ -94,6 +100,22 @@ def saga_commands_topic(target: str, namespace: str = "") -> str:
 
 def saga_results_topic(namespace: str = "") -> str:
     return _ns(namespace, "saga.results")
+
+
+def postings_topic(target: str = "erp", namespace: str = "") -> str:
+    """Postings of approved work for one target application (its own queue, apart from the
+    saga's commands, so a backlog of postings never delays a deal)."""
+    return _ns(namespace, f"postings.{target}")
+
+
+def posting_results_topic(namespace: str = "") -> str:
+    return _ns(namespace, "postings.results")
+
+
+def time_entry_inputs_topic(namespace: str = "") -> str:
+    """The PSA's time entry rows and their custom values, keyed by the time entry's
+    canonical id and produced to its partition (`partition_for`), for the join."""
+    return _ns(namespace, "time_entries.inputs")
 
 
 def saga_control_topic(namespace: str = "") -> str:

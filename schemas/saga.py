@@ -11,6 +11,9 @@ from schemas.serde import parse
 SAGA_DIR = Path(__file__).resolve().parent / "avro" / "saga"
 COMMAND = "command"
 RESULT = "result"
+# The ERP posting queue's records (streams/postings.py).
+POSTING = "posting"
+POSTING_RESULT = "posting_result"
 
 
 @cache

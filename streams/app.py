@@ -13,7 +13,7 @@ from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
 from schemas.serde import Decoder
-from streams.agents import commands, deal, normalize, sink
+from streams.agents import commands, deal, normalize, postings, sink, timesheets
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
 from streams.agents.shared_decode import SharedDecoder
@@ -77,7 +77,11 @@ def create_app(settings: Settings) -> faust.App:
     # The sink and the deal stage decode each canonical opportunity once between them.
     decoded = SharedDecoder(Decoder(registry.schema_by_id))
     sink.register(app, runners, settings, topo, output, registry, target, decoded)
-    commands.register(app, runners, settings, topo, output, registry, port_factories(settings))
+    ports = port_factories(settings)
+    # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.
+    throttles = {"erp": commands.throttle_for(settings, "erp")}
+    commands.register(app, runners, settings, topo, output, registry, ports, throttles)
+    postings.register(app, runners, settings, output, registry, ports, throttles["erp"])
     # The deal stage shares the runner of any stage registered before it on one of its topics
     # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
     # later on one of them must join through fanout.attach too, or it takes the topic over.
@@ -91,6 +95,8 @@ def create_app(settings: Settings) -> faust.App:
         deal_tables(app, settings.partitions, output),
         decoded,
     )
+    # Joins postings.results through fanout: a stage of another posting kind may read it too.
+    timesheets.register(app, runners, settings, output, registry)
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

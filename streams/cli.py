@@ -185,7 +185,12 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
     trace = read_trace(settings, args.deal)
     if args.json:
         entries = [e.plain() for e in trace.entries]
-        print(json.dumps({"saga_key": trace.saga_key, "entries": entries}, indent=2))
+        found = {
+            "saga_key": trace.saga_key,
+            "correlation_id": trace.correlation_id,
+            "entries": entries,
+        }
+        print(json.dumps(found, indent=2))
     else:
         print("\n".join(render(trace)))
     return 0 if trace.entries else 1
@@ -194,6 +199,12 @@ def cmd_trace(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     print(json.dumps(settings.describe(), indent=2))
     return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.monitor.report import cmd_monitor as run
+
+    return run(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,9 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "trace", help="one deal's saga: CRM event, commands and results per system, exception"
     )
-    p.add_argument("deal", help="CRM opportunity id (006...) or saga key crm:opportunity:...")
+    p.add_argument(
+        "deal",
+        help="CRM opportunity id (006...), saga key crm:opportunity:..., correlation id or "
+        "ERP project code (PRJ-...)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable")
     commands["trace"] = cmd_trace
+
+    p = sub.add_parser(
+        "monitor",
+        help="business monitors: deals without a project, failed postings, invoices not in "
+        "the CRM, baseline changes",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.add_argument("--only", action="append", metavar="NAME", help="one monitor (repeatable)")
+    p.add_argument("--check", action="store_true", help="exit 1 when anything is past its SLO")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to read each topic")
+    p.add_argument("--serve", action="store_true", help="export gauges instead of a report")
+    p.add_argument("--port", type=int, default=9466, help="with --serve: the /metrics port")
+    commands["monitor"] = cmd_monitor
 
     sub.add_parser("settings", help="print the effective settings")
     commands["settings"] = cmd_settings

@@ -86,3 +86,7 @@ class DealError(PssyncError):
 
 class ReferenceDataError(PssyncError):
     """The reference data file is invalid, or its entries cannot be published as they are."""
+
+
+class NotFoundError(PssyncError):
+    """What a command named does not exist in pssync's topics (a wrong or unknown id)."""

@@ -26,6 +26,8 @@ class Metrics:
     closed_won_to_project: Histogram
     sagas_open: Gauge
     business_exceptions: Counter
+    change_orders_applied: Counter
+    baseline_changes: Counter
     deals_without_project: Gauge
     commands: Counter
     command_retries: Counter
@@ -33,6 +35,13 @@ class Metrics:
     commands_in_flight: Gauge
     rate_limit_waits: Counter
     rate_limit_wait_seconds: Counter
+    postings: Counter
+    posting_batches: Histogram
+    posting_apply: Histogram
+    circuit_open: Gauge
+    time_entries: Counter
+
+    monitor_findings: Gauge
 
 
 @cache
@@ -112,6 +121,20 @@ def metrics() -> Metrics:
             ["step", "status"],
             registry=r,
         ),
+        change_orders_applied=Counter(
+            "pssync_change_orders_applied",
+            "Amendments of a provisioned deal's baseline applied to the ERP, PSA and CRM, by "
+            "kind (change_order, deal_edit) and whether the financial baseline moved",
+            ["kind", "baseline_changed"],
+            registry=r,
+        ),
+        baseline_changes=Counter(
+            "pssync_baseline_changes",
+            "Parts of a project's baseline moved by applied amendments (amount, list_price, "
+            "hours, tasks, milestones)",
+            ["part"],
+            registry=r,
+        ),
         business_exceptions=Counter(
             "pssync_business_exceptions",
             "Business exceptions raised, by reason and step",
@@ -160,6 +183,46 @@ def metrics() -> Metrics:
             "pssync_rate_limit_wait_seconds",
             "Time requests spent waiting for the application's rate limit",
             ["target"],
+            registry=r,
+        ),
+        postings=Counter(
+            "pssync_postings",
+            "Postings of approved work applied to the ERP, by kind, action and result "
+            "(done, rejected)",
+            ["kind", "action", "status"],
+            registry=r,
+        ),
+        posting_batches=Histogram(
+            "pssync_posting_batch_size",
+            "Postings per ERP batch operation",
+            ["kind"],
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+            registry=r,
+        ),
+        posting_apply=Histogram(
+            "pssync_posting_apply_seconds",
+            "One ERP batch operation from first request to answer (retries and waits included)",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+        circuit_open=Gauge(
+            "pssync_circuit_open",
+            "1 while the application is unavailable and new requests wait for it",
+            ["target"],
+            registry=r,
+        ),
+        time_entries=Counter(
+            "pssync_time_entries",
+            "Time entry decisions: posted, corrected, reversed, waiting, held (unapproved)",
+            ["decision"],
+            registry=r,
+        ),
+        monitor_findings=Gauge(
+            "pssync_monitor_findings",
+            "Business objects a monitor found (pssync monitor --serve), by monitor and whether "
+            "they are past the monitor's SLO",
+            ["monitor", "late"],
             registry=r,
         ),
     )

@@ -323,6 +323,11 @@ class Settings:
     # Seconds from closed-won by which the PSA project should exist (the seed's SLO: 5 min);
     # a saga still open after it counts as late.
     saga_deadline: float = 300.0
+    # Seconds a change order waits for the deal it amends to be known and provisioned before
+    # it becomes a business exception (it is still applied once the deal is provisioned).
+    change_order_wait: float = 300.0
+    # Seconds between refreshes of the business monitors' gauges (`pssync monitor --serve`).
+    monitor_interval: float = 15.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
     startup_wait: float = 120.0
     # Seconds without a heartbeat before the group gives a silent worker's partitions away:
@@ -331,6 +336,12 @@ class Settings:
     # Seconds an unavailable application is retried before the worker stops (nothing skipped).
     command_retry_for: float = 600.0
     erp_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["erp"]
+    # Postings of approved work (time entries, expenses) per ERP batch operation; they share
+    # the ERP's rate (PSSYNC_ERP_RATE) with the saga's ERP commands.
+    posting_batch_size: int = 100
+    # Seconds an approved time entry waits for its project or person to become known before
+    # it is reported as a business exception (it still posts once they arrive).
+    time_entry_wait: float = 300.0
     psa_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["psa"]
     crm_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["crm"]
     web_port: int = 6066
@@ -426,10 +437,14 @@ class Settings:
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             saga_deadline=_float(e, "PSSYNC_SAGA_DEADLINE", 300.0),
+            change_order_wait=_float(e, "PSSYNC_CHANGE_ORDER_WAIT", 300.0),
+            monitor_interval=_float(e, "PSSYNC_MONITOR_INTERVAL", 15.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
+            posting_batch_size=_int(e, "PSSYNC_POSTING_BATCH_SIZE", 100),
+            time_entry_wait=_float(e, "PSSYNC_TIME_ENTRY_WAIT", 300.0),
             psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),
             crm_commands=CommandLimits.from_env(e, "crm", DEFAULT_COMMAND_LIMITS["crm"]),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
@@ -475,6 +490,15 @@ class Settings:
                 f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
                 "record the topics allow; use at least 1048576 (1 MiB), e.g. 8388608"
             )
+        if self.posting_batch_size < 1:
+            raise ConfigError(
+                "PSSYNC_POSTING_BATCH_SIZE must be at least 1 (postings per ERP batch, e.g. 100)"
+            )
+        if self.time_entry_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_TIME_ENTRY_WAIT={self.time_entry_wait}: seconds a time entry waits for "
+                "its project or person, 0 or more"
+            )
         if self.deal_line_wait < 0:
             raise ConfigError(
                 f"PSSYNC_DEAL_LINE_WAIT={self.deal_line_wait}: seconds to wait for late line "
@@ -484,6 +508,16 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_SAGA_DEADLINE={self.saga_deadline}: seconds from closed-won to the PSA "
                 "project must be positive, e.g. 300"
+            )
+        if self.change_order_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_CHANGE_ORDER_WAIT={self.change_order_wait}: seconds a change order "
+                "waits for its deal must be 0 or more, e.g. 300"
+            )
+        if self.monitor_interval <= 0:
+            raise ConfigError(
+                f"PSSYNC_MONITOR_INTERVAL={self.monitor_interval}: seconds between monitor "
+                "refreshes must be positive, e.g. 15"
             )
         if not self.target_url.startswith("postgresql"):
             raise ConfigError(

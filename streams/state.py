@@ -25,6 +25,7 @@ from streams.security import kafka_config
 from streams.settings import Settings
 from tables.deals import changelog_topics as deal_changelogs
 from tables.dedupe import changelog_topic
+from tables.timesheets import changelog_topics as time_entry_changelogs
 
 log = logging.getLogger(__name__)
 MARKER = "changelog-topic-ids.json"
@@ -32,7 +33,11 @@ MARKER = "changelog-topic-ids.json"
 
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
     # As Faust would create it on first start; created here first so its id is known.
-    names = [changelog_topic(settings.app_id), *deal_changelogs(settings.app_id)]
+    names = [
+        changelog_topic(settings.app_id),
+        *deal_changelogs(settings.app_id),
+        *time_entry_changelogs(settings.app_id),
+    ]
     return [
         TopicSpec(name, settings.partitions, settings.replication, {"cleanup.policy": "compact"})
         for name in names

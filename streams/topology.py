@@ -17,10 +17,13 @@ from schemas.conventions import (
     dlq_reruns_topic,
     dlq_topic,
     exceptions_topic,
+    posting_results_topic,
+    postings_topic,
     raw_topic,
     saga_commands_topic,
     saga_control_topic,
     saga_results_topic,
+    time_entry_inputs_topic,
     value_subject,
 )
 from schemas.masking import load_policy
@@ -92,7 +95,6 @@ class Topology:
     @property
     def dlq_reruns(self) -> str:
         return dlq_reruns_topic(self.namespace)
-
 
     @property
     def saga_control(self) -> str:
@@ -200,6 +202,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + audit
         + reruns
         + deal_topic_specs(settings, t)
+        + posting_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -222,3 +225,17 @@ def deal_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
         TopicSpec(t.exceptions, p, r, compact),
     ]
     return inputs + views + commands + saga
+
+
+def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The ERP posting queue and its results, kept by time like the saga's commands."""
+    p, r, ns = settings.partitions, settings.replication, settings.topic_namespace
+    month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
+    return [
+        TopicSpec(postings_topic("erp", ns), p, r, month),
+        TopicSpec(posting_results_topic(ns), p, r, month),
+        # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
+        # the joined state), and the canonical events.
+        TopicSpec(time_entry_inputs_topic(ns), p, r, month),
+        TopicSpec(canonical_topic("time_entry", ns), p, r, {"cleanup.policy": "compact"}),
+    ]

@@ -268,3 +268,19 @@ def read_latest(
     view: View[dict[str, Any]] = View(topic, decode, lambda _k, record: record)
     ViewReader(settings, [view]).load(timeout)
     return dict(view.items())
+
+
+Fold = Callable[[V | None, str, dict[str, Any]], V | None]
+
+
+def folded_view(topic: str, decode: Decode, fold: Fold[V]) -> View[V]:
+    """A view whose value per key folds every record read, oldest first, instead of keeping
+    only the latest: e.g. since when an opportunity has been closed-won. A key's records share
+    a partition, so they arrive in order; a tombstone still deletes the key."""
+    view: View[V]
+
+    def adapt(key: str, record: dict[str, Any]) -> V | None:
+        return fold(view.get(key), key, record)
+
+    view = View(topic, decode, adapt)
+    return view

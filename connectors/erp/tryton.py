@@ -8,24 +8,92 @@
   project code.
 - Tasks = child works of type task, found by name under the project (the ERP keeps them
   flat: phases are the PSA's work breakdown).
+- Timesheet lines = `timesheet.line` on the timesheet work of a task (made available for
+  timesheets when it is not yet), for the employee whose party's `code` is the person's
+  canonical resource id; found again by a marker at the end of their `description` (the
+  line's `uuid` is read-only to the API). One line per time entry: a correction writes it,
+  a reversal deletes it; a line with an invoice line is left alone and reported.
+
+- Amendments (change orders) set the project's list price and its tasks' effort to the
+  amended baseline and make the tasks it adds; the last amendment applied is a marker line
+  in the project's comment, so an amendment redelivered or replayed is not applied twice
+  and an older one never overwrites a newer one.
 
 An existing customer or project is reused as it is: the ERP's people may have changed it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from connectors.erp.rpc import SYSTEM, TrytonRpc
-from connectors.ports import CustomerSpec, ErpCustomer, ErpProject, ProjectSpec, TaskSpec
+from connectors.ports import (
+    DONE,
+    POST,
+    REJECTED,
+    CustomerSpec,
+    ErpAmendment,
+    ErpAmendmentSpec,
+    ErpCustomer,
+    ErpProject,
+    Posting,
+    PostingOutcome,
+    ProjectSpec,
+    TaskSpec,
+    TimesheetLineSpec,
+)
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
 
 INVOICE_METHODS = ("manual", "effort", "progress", "timesheet")
 # The line in a project's comment that finds it again; the deal's correlation id follows.
 KEY_MARKER = "pssync deal: "
+# The line in a project's comment naming the last amendment applied: revision, change order.
+AMENDMENT_MARKER = "pssync amendment: "
+_AMENDMENT = re.compile(rf"^{re.escape(AMENDMENT_MARKER)}(\d+)\b.*$", re.MULTILINE)
+
+
+def amendment_revision(comment: str) -> int:
+    """The amendment revision a project's comment records (0: none yet)."""
+    found = _AMENDMENT.findall(comment or "")
+    return max((int(n) for n in found), default=0)
+
+
+def with_amendment(comment: str, revision: int, change_order: str) -> str:
+    """The comment with its amendment line replaced by (`revision`, `change_order`)."""
+    kept = [ln for ln in (comment or "").splitlines() if not ln.startswith(AMENDMENT_MARKER)]
+    return "\n".join([*kept, f"{AMENDMENT_MARKER}{revision} {change_order}"])
+
+
+# How a timesheet line names the time entry it posts: "<comment> [pssync <key>]".
+LINE_MARKER = "[pssync {}]"
+
+
+def line_description(comment: str, key: str) -> str:
+    marker = LINE_MARKER.format(key)
+    # Tryton's Char has no size limit here; keep a person's comment readable and short.
+    text = " ".join(comment.split())[:200]
+    return f"{text} {marker}" if text else marker
+
+
+def _key_of_description(description: str) -> str | None:
+    _head, sep, tail = (description or "").rpartition("[pssync ")
+    return tail[:-1] if sep and tail.endswith("]") else None
+
+
+def _same_line(line: dict[str, Any], values: dict[str, Any]) -> bool:
+    """Whether a timesheet line as read holds `values` (work, employee, date, hours)."""
+    when, duration = line.get("date") or {}, line.get("duration") or {}
+    return (
+        line.get("work") == values["work"]
+        and line.get("employee") == values["employee"]
+        and {k: when.get(k) for k in ("year", "month", "day")}
+        == {k: values["date"][k] for k in ("year", "month", "day")}
+        and abs(float(duration.get("seconds", -1)) - values["duration"]["seconds"]) < 1
+    )
 
 
 def _like_literal(text: str) -> str:
@@ -36,6 +104,10 @@ def _like_literal(text: str) -> str:
 def _duration(hours: Decimal) -> dict[str, Any]:
     # TimeDelta fields travel as {"__class__": "timedelta", "seconds": ...}.
     return {"__class__": "timedelta", "seconds": float(hours * 3600)}
+
+
+def _date(value: Any) -> dict[str, Any]:
+    return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
 
 
 def _price(value: Decimal) -> dict[str, Any]:
@@ -247,3 +319,260 @@ class TrytonErp:
         if task.effort_hours is not None:
             values["effort_duration"] = _duration(task.effort_hours)
         return values
+
+    # -- timesheet lines (posting kind "time_entry") --------------------------------------
+
+    async def _lines_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        if not keys:
+            return {}
+        domain: list[Any] = ["OR"]
+        domain += [
+            ("description", "like", f"%{_like_literal(LINE_MARKER.format(k))}") for k in keys
+        ]
+        found = await self.rpc.model(
+            "timesheet.line",
+            "search_read",
+            domain,
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "description", "invoice_line", "work", "employee", "date", "duration"],
+        )
+        lines: dict[str, dict[str, Any]] = {}
+        for row in found:
+            key = _key_of_description(str(row.get("description") or ""))
+            if key is not None:
+                lines.setdefault(key, row)  # the oldest line of a key is the one
+        return lines
+
+    async def _timesheet_works(
+        self, wanted: set[tuple[int, str | None]], company: int
+    ) -> dict[tuple[int, str | None], int]:
+        """(project id, task name or None) -> timesheet.work id, for those the ERP has."""
+        projects = sorted({p for p, _ in wanted})
+        if not projects:
+            return {}
+        works = await self.rpc.model(
+            "project.work",
+            "search_read",
+            ["OR", ("id", "in", projects), ("parent", "in", projects)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "name", "parent", "timesheet_works"],
+        )
+        by_target: dict[tuple[int, str | None], dict[str, Any]] = {}
+        for w in works:
+            if int(w["id"]) in projects:
+                by_target.setdefault((int(w["id"]), None), w)
+            if w.get("parent") in projects:
+                by_target.setdefault((int(w["parent"]), str(w["name"])), w)
+        chosen = {t: by_target[t] for t in wanted if t in by_target}
+        closed = [int(w["id"]) for w in chosen.values() if not w.get("timesheet_works")]
+        if closed:
+            # Make the works bookable: Tryton then creates their timesheet works.
+            await self.rpc.model(
+                "project.work", "write", sorted(set(closed)), {"timesheet_available": True}
+            )
+        ids = sorted({int(w["id"]) for w in chosen.values()})
+        origins = await self.rpc.model(
+            "timesheet.work",
+            "search_read",
+            [("origin", "in", [f"project.work,{i}" for i in ids]), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "origin"],
+        )
+        by_origin: dict[int, int] = {}
+        for row in origins:
+            origin = str(row.get("origin") or "")
+            by_origin.setdefault(int(origin.rpartition(",")[2]), int(row["id"]))
+        return {t: by_origin[int(w["id"])] for t, w in chosen.items() if int(w["id"]) in by_origin}
+
+    async def _employees(self, codes: set[str], company: int) -> dict[str, int]:
+        """Party code (canonical resource id) -> employee of the company."""
+        if not codes:
+            return {}
+        found = await self.rpc.model(
+            "company.employee",
+            "search_read",
+            [("party.code", "in", sorted(codes)), ("company", "=", company)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "party.code"],
+        )
+        out: dict[str, int] = {}
+        for row in found:
+            party = row.get("party.")
+            code = party.get("code") if isinstance(party, dict) else None
+            if code:
+                out.setdefault(str(code), int(row["id"]))
+        return out
+
+    @staticmethod
+    def _invoiced(key: str, line: dict[str, Any] | None) -> PostingOutcome:
+        line = line or {}
+        return PostingOutcome(
+            key,
+            REJECTED,
+            str(line.get("id")),
+            "invoiced",
+            f"timesheet line {line.get('id')} is already invoiced (invoice line "
+            f"{line.get('invoice_line')}); the ERP keeps it: credit the invoice in the ERP, "
+            "or undo the change in the PSA",
+        )
+
+    async def post_timesheet_lines(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """See `connectors.ports.Erp.post_timesheet_lines`: about four requests per batch."""
+        company = await self._own_company()
+        specs: list[TimesheetLineSpec] = [p.spec for p in postings if p.action == POST]
+        lines = await self._lines_by_key([p.key for p in postings])
+        works = await self._timesheet_works({(s.project_id, s.task) for s in specs}, company.id)
+        employees = await self._employees({s.employee for s in specs}, company.id)
+        outcomes: list[PostingOutcome | None] = [None] * len(postings)
+        creates: list[tuple[int, dict[str, Any]]] = []
+        writes: list[tuple[int, int, dict[str, Any]]] = []
+        deletes: list[tuple[int, int]] = []
+        for i, posting in enumerate(postings):
+            line = lines.get(posting.key)
+            line_id = int(line["id"]) if line else None
+            invoiced = line is not None and bool(line.get("invoice_line"))
+            if invoiced and posting.action != POST:
+                outcomes[i] = self._invoiced(posting.key, line)
+                continue
+            if posting.action != POST:
+                if line_id is None:
+                    outcomes[i] = PostingOutcome(posting.key, DONE)
+                else:
+                    deletes.append((i, line_id))
+                continue
+            spec: TimesheetLineSpec = posting.spec
+            work = works.get((spec.project_id, spec.task))
+            employee = employees.get(spec.employee)
+            if work is None:
+                where = f"task {spec.task!r} of " if spec.task else ""
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_task",
+                    f"the ERP has no {where}project work {spec.project_id}; create it in the "
+                    "ERP or book the time on an existing task",
+                )
+                continue
+            if employee is None:
+                outcomes[i] = PostingOutcome(
+                    posting.key,
+                    REJECTED,
+                    None,
+                    "unknown_person",
+                    f"the ERP has no employee whose party code is {spec.employee!r}; give the "
+                    "person's employee party that code in the ERP",
+                )
+                continue
+            values = {
+                "company": company.id,
+                "employee": employee,
+                "work": work,
+                "date": _date(spec.date),
+                "duration": _duration(spec.hours),
+                "description": line_description(spec.description, spec.key),
+            }
+            if invoiced:
+                # The ERP keeps an invoiced line as it is; holding the same values is done.
+                same = _same_line(line or {}, values)
+                outcomes[i] = (
+                    PostingOutcome(posting.key, DONE, str(line_id))
+                    if same
+                    else self._invoiced(posting.key, line)
+                )
+            elif line_id is None:
+                creates.append((i, values))
+            else:
+                writes.append((i, line_id, values))
+        if creates:
+            created = await self.rpc.model("timesheet.line", "create", [v for _, v in creates])
+            for (i, _), new_id in zip(creates, created, strict=True):
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(new_id))
+        if writes:
+            args: list[Any] = []
+            for _, line_id, values in writes:
+                args += [[line_id], {k: v for k, v in values.items() if k != "company"}]
+            await self.rpc.model("timesheet.line", "write", *args)
+            for i, line_id, _ in writes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, str(line_id))
+        if deletes:
+            await self.rpc.model("timesheet.line", "delete", [d for _, d in deletes])
+            for i, _ in deletes:
+                outcomes[i] = PostingOutcome(postings[i].key, DONE)
+        return [o for o in outcomes if o is not None]
+
+    # -- amendments ------------------------------------------------------------------------
+
+    async def amend_project(self, spec: ErpAmendmentSpec) -> ErpAmendment:
+        company = await self._own_company()
+        project = await self._project_by_key(spec.key, company.id)
+        if project is None:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"no ERP project of deal {spec.key} ({spec.project_number}); it was provisioned "
+                "but is gone: restore it in the ERP, then retry the change order",
+            )
+        project_id = int(project["id"])
+        (read,) = await self.rpc.model("project.work", "read", [project_id], ["number", "comment"])
+        number, comment = str(read.get("number") or ""), str(read.get("comment") or "")
+        if number != spec.project_number:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"the ERP project of deal {spec.key} is {number}, the amendment is for "
+                f"{spec.project_number}; check which project the deal was provisioned as",
+            )
+        held = amendment_revision(comment)
+        if held >= spec.revision:  # applied already (or a newer one is): change nothing
+            tasks = await self._task_ids(project_id)
+            return ErpAmendment(
+                project_id,
+                number,
+                held,
+                {t.name: tasks[t.name] for t in spec.tasks if t.name in tasks},
+            )
+        await self.rpc.model(
+            "project.work", "write", [project_id], {"list_price": _price(spec.list_price)}
+        )
+        ids = await self._task_ids(project_id)
+        for task in spec.tasks:
+            if task.name not in ids or task.effort_hours is None:
+                continue
+            await self.rpc.model(
+                "project.work",
+                "write",
+                [ids[task.name]],
+                {"effort_duration": _duration(task.effort_hours)},
+            )
+        base = ProjectSpec(spec.key, "", 0, "manual", "", spec.list_price, spec.tasks)
+        ids = await self._ensure_tasks(project_id, company.id, base)
+        # The marker last: a crash before it applies the same absolute values again.
+        await self.rpc.model(
+            "project.work",
+            "write",
+            [project_id],
+            {"comment": with_amendment(comment, spec.revision, spec.change_order)},
+        )
+        return ErpAmendment(project_id, number, spec.revision, ids)
+
+    async def _task_ids(self, project_id: int) -> dict[str, int]:
+        found = await self.rpc.model(
+            "project.work",
+            "search_read",
+            [("parent", "=", project_id)],
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "name"],
+        )
+        ids: dict[str, int] = {}
+        for row in found:
+            ids.setdefault(str(row["name"]), int(row["id"]))
+        return ids

@@ -6,6 +6,10 @@
   filter"); the code is also written in the description.
 - WBS: each phase is a parent issue, its tasks child issues, found by subject under their
   parent; billing milestones are versions, found by name.
+- Amendments (change orders): the project found by its ERP code gets the amended WBS
+  (missing phases and tasks made), each task's estimated hours set to the baseline's, and
+  a version per billing milestone (made, or its due date moved). Absolute values: applying
+  an amendment again changes nothing.
 - People: the project manager is looked up in the group "Project managers" (a non-admin
   cannot list Redmine's users, but can read a group it sees and that group's users). Redmine
   has no placeholder resources: a group "Placeholder: <role>" per role to staff later is
@@ -30,7 +34,7 @@ import asyncio
 import re
 from typing import Any
 
-from connectors.ports import Member, PsaProject, PsaProjectSpec, TaskSpec
+from connectors.ports import Member, PsaAmendmentSpec, PsaProject, PsaProjectSpec, TaskSpec
 from connectors.psa.rest import SYSTEM, RedmineClient, Unprocessable
 from streams.errors import CommandRejectedError
 from streams.settings import Settings
@@ -372,3 +376,67 @@ class RedminePsa:
                 if not exc.taken():
                     raise exc.rejected("fix the project's members on the deal") from None
             have[principal] = {}
+
+    # -- amendments ------------------------------------------------------------------------
+
+    async def amend_project(self, spec: PsaAmendmentSpec) -> PsaProject:
+        found = await self.find_project(spec.erp_project_code)
+        if found is None:
+            raise CommandRejectedError(
+                SYSTEM,
+                f"no Redmine project holds ERP project code {spec.erp_project_code!r}; it was "
+                "provisioned but is gone or its code was changed: restore it, then retry",
+            )
+        async with self._creating.setdefault(found.identifier, asyncio.Lock()):
+            await self._amend_versions(found.id, spec)
+            phases, ids = await self._ensure_wbs(found.id, spec.tasks)
+            await self._amend_estimates(found.id, spec.tasks, ids)
+        return PsaProject(found.id, found.identifier, found.url, phases, ids)
+
+    async def _amend_versions(self, project_id: int, spec: PsaAmendmentSpec) -> None:
+        answer = await self.client.get(f"/projects/{project_id}/versions.json") or {}
+        have = {str(v["name"]): v for v in answer.get("versions", [])}
+        due_moved = [
+            m
+            for m in spec.milestones
+            if m.name in have
+            and m.due is not None
+            and have[m.name].get("effective_date") != m.due.isoformat()
+        ]
+        for milestone in due_moved:
+            assert milestone.due is not None
+            version_id = int(have[milestone.name]["id"])
+            try:
+                await self.client.put(
+                    f"/versions/{version_id}.json",
+                    {"version": {"effective_date": milestone.due.isoformat()}},
+                )
+            except Unprocessable as exc:
+                raise exc.rejected("fix the billing milestone's due date on the deal") from None
+        created = PsaProjectSpec(
+            spec.identifier, "", spec.erp_project_code, milestones=spec.milestones
+        )
+        await self._ensure_versions(project_id, created)
+
+    async def _amend_estimates(
+        self, project_id: int, tasks: tuple[TaskSpec, ...], ids: dict[str, int]
+    ) -> None:
+        wanted = {ids[t.name]: t.effort_hours for t in tasks if t.effort_hours is not None}
+        if not wanted:
+            return
+        issues = await self.client.pages(
+            "/issues.json",
+            "issues",
+            {"project_id": project_id, "subproject_id": "!*", "status_id": "*"},
+        )
+        held = {int(i["id"]): i.get("estimated_hours") for i in issues}
+        for issue_id, hours in sorted(wanted.items()):
+            now = held.get(issue_id)
+            if now is not None and abs(float(now) - float(hours)) < 0.005:
+                continue
+            try:
+                await self.client.put(
+                    f"/issues/{issue_id}.json", {"issue": {"estimated_hours": float(hours)}}
+                )
+            except Unprocessable as exc:
+                raise exc.rejected("fix the task's hours in the change order") from None

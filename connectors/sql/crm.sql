@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS sales.opportunity (
 ALTER TABLE sales.account ADD COLUMN IF NOT EXISTS parent_id varchar(18) REFERENCES sales.account (id);
 -- Opportunity.Type: New Business, Change Order, ...
 ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS type text;
+-- A change order's won deal it amends (type Change Order); null for other deals.
+ALTER TABLE sales.opportunity ADD COLUMN IF NOT EXISTS parent_opportunity_id varchar(18);
 
 -- OpportunityLineItem: one sold service line of a deal.
 CREATE TABLE IF NOT EXISTS sales.opportunity_line_item (

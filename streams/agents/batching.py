@@ -62,6 +62,11 @@ def bytes_topic(app: faust.App, *names: str) -> TopicT:
 class StageRunner(Service):
     """Feeds one stage its batches, in fetch order, and acknowledges them when done."""
 
+    # A stage that may wait long on an application (the ERP posting queue under its rate)
+    # defers: while its queue is full its partitions are paused and fetched again later,
+    # instead of holding up the fetch loop, and with it every other stage of the worker.
+    defer_when_full: bool = False
+
     def __init__(self, app: faust.App, name: str, stage: BatchStage, settings: Settings) -> None:
         self.app = app
         self.name = name
@@ -127,6 +132,15 @@ class BatchConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.progress: Progress[TP] = Progress()
+        # Partitions paused because their deferring stage's queue was full.
+        self._deferred: dict[StageRunner, set[TP]] = {}
+
+    def _resume_deferred(self) -> None:
+        for runner, tps in list(self._deferred.items()):
+            if not runner.queue.full():
+                del self._deferred[runner]
+                assigned = {ensure_TP(tp) for tp in self.assignment()}
+                self.resume_partitions({tp for tp in tps if tp in assigned})
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         for hook in self.before_commit:
@@ -154,6 +168,11 @@ class BatchConsumer(AIOKafkaConsumer):
         await super().on_partitions_revoked(revoked)  # processes, acknowledges and commits
         for tp in revoked:
             self.progress.forget(tp)
+        gone = {ensure_TP(tp) for tp in revoked}
+        for tps in self._deferred.values():
+            # Paused by a deferral: unpaused, so the partition fetches if it comes back.
+            self._paused_partitions.difference_update(tps & gone)
+            tps.difference_update(gone)
 
     # -- commits -----------------------------------------------------------------------
 
@@ -191,6 +210,7 @@ class BatchConsumer(AIOKafkaConsumer):
         callback = self.callback
         progress = self.progress
         while not (consumer_should_stop() or fetcher_should_stop()):
+            self._resume_deferred()
             # Seeks made before this fetch: its records start there, whatever their offsets.
             sought = progress.take_sought()
             chunks: dict[TP, list[Message]] = {}
@@ -234,7 +254,17 @@ class BatchConsumer(AIOKafkaConsumer):
                 for message in chunk:
                     self.track_message(message)
             undelivered: list[Span] = []
+            deferred: list[Span] = []
             for runner, (messages, spans) in batches.items():
+                if not undelivered and runner.defer_when_full and runner.queue.full():
+                    # Fetched again once the stage has room; the others go on meanwhile.
+                    deferred += spans
+                    for message in messages:
+                        self._unacked_messages.discard(message)
+                    tps = {ensure_TP(tp) for tp, _start, _end in spans}
+                    self._deferred.setdefault(runner, set()).update(tps)
+                    self.pause_partitions(tps)
+                    continue
                 if undelivered or not await self._deliver(runner, messages, spans):
                     undelivered += spans
                     for message in messages:
@@ -243,8 +273,9 @@ class BatchConsumer(AIOKafkaConsumer):
                 for tp, _start, end in spans:
                     progress.delivered_up_to(tp, end)
                     read_offset[tp] = end - 1
-            for tp, start, _end in undelivered:
-                # Flow stopped for a rebalance: fetch these again (or let the new owner).
+            for tp, start, _end in undelivered + deferred:
+                # Flow stopped for a rebalance, or the stage is full: fetch these again (or
+                # let the new owner).
                 await self._rewind(tp, start)
             if not chunks and not last:
                 await self._refetch_lost_tails()

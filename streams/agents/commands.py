@@ -41,7 +41,9 @@ from connectors.applications import PortFactory
 from connectors.ports import (
     CrmWriteBack,
     CustomerSpec,
+    ErpAmendmentSpec,
     ProjectSpec,
+    PsaAmendmentSpec,
     PsaProjectSpec,
     from_json,
     to_json,
@@ -97,13 +99,23 @@ TARGETS: tuple[CommandTarget, ...] = (
         (
             Step("erp_customer", CustomerSpec, lambda erp, spec: erp.ensure_customer(spec)),
             Step("erp_project", ProjectSpec, lambda erp, spec: erp.ensure_project(spec)),
+            Step("erp_amendment", ErpAmendmentSpec, lambda erp, spec: erp.amend_project(spec)),
         ),
     ),
     CommandTarget(
-        "psa", (Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),)
+        "psa",
+        (
+            Step("psa_project", PsaProjectSpec, lambda psa, spec: psa.ensure_project(spec)),
+            Step("psa_amendment", PsaAmendmentSpec, lambda psa, spec: psa.amend_project(spec)),
+        ),
     ),
     CommandTarget(
-        "crm", (Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),)
+        "crm",
+        (
+            Step("crm_writeback", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),
+            # A change order's status, written to the change order's own opportunity.
+            Step("crm_change_order", CrmWriteBack, lambda crm, spec: crm.write_back(spec)),
+        ),
     ),
 )
 
@@ -262,6 +274,7 @@ def throttle_for(settings: Settings, target: str) -> Throttle:
         waits.inc()
         waited.inc(seconds)
 
+    circuit = m.circuit_open.labels(target)
     return Throttle(
         target,
         limits.concurrency,
@@ -269,6 +282,7 @@ def throttle_for(settings: Settings, target: str) -> Throttle:
         settings.command_retry_for,
         on_wait=on_wait,
         on_in_flight=m.commands_in_flight.labels(target).set,
+        on_circuit=lambda is_open: circuit.set(1 if is_open else 0),
     )
 
 
@@ -280,17 +294,21 @@ def register(
     output: Output,
     registry: Registry,
     ports: dict[str, PortFactory],
+    throttles: dict[str, Throttle] | None = None,
 ) -> list[CommandStage]:
-    """A command stage for every application in TARGETS that has a port factory in `ports`."""
+    """A command stage for every application in TARGETS that has a port factory in `ports`.
+
+    `throttles`: an application's one Throttle when other stages write to it too (the ERP
+    posting stage); made here otherwise."""
     stages = []
+    shared = throttles or {}
     for target in TARGETS:
         port = ports.get(target.name)
         if port is None:
             log.warning("no %s adapter: its saga commands wait on their topic", target.name)
             continue
-        stage = CommandStage(
-            target, port, throttle_for(settings, target.name), topology, output, registry
-        )
+        throttle = shared.get(target.name) or throttle_for(settings, target.name)
+        stage = CommandStage(target, port, throttle, topology, output, registry)
         topic = bytes_topic(app, topology.commands(target.name))
         batch_stage(app, runners, topic, f"commands-{target.name}", stage, settings)
         stages.append(stage)

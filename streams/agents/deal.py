@@ -15,6 +15,7 @@ metrics of open sagas, and checks deals parked on reference data again when it c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -27,20 +28,24 @@ import faust
 from faust.types import TP, Message
 from mode import BaseSignalT
 
-from connectors.ports import to_json
+from connectors.ports import CrmWriteBack, ErpAmendmentSpec, PsaAmendmentSpec, from_json, to_json
+from connectors.psa.redmine import psa_identifier
 from schemas import contracts
 from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
 from streams.agents.shared_decode import SharedDecoder
+from streams.deals import amendments as amend
 from streams.deals import canonical, plan
 from streams.deals import saga as machine
 from streams.deals.assembly import Deal, Signal, decide, fire, on_child, on_opportunity
 from streams.deals.records import (
+    CHANGE_ORDER,
     RETRY,
     Control,
     Encoders,
+    change_order_exception,
     command_record,
     exception_record,
     outcome_of,
@@ -134,6 +139,8 @@ class DealStage:
         # their own checks: in memory, rebuilt from the tables whenever the assignment moves.
         self.waiting: dict[str, float] = {}
         self.parked: set[str] = set()
+        # Deals with change orders waiting for them to be provisioned (saga key -> judge at).
+        self.amend_waiting: dict[str, float] = {}
         self._assignment: frozenset[int] | None = None
         self._view_versions: tuple[int, ...] = ()
         self._gauged_at = 0.0
@@ -268,7 +275,9 @@ class DealStage:
         if signal is Signal.FIRE:
             deal = fire(deal)
             work.deals[deal.key] = deal
-            if self._saga(work, deal.correlation_id) is None:
+            if opp is not None and opp.amends:
+                self._forward_change_order(deal, opp.amends, now)
+            elif self._saga(work, deal.correlation_id) is None:
                 saga, effects = machine.begin(
                     deal.key,
                     deal.correlation_id,
@@ -280,9 +289,13 @@ class DealStage:
                 self._apply(work, deal, saga, effects, now)
         else:
             work.deals[deal.key] = deal
-            if signal is Signal.CHANGED and opp is not None:
+            if signal is Signal.CHANGED and opp is not None and opp.amends:
+                self._forward_change_order(deal, opp.amends, now)  # a revised change order
+            elif signal is Signal.CHANGED and opp is not None:
                 held = self._saga(work, deal.correlation_id)
-                if held is not None:
+                if held is not None and held.status == machine.DONE:
+                    self._amend(work, deal, now)  # a provisioned deal edited in the CRM
+                elif held is not None:
                     saga, effects = machine.on_change(held, self._problems(deal, now), now)
                     self._apply(work, deal, saga, effects, now)
         if deal.waiting() and deal.wait_until is not None:
@@ -303,6 +316,9 @@ class DealStage:
             metrics().dropped.labels(STAGE, "result", "unknown_saga").inc()
             return
         deal = self._deal(work, saga.key, msg.partition)
+        if outcome.step in amend.STEPS:
+            self._amendment_result(work, deal, saga, outcome.command_id, record, now)
+            return
         updated, effects = machine.on_result(saga, outcome, now)
         if updated == saga:
             metrics().dropped.labels(STAGE, "result", "not_awaited").inc()
@@ -314,12 +330,19 @@ class DealStage:
             raise BadEventError("saga control record without a key; the key is the saga key")
         key = msg.key.decode()
         control = Control.from_bytes(msg.value)
+        if control.action == CHANGE_ORDER:
+            self._change_order(work, key, msg.partition, control, now)
+            return
         if control.action != RETRY:
             raise BadEventError(f"saga control action {control.action!r} is unknown; use retry")
         deal = self._deal(work, key, msg.partition)
         cid = deal.correlation_id or correlation_id(key)
         saga = self._saga(work, cid)
         if saga is None:
+            return
+        if control.step in amend.STEPS and deal.amendments is not None:
+            state, again = amend.retry(deal.amendments, cid, now)
+            self._amend_effects(work, deal, saga, state, again, now)
             return
         updated, effects = machine.on_retry(
             saga, control.step, control.attempt, self._problems(deal, now), now
@@ -359,6 +382,11 @@ class DealStage:
                     latency = max(0.0, effect.at - saga.closed_won_at)
                     metrics().closed_won_to_project.observe(latency)
         work.sagas[saga.correlation_id] = (deal.partition, saga)
+        if saga.status == machine.DONE and any(
+            isinstance(e, StepPassed) and e.step == machine.STEPS[-1] for e in effects
+        ):
+            # Provisioned: its baseline is set, and change orders waiting for it go on.
+            self._amend(work, self._deal(work, deal.key, deal.partition), now)
         if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
             self.parked.add(saga.correlation_id)
         else:
@@ -392,6 +420,214 @@ class DealStage:
         enc = self.encoders.encoder(topic, "exception")
         self.output.send(topic, saga.key.encode(), enc.encode(record))
 
+    # -- change orders and amendments ----------------------------------------------------
+
+    def _forward_change_order(self, deal: Deal, parent: str, now: float) -> None:
+        """A closed-won change order goes to the deal it amends, on that deal's partition."""
+        opp = deal.opportunity
+        assert opp is not None
+        order = amend.ChangeOrder(
+            key=deal.key,
+            crm_id=opp.crm_id,
+            name=opp.name,
+            revision=deal.revision,
+            currency=opp.currency,
+            amount=opp.amount,
+            lines=tuple(sorted(deal.lines.values(), key=lambda x: x.key)),
+            milestones=deal.all_milestones(),
+            committed_at=deal.closed_won_at or now,
+            received_at=now,
+            wait_until=now + self.settings.change_order_wait,
+        )
+        control = Control(
+            action=CHANGE_ORDER,
+            step="change_order",
+            attempt=deal.revision,
+            requested_at=datetime.fromtimestamp(now, UTC).isoformat(),
+            requested_by=deal.key,
+            payload=to_json(order),
+        )
+        self.output.send(self.topology.saga_control, parent.encode(), control.to_bytes())
+        metrics().events_out.labels(STAGE, "change_order").inc()
+
+    def _change_order(
+        self, work: Work, key: str, partition: int, control: Control, now: float
+    ) -> None:
+        try:
+            order = from_json(amend.ChangeOrder, control.payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise BadEventError(f"change order request for {key} is unreadable: {exc}") from exc
+        deal = self._deal(work, key, partition)
+        state = amend.receive(deal.amendments or amend.Amendments(), order)
+        deal = dataclasses.replace(deal, amendments=state)
+        work.deals[key] = deal
+        self._amend(work, deal, now)
+
+    def _baseline(self, deal: Deal, orders: dict[str, amend.ChangeOrder]) -> amend.Baseline:
+        assert deal.opportunity is not None
+        return amend.target(
+            plan.tasks(deal, self.ref),
+            deal.opportunity,
+            tuple(sorted(deal.lines.values(), key=lambda x: x.key)),
+            deal.all_milestones(),
+            orders,
+            self.ref,
+        )
+
+    def _amend(self, work: Work, deal: Deal, now: float) -> None:
+        """Start the deal's next amendment, or judge change orders waiting for it."""
+        cid = deal.correlation_id or correlation_id(deal.key)
+        saga = self._saga(work, cid)
+        state = deal.amendments or amend.Amendments()
+        provisioned = (
+            saga is not None and saga.status == machine.DONE and deal.opportunity is not None
+        )
+        try:
+            if provisioned and state.baseline is None:
+                state = amend.provision(state, self._baseline(deal, {}), deal.revision)
+            state, effects = amend.step(
+                state,
+                cid,
+                provisioned,
+                deal.opportunity is not None and saga is not None,
+                deal.revision,
+                deal.opportunity.crm_id if deal.opportunity else "",
+                lambda orders: self._baseline(deal, orders),
+                now,
+            )
+        except DealError as exc:
+            log.warning("deal %s: amendment not computed: %s", deal.key, exc)
+            return
+        self._amend_effects(work, deal, saga, state, effects, now)
+
+    def _amendment_result(
+        self,
+        work: Work,
+        deal: Deal,
+        saga: Saga,
+        command: str,
+        record: dict[str, Any],
+        now: float,
+    ) -> None:
+        if deal.amendments is None:
+            metrics().dropped.labels(STAGE, "result", "unknown_amendment").inc()
+            return
+        state, effects = amend.on_result(
+            deal.amendments,
+            saga.correlation_id,
+            command,
+            str(record.get("status")),
+            record.get("error"),
+            now,
+        )
+        if state == deal.amendments:
+            metrics().dropped.labels(STAGE, "result", "not_awaited").inc()
+            return
+        deal = self._amend_effects(work, deal, saga, state, effects, now)
+        if any(isinstance(e, amend.Applied) for e in effects):
+            self._amend(work, deal, now)  # what arrived meanwhile is the next amendment
+
+    def _amend_effects(
+        self,
+        work: Work,
+        deal: Deal,
+        saga: Saga | None,
+        state: amend.Amendments,
+        effects: list[amend.Effect],
+        now: float,
+    ) -> Deal:
+        deal = dataclasses.replace(deal, amendments=state)
+        work.deals[deal.key] = deal
+        cid = deal.correlation_id or correlation_id(deal.key)
+        until = amend.waiting_until(state)
+        if until is not None:
+            self.amend_waiting[deal.key] = until
+        else:
+            self.amend_waiting.pop(deal.key, None)
+        m = metrics()
+        for effect in effects:
+            if isinstance(effect, amend.Issue) and saga is not None:
+                payload = self._amend_payload(effect, deal, saga)
+                self._command(saga, effect.step, effect.attempt, effect.command_id, payload, now)
+            elif isinstance(effect, amend.Applied) and saga and deal.opportunity:
+                for entity, key, record in canonical.amendment_events(
+                    deal, saga, effect.amendment, self.ref
+                ):
+                    encoded = self._canonical_encoder(entity).encode(record)
+                    self.output.send(self.topology.canonical(entity), key.encode(), encoded)
+                    m.events_out.labels(STAGE, entity).inc()
+                a = effect.amendment
+                kind = "change_order" if a.cause else "deal_edit"
+                moved = bool({"amount", "list_price", "hours", "milestones"} & set(a.changed))
+                m.change_orders_applied.labels(kind, "yes" if moved else "no").inc()
+                for part in a.changed:
+                    m.baseline_changes.labels(part).inc()
+            elif isinstance(effect, amend.Raise | amend.Clear):
+                self._change_order_exception(deal, cid, effect, now)
+        return deal
+
+    def _amend_payload(self, issue: amend.Issue, deal: Deal, saga: Saga) -> str:
+        a = issue.amendment
+        code = saga.learned.get("project_code", "")
+        if issue.step == "erp_amendment":
+            return to_json(
+                ErpAmendmentSpec(
+                    key=saga.correlation_id,
+                    project_number=code,
+                    revision=a.number,
+                    change_order=a.cause or deal.key,
+                    list_price=a.after.list_price,
+                    tasks=a.after.tasks,
+                )
+            )
+        if issue.step == "psa_amendment":
+            return to_json(
+                PsaAmendmentSpec(
+                    identifier=saga.learned.get("psa_identifier") or psa_identifier(code),
+                    erp_project_code=code,
+                    revision=a.number,
+                    tasks=a.after.tasks,
+                    milestones=a.after.milestones,
+                )
+            )
+        status = (
+            f"amendment {a.number} of {code} applied"
+            if a.cause
+            else f"{plan.PROVISIONED}, amendment {a.number}"
+        )
+        return to_json(
+            CrmWriteBack(
+                opportunity_id=a.cause_crm_id,
+                project_code=code,
+                psa_project_url=saga.learned.get("psa_url"),
+                sync_status=status,
+                sync_error=None,
+            )
+        )
+
+    def _change_order_exception(
+        self, deal: Deal, cid: str, effect: amend.Raise | amend.Clear, now: float
+    ) -> None:
+        topic = self.topology.exceptions
+        record = change_order_exception(deal.key, cid, effect, now)
+        enc = self.encoders.encoder(topic, "exception")
+        self.output.send(topic, str(record["saga_key"]).encode(), enc.encode(record))
+        if not isinstance(effect, amend.Raise):
+            return
+        metrics().business_exceptions.labels(effect.reason, effect.step).inc()
+        # The CRM shows why on the change order (the deal, for its own edit), as for deals.
+        crm_id = effect.order.crm_id or (deal.opportunity.crm_id if deal.opportunity else "")
+        if not crm_id:
+            return
+        notice = CrmWriteBack(
+            opportunity_id=crm_id,
+            sync_status=f"exception: {effect.reason}",
+            sync_error=effect.message[:2000],
+        )
+        saga = Saga(key=deal.key, correlation_id=cid)  # (what a command record names)
+        command = f"{cid}:change_order:{crm_id}:exception:{effect.reason}:{effect.attempt}"
+        self._command(saga, "crm_change_order", 1, command, to_json(notice), now)
+
     # -- the timer ------------------------------------------------------------------------
 
     async def tick(self, assignment: frozenset[int]) -> None:
@@ -417,6 +653,13 @@ class DealStage:
                     self.waiting.pop(key, None)
                     continue
                 self._after(work, deal, False, now)
+            for key, until in sorted(self.amend_waiting.items()):
+                if until > now:
+                    continue
+                self.amend_waiting.pop(key, None)
+                held = self.tables.deal(key)
+                if held is not None and self.owns(held.partition):
+                    self._amend(work, self._deal(work, key, held.partition), now)
             if moved:
                 for cid in sorted(self.parked):
                     self._recheck(work, cid, now)
@@ -448,6 +691,11 @@ class DealStage:
         for saga in self.tables.sagas_owned():
             if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
                 self.parked.add(saga.correlation_id)
+        self.amend_waiting.clear()
+        for deal in self.tables.deals():
+            until = amend.waiting_until(deal.amendments) if deal.amendments else None
+            if until is not None and deal.partition in assignment:
+                self.amend_waiting[deal.key] = until
 
     def _gauges(self, now: float) -> None:
         m = metrics()

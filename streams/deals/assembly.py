@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 
+from streams.deals.amendments import Amendments
 from streams.deals.model import Child, LineItem, Milestone, Opportunity
 from streams.deals.sources import Stamp
 
@@ -35,6 +36,8 @@ class Deal:
     wait_until: float | None = None  # judged on what it has from then on
     fired: bool = False
     revision: int = 0  # grows with every change of the payload
+    # Once provisioned: its baseline, change orders and amendments (streams/deals/amendments.py)
+    amendments: Amendments | None = None
 
     @property
     def correlation_id(self) -> str:

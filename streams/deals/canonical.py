@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from streams.deals.amendments import Amendment, Baseline
 from streams.deals.assembly import Deal
 from streams.deals.plan import tasks as plan_tasks
 from streams.deals.reference import Reference
@@ -204,3 +205,132 @@ def _tasks(deal: Deal, saga: Saga, code: str, ref: Reference, now: float) -> Ite
                     },
                 },
             )
+
+
+def _baseline(b: Baseline) -> dict[str, Any]:
+    return {
+        "total_value": b.amount.quantize(CENT) if b.amount is not None else None,
+        "list_price": b.list_price.quantize(CENT),
+        "hours": b.hours.quantize(CENT),
+        "tasks": [
+            {
+                "name": t.name,
+                "phase": t.phase,
+                "hours": t.effort_hours.quantize(CENT) if t.effort_hours is not None else None,
+            }
+            for t in b.tasks
+        ],
+        "milestones": [
+            {
+                "name": m.name,
+                "due_date": m.due,
+                "amount": m.amount.quantize(CENT) if m.amount is not None else None,
+            }
+            for m in b.milestones
+        ],
+    }
+
+
+def amendment_events(deal: Deal, saga: Saga, amendment: Amendment, ref: Reference) -> list[Event]:
+    """What an applied amendment tells the enterprise: the amended contract, and the project
+    with its new budget and billing schedule."""
+    contract = amendment_event(deal, saga, amendment, ref)
+    project = [
+        e for e in events(deal, saga, "psa_project", ref, amendment.started_at) if e[0] == "project"
+    ]
+    out = [contract]
+    # The milestones' canonical ids, the deal's and its change orders' (by name).
+    orders = deal.amendments.applied.values() if deal.amendments else ()
+    ids = {m.name: m.key for o in orders for m in o.milestones}
+    ids.update({m.name: m.key for m in deal.all_milestones()})
+    for entity, key, record in project:
+        after = amendment.after
+        record["envelope"] = {
+            **contract[2]["envelope"],
+            "event_id": str(
+                uuid.uuid5(
+                    _NS,
+                    f"project|{key}|{record['envelope']['causation_id']}"
+                    f"|amendment:{amendment.number}",
+                )
+            ),
+            "source": {**contract[2]["envelope"]["source"], "system": "erp"},
+        }
+        data = record["data"]
+        data["budget_amount"] = after.amount.quantize(CENT) if after.amount is not None else None
+        data["billing_schedule"] = [
+            {
+                "line_id": ids.get(m.name, f"{key}:milestone:{m.name}"),
+                "description": m.name,
+                "planned_date": m.due,
+                "amount": m.amount.quantize(CENT) if m.amount is not None else None,
+                "percent": None,
+                "status": "planned",
+            }
+            for m in after.milestones
+        ]
+        data["last_modified_at"] = contract[2]["data"]["last_modified_at"]
+        out.append((entity, key, record))
+    return out
+
+
+def amendment_event(deal: Deal, saga: Saga, amendment: Amendment, ref: Reference) -> Event:
+    """The contract after an applied amendment: new total value, and what moved, from what to
+    what, by which change order, when (the monitor of changed baselines reads it)."""
+    opp = deal.opportunity
+    assert opp is not None, "amendments apply to provisioned deals"
+    key = contract_id(deal)
+    at = amendment.done_at or amendment.started_at
+    command = f"{saga.correlation_id}:amendment:{amendment.number}"
+    customer = ref.customer(opp.customer_id)
+    entity = ref.legal_entity(customer.billing_country if customer else None, opp.delivery_region)
+    envelope = {
+        "event_id": str(uuid.uuid5(_NS, f"contract|{key}|{command}")),
+        "correlation_id": saga.correlation_id,
+        "causation_id": command,
+        "source": {
+            "system": "crm",
+            "connector": "saga",
+            "entity": "saga.amendment",
+            "key": amendment.cause_crm_id,
+            "position": command,
+            # After every event of the deal's own saga (versions 1..len(STEPS)).
+            "sequence": len(STEPS) + amendment.number,
+            "committed_at": _at(amendment.requested_at),
+        },
+        "op": "update",
+        "entity_version": len(STEPS) + amendment.number,
+        "emitted_at": _at(at),
+    }
+    billing = opp.billing_type if opp.billing_type in BILLING_TYPES else "unknown"
+    after = amendment.after
+    data = {
+        "contract_id": key,
+        "contract_number": opp.sow_reference,
+        "opportunity_id": opp.key,
+        "customer_id": opp.customer_id or "",
+        "legal_entity_id": entity.key if entity else None,
+        "sow_reference": opp.sow_reference,
+        "status": "active",
+        "billing_type": billing,
+        "total_value": after.amount.quantize(CENT) if after.amount is not None else None,
+        "currency": opp.currency,
+        "start_date": None,
+        "end_date": None,
+        "signed_at": _at(saga.closed_won_at) if saga.closed_won_at else None,
+        "last_modified_at": _at(at),
+        "amendment": {
+            "number": amendment.number,
+            "change_order_id": amendment.cause or None,
+            "change_order_crm_id": amendment.cause_crm_id,
+            "project_code": saga.learned.get("project_code", ""),
+            "erp_project_id": saga.learned.get("erp_project_id"),
+            "psa_project_id": saga.learned.get("psa_project_id"),
+            "changed": list(amendment.changed),
+            "previous_baseline": _baseline(amendment.before),
+            "new_baseline": _baseline(after),
+            "requested_at": _at(amendment.requested_at),
+            "applied_at": _at(at),
+        },
+    }
+    return "contract", key, {"envelope": envelope, "data": data}

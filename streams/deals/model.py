@@ -40,10 +40,18 @@ class Opportunity:
     sow_reference: str | None = None
     service_lines: tuple[str, ...] = ()
     milestones: tuple[Milestone, ...] = ()  # agreed in the deal record itself
+    deal_type: str = "unknown"  # new_business, change_order, renewal, unknown
+    parent_id: str | None = None  # a change order's won deal (canonical opportunity id)
 
     @property
     def closed_won(self) -> bool:
         return self.stage == "closed_won"
+
+    @property
+    def amends(self) -> str | None:
+        """The deal this one amends: a change order naming its parent; None otherwise (a
+        change order without a parent is provisioned like a new deal, as before)."""
+        return self.parent_id if self.deal_type == "change_order" and self.parent_id else None
 
 
 @dataclass(frozen=True)

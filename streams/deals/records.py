@@ -11,6 +11,7 @@ from typing import Any
 
 from schemas.saga import schema_str
 from schemas.serde import Encoder
+from streams.deals import amendments as amend
 from streams.deals.assembly import Deal
 from streams.deals.saga import TARGETS, Outcome, Park, Resolve, Saga
 from streams.errors import BadEventError
@@ -70,6 +71,45 @@ def exception_record(
     }
 
 
+def change_order_exception(
+    deal_key: str, correlation_id: str, effect: amend.Raise | amend.Clear, now: float
+) -> dict[str, Any]:
+    """The BusinessException record of a change order's exception (raised or cleared).
+
+    Keyed by the change order while it waits for its deal (the fix is there, or in the deal's
+    own exception); by the deal when the deal's applications refused the amendment, where
+    `pssync exceptions retry` sends the retry.
+    """
+    order = effect.order
+    on_deal = effect.reason == amend.REJECTED
+    waited = effect.reason in (amend.UNKNOWN_PARENT, amend.NOT_PROVISIONED)
+    raised = order.wait_until if waited and isinstance(effect, amend.Clear) else now
+    message = (
+        effect.message
+        if isinstance(effect, amend.Raise)
+        else f"change order {order.crm_id}: resolved ({effect.reason} no longer holds)"
+    )
+    return {
+        "exception_id": f"{correlation_id}:{order.key or deal_key}:{effect.reason}",
+        "saga_key": deal_key if on_deal else order.key,
+        "correlation_id": correlation_id,
+        "reason": effect.reason,
+        "reasons": [effect.reason],
+        "message": message,
+        "step": effect.step if isinstance(effect, amend.Raise) else "change_order",
+        "attempt": effect.attempt if isinstance(effect, amend.Raise) else 1,
+        "status": "open" if isinstance(effect, amend.Raise) else "resolved",
+        "opportunity_id": order.key or deal_key,
+        "crm_id": order.crm_id,
+        "customer_id": None,
+        "line_item_ids": sorted(x.key for x in order.lines),
+        "milestone_ids": sorted(m.key for m in order.milestones),
+        "deal_revision": order.revision,
+        "raised_at": _at(raised),
+        "resolved_at": None if isinstance(effect, amend.Raise) else _at(now),
+    }
+
+
 def outcome_of(record: dict[str, Any]) -> Outcome:
     """A decoded SagaResult."""
     try:
@@ -108,6 +148,9 @@ class Encoders:
 # -- control: `pssync exceptions retry` asks the deal stage to resume one saga ------------
 
 RETRY = "retry"
+# A closed-won change order, sent by its own deal to the deal it amends (keyed by that deal,
+# so it reaches the partition holding the deal's state).
+CHANGE_ORDER = "change_order"
 
 
 @dataclass(frozen=True)
@@ -117,6 +160,7 @@ class Control:
     attempt: int
     requested_at: str
     requested_by: str = ""
+    payload: str = ""  # JSON, for actions that carry data (a change order)
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, sort_keys=True).encode()
@@ -131,6 +175,7 @@ class Control:
                 attempt=int(raw["attempt"]),
                 requested_at=str(raw.get("requested_at", "")),
                 requested_by=str(raw.get("requested_by", "")),
+                payload=str(raw.get("payload", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise BadEventError(

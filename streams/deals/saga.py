@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from connectors.ports import ErpCustomer, ErpProject, PsaProject, from_json
+from streams.deals.amendments import TARGETS as AMENDMENT_TARGETS
 from streams.deals.validation import Problem, summary
 
 STEPS = ("erp_customer", "erp_project", "psa_project", "crm_writeback")
@@ -26,6 +27,7 @@ TARGETS = {
     "erp_project": "erp",
     "psa_project": "psa",
     "crm_writeback": "crm",
+    **AMENDMENT_TARGETS,  # a provisioned deal's amendments (streams/deals/amendments.py)
 }
 # The deal's own checks, before the first step: a saga parked there restarts from the top.
 VALIDATE = "validate"

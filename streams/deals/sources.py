@@ -125,6 +125,8 @@ def opportunity_of(key: str, record: dict[str, Any]) -> Opportunity | None:
         milestones=tuple(
             _milestone(f"{key}#{n}", m) for n, m in enumerate(data.get("billing_milestones") or ())
         ),
+        deal_type=str(data.get("deal_type") or "unknown"),
+        parent_id=_text(data, "parent_opportunity_id"),
     )
 
 

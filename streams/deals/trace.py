@@ -19,9 +19,17 @@ _OUTPUT_IDS: dict[str, tuple[tuple[str, str], ...]] = {
     "erp_customer": (("id", "party id"), ("code", "party code")),
     "erp_project": (("id", "work id"), ("number", "project number")),
     "psa_project": (("id", "project id"), ("identifier", "identifier"), ("url", "url")),
+    # A provisioned deal's amendments (change orders): the revision each application holds.
+    "erp_amendment": (("id", "work id"), ("number", "project number"), ("revision", "amendment")),
+    "psa_amendment": (("id", "project id"), ("identifier", "identifier"), ("url", "url")),
 }
 # What a CRM write-back command sets (fields of its payload, CrmWriteBack).
 _WRITEBACK_FIELDS = ("erp_customer_id", "project_code", "psa_project_url", "sync_status")
+# A change order's status is written to the change order's own opportunity: named too.
+_WRITEBACKS = {
+    "crm_writeback": _WRITEBACK_FIELDS,
+    "crm_change_order": ("opportunity_id", *_WRITEBACK_FIELDS),
+}
 
 
 @dataclass(frozen=True)
@@ -104,14 +112,14 @@ def _output_ids(step: str, output: str) -> dict[str, str]:
     return {label: str(answer[k]) for k, label in _OUTPUT_IDS.get(step, ()) if k in answer}
 
 
-def _writeback_ids(payload: str) -> dict[str, str]:
+def _writeback_ids(payload: str, fields: tuple[str, ...] = _WRITEBACK_FIELDS) -> dict[str, str]:
     try:
         change = json.loads(payload or "{}")
     except ValueError:
         return {}
     if not isinstance(change, dict):
         return {}
-    return {k.replace("_", " "): str(change[k]) for k in _WRITEBACK_FIELDS if change.get(k)}
+    return {k.replace("_", " "): str(change[k]) for k in fields if change.get(k)}
 
 
 def _command_entries(
@@ -132,8 +140,8 @@ def _command_entries(
         attempt = int(command.get("attempt") or 1)
         label = step.replace("_", " ") + (f" (attempt {attempt})" if attempt > 1 else "")
         ids = {"command": command_id}
-        if step == "crm_writeback":
-            ids.update(_writeback_ids(str(command.get("payload") or "")))
+        if step in _WRITEBACKS:
+            ids.update(_writeback_ids(str(command.get("payload") or ""), _WRITEBACKS[step]))
         out.append(
             TraceEntry(command.get("issued_at"), "pssync", f"{label} -> {target}", ids, "issued")
         )
@@ -171,6 +179,80 @@ def _exception_entries(exception: Mapping[str, Any] | None) -> list[TraceEntry]:
     return out
 
 
+@dataclass(frozen=True)
+class Flow:
+    """Work that flows into a provisioned deal's project, summed up in one trace entry:
+    the latest canonical event of each object, matched to the deal by correlation id or
+    by project code."""
+
+    entity: str  # canonical entity, read whole (latest per key)
+    what: str
+    system: str  # where it lands
+    amount: str  # data field summed (hours, money)
+    unit: str
+    at: str  # data field: when it reached the system
+    posted: str  # data field set once it is there (the ERP's reference)
+
+
+# The flows a trace follows after provisioning; a new flow is one line here.
+FLOWS: tuple[Flow, ...] = (
+    Flow("time_entry", "approved time posted", "erp", "hours", "h", "posted_at", "erp_posting_ref"),
+    Flow(
+        "expense",
+        "approved expenses posted",
+        "erp",
+        "amount",
+        "",
+        "last_modified_at",
+        "erp_posting_ref",
+    ),
+)
+
+
+def _codes(results: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The ERP project codes the saga learned (the erp_project step's answer)."""
+    found = set()
+    for result in results:
+        if result.get("step") == "erp_project" and result.get("status") == "done":
+            number = _output_ids("erp_project", str(result.get("output") or "")).get(
+                "project number"
+            )
+            if number:
+                found.add(number)
+    return found
+
+
+def _flow_entry(
+    flow: Flow, records: Iterable[Mapping[str, Any]], correlation_id: str, codes: set[str]
+) -> list[TraceEntry]:
+    mine = []
+    for record in records:
+        data = record.get("data") or {}
+        env = record.get("envelope") or {}
+        if str(env.get("correlation_id") or "") == correlation_id or (
+            data.get("project_code") and data.get("project_code") in codes
+        ):
+            mine.append(data)
+    if not mine:
+        return []
+    posted = [d for d in mine if d.get(flow.posted)]
+    stamps = [d[flow.at] for d in posted if isinstance(d.get(flow.at), datetime)]
+    total = sum(float(d.get(flow.amount) or 0) for d in posted)
+    unit = flow.unit or (str(posted[0].get("currency") or "") if posted else "")
+    refs = sorted(str(d[flow.posted]) for d in posted)
+    ids = {
+        "objects": str(len(mine)),
+        "posted": str(len(posted)),
+        "total": f"{total:g} {unit}".strip(),
+    }
+    if refs:
+        ids["erp refs"] = ", ".join(refs[:5]) + (
+            f" (+{len(refs) - 5} more)" if len(refs) > 5 else ""
+        )
+    status = "done" if len(posted) == len(mine) else "partial" if posted else "pending"
+    return [TraceEntry(max(stamps) if stamps else None, flow.system, flow.what, ids, status)]
+
+
 def assemble(
     saga_key: str,
     correlation_id: str,
@@ -178,6 +260,7 @@ def assemble(
     commands: Iterable[Mapping[str, Any]],
     results: Iterable[Mapping[str, Any]],
     exception: Mapping[str, Any] | None = None,
+    flows: Mapping[str, Iterable[Mapping[str, Any]]] | None = None,
 ) -> Trace:
     """The deal's trace from its decoded records (records of other deals are left out)."""
 
@@ -188,11 +271,15 @@ def assemble(
         e for e in opportunity_events if (e.get("data") or {}).get("opportunity_id") == saga_key
     ]
     own_exception = exception if exception and exception.get("saga_key") == saga_key else None
+    own_commands, own_results = mine(commands), mine(results)
+    codes = _codes(own_results)
     entries = (
         _opportunity_entries(events)
-        + _command_entries(mine(commands), mine(results))
+        + _command_entries(own_commands, own_results)
         + _exception_entries(own_exception)
     )
+    for flow in FLOWS:
+        entries += _flow_entry(flow, (flows or {}).get(flow.entity, ()), correlation_id, codes)
     return Trace(saga_key, correlation_id, sorted(entries, key=_sort_key))
 
 

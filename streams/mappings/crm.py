@@ -222,6 +222,7 @@ def map_opportunity(change: Change, causation: str) -> tuple[str, dict[str, Any]
     probability = row.get("probability")
     lines = row.get("service_lines__c")
     account = row.get("account_id")
+    parent = row.get("parent_opportunity_id")
     data = {
         "opportunity_id": key,
         "crm_id": str(_required(row, "id", entity)),
@@ -244,5 +245,6 @@ def map_opportunity(change: Change, causation: str) -> tuple[str, dict[str, Any]
         "deal_type": DEAL_TYPES.get(str(row.get("type") or "").strip().lower(), "unknown"),
         "service_lines": [s.strip() for s in str(lines).split(";") if s.strip()] if lines else [],
         "last_modified_at": _timestamp(row.get("last_modified_date"), "last_modified_date"),
+        "parent_opportunity_id": opportunity_key(str(parent)) if parent else None,
     }
     return key, {"envelope": env, "data": data}

@@ -170,3 +170,29 @@ def test_demo_provisions_its_deals_and_traces_one(demo_env: SliceEnv, tmp_path: 
     assert writeback["ids"]["sync status"] == "provisioned"
     stamps = [e["at"] for e in entries]
     assert None not in stamps and stamps == sorted(stamps)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # The same deal found by its ERP project code and by its correlation id.
+    code = next(r[3] for r in rows if r[0] == milestone_deal)
+    by_code = json.loads(cli("trace", code, "--json"))
+    assert by_code["saga_key"] == f"crm:opportunity:{milestone_deal}"
+    by_correlation = json.loads(cli("trace", by_code["correlation_id"], "--json"))
+    assert by_correlation["saga_key"] == by_code["saga_key"]
+    assert by_correlation["entries"] == entries
+
+    # The parked JPY deals are closed-won without a project: the monitor lists them, with why.
+    report = json.loads(cli("monitor", "--json", "--only", "deals_without_project"))
+    findings = {f["ids"]["crm_opportunity"]: f for f in report["monitors"][0]["findings"]}
+    parked = [r[0] for r in rows if r[1] == "JPY"]
+    assert parked and all("currency_not_allowed" in findings[p]["summary"] for p in parked)
+    assert not any(r[0] in findings for r in rows if r[1] != "JPY")

@@ -57,11 +57,11 @@ def test_reader_schema_resolution_fills_new_field_defaults(record: dict[str, Any
     old = contracts.schema(NAME)
     new = contracts.schema(NAME)
     new["fields"][1]["type"][1]["fields"].append(
-        {"name": "cost_center", "type": ["null", "string"], "default": None, "doc": "x"}
+        {"name": "overtime_code", "type": ["null", "string"], "default": None, "doc": "x"}
     )
     data = encode(1, parse(old), record)
     decoded = Decoder(fetcher({1: old}), reader_schema=new).decode(data)
-    assert decoded["data"]["cost_center"] is None
+    assert decoded["data"]["overtime_code"] is None
     assert decoded["data"]["hours"] == record["data"]["hours"]
 
 

@@ -47,6 +47,7 @@ def test_changelog_is_created_as_faust_would() -> None:
         "a-deal-assembly-changelog",
         "a-deal-children-changelog",
         "a-saga-state-changelog",
+        "a-time-entries-changelog",
     ]
     for spec in specs:
         assert spec.partitions == 4

@@ -201,3 +201,45 @@ def test_pssync_trace_takes_a_deal_and_json() -> None:
 
     args = build_parser().parse_args(["trace", "006A1", "--json"])
     assert (args.command, args.deal, args.json) == ("trace", "006A1", True)
+
+
+def test_time_and_expenses_of_the_deal_are_summed_in_one_entry_each() -> None:
+    project = command("erp_project", "erp", 2)
+    done = result(project, 3, {"id": 7, "number": "PRJ-00042"})
+
+    def entry(key: str, hours: float, posted: bool, cid: str = "", code: str = "") -> Any:
+        data = {"time_entry_id": key, "hours": hours, "project_code": code or None}
+        if posted:
+            data |= {"erp_posting_ref": f"timesheet.line,{key}", "posted_at": at(100 + hours)}
+        return {"envelope": {"correlation_id": cid}, "data": data}
+
+    flows = {
+        "time_entry": [
+            entry("1", 2.0, True, cid=CID),
+            entry("2", 3.5, True, code="PRJ-00042"),  # matched by the learned project code
+            entry("3", 1.0, False, cid=CID),  # not posted yet
+            entry("4", 8.0, True, cid="another deal"),
+        ],
+        "expense": [
+            {
+                "envelope": {"correlation_id": CID},
+                "data": {
+                    "amount": "120.50",
+                    "currency": "EUR",
+                    "erp_posting_ref": "account.invoice.line,9",
+                    "last_modified_at": at(200),
+                },
+            }
+        ],
+    }
+    trace = assemble(KEY, CID, [], [project], [done], None, flows)
+    time = next(e for e in trace.entries if e.what == "approved time posted")
+    assert time.ids["objects"] == "3" and time.ids["posted"] == "2"
+    assert time.ids["total"] == "5.5 h" and time.status == "partial"
+    assert time.at == at(103.5) and time.system == "erp"
+    expense = next(e for e in trace.entries if e.what == "approved expenses posted")
+    assert expense.ids["total"] == "120.5 EUR" and expense.status == "done"
+    assert [e.what for e in trace.entries][-2:] == [
+        "approved time posted",
+        "approved expenses posted",
+    ]
