@@ -311,6 +311,10 @@ class Settings:
     replication: int = 1
     batch_size: int = 1000
     batch_within: float = 0.2
+    # Most bytes one fetch returns per partition (Faust's consumer_max_fetch_size, 1 MiB by
+    # default): with a backlog, each fetch becomes one batch of each stage, and every fetch
+    # costs a hop to the consumer's thread and a wait behind the stages' work.
+    fetch_max_bytes: int = 8 * 1024 * 1024
     # Seconds a failing target is retried before the worker stops (nothing is skipped).
     sink_retry_for: float = 600.0
     # Seconds a closed-won deal waits for line items still missing before it is judged on
@@ -438,6 +442,7 @@ class Settings:
             replication=_int(e, "PSSYNC_REPLICATION", 1),
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
+            fetch_max_bytes=_int(e, "PSSYNC_FETCH_MAX_BYTES", 8 * 1024 * 1024),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             invoice_project_wait=_float(e, "PSSYNC_INVOICE_PROJECT_WAIT", 300.0),
@@ -492,6 +497,11 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.fetch_max_bytes < 1024 * 1024:
+            raise ConfigError(
+                f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
+                "record the topics allow; use at least 1048576 (1 MiB), e.g. 8388608"
+            )
         if self.posting_batch_size < 1:
             raise ConfigError(
                 "PSSYNC_POSTING_BATCH_SIZE must be at least 1 (postings per ERP batch, e.g. 100)"
