@@ -188,7 +188,10 @@ def plain_loop(settings: Settings, messages: list[Any], scratch: str) -> float:
             verdict, pos = decide(state.get(sk), change.sequence, change.op == "delete")
             if verdict is not Verdict.EMIT:
                 continue
-            key, record = route.mapper(change, f"{m.topic()}/{m.partition()}/{m.offset()}")
+            mapped = route.mapper(change, f"{m.topic()}/{m.partition()}/{m.offset()}")
+            if mapped is None:
+                continue
+            key, record = mapped
             output.send(scratch, key.encode(), encode(schema_id, parsed, record))
             state[sk] = pos
         asyncio.run(output.flush())

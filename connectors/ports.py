@@ -167,6 +167,21 @@ class Posting:
 
 
 @dataclass(frozen=True)
+class ExpenseSpec:
+    """One revision of an approved, billable expense as a cost re-billed to the project's
+    customer. The ERP holds one live line per expense: a new revision reverses the line of
+    the previous one and adds its own; each line is found again by expense id + revision."""
+
+    expense_id: str  # canonical id of the expense
+    revision: int  # grows with every change that reaches the ERP
+    project_code: str  # the ERP project (its number) whose customer is re-billed
+    amount: Decimal  # in `currency`, positive
+    currency: str  # ISO 4217
+    expense_date: date
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class PostingOutcome:
     """What the ERP did with one posting of a batch."""
 
@@ -227,6 +242,13 @@ class Erp(Protocol):
         ...
 
     async def amend_project(self, spec: ErpAmendmentSpec) -> ErpAmendment: ...
+
+    async def post_expenses(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """Apply a batch of expense postings (ExpenseSpec for POST), one outcome per posting.
+
+        Idempotent per key and revision: POST adds the revision's line unless the ERP has it
+        and reverses any other live line of the expense; REVERSE reverses the live line."""
+        ...
 
 
 class Psa(Protocol):

@@ -29,6 +29,9 @@ ENTITIES = (
     "customer", "legal_entity", "opportunity", "contract", "project", "task", "resource",
     "time_entry", "expense", "billing_event", "invoice", "revenue_schedule",
     "opportunity_line_item", "billing_milestone",
+    # Source-shaped PSA rows, co-partitioned by the object they describe for the stages that
+    # join them (expenses: an issue and its custom values).
+    "psa_issue", "psa_custom_value",
 )
 REFERENCE = frozenset(
     {

@@ -57,10 +57,24 @@ REFERENCE = "reference"
 ENTITY_COMPATIBILITY = "BACKWARD_TRANSITIVE"
 REFERENCE_COMPATIBILITY = "FULL"
 # Stages with a dead-letter topic each.
-DLQ_STAGES = ("normalize", "sink", "command", "deal", "posting", "time_entry", "invoice")
+DLQ_STAGES = (
+    "normalize",
+    "sink",
+    "command",
+    "deal",
+    "posting",
+    "time_entry",
+    "invoice",
+    "expense",
+)
 LEVELS = (
-    "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
-    "FULL", "FULL_TRANSITIVE",
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
 )
 
 

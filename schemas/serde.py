@@ -44,9 +44,68 @@ def _header(schema_id: int) -> bytes:
     return HEADER.pack(MAGIC, schema_id)
 
 
+# A record field's plan: the full name of its ["null", record] union's record branch (None
+# if the field is no such union), and the plans of that record's own fields.
+Plan = dict[str, tuple[str | None, "Plan"]]
+_plans: dict[int, tuple[Any, Plan]] = {}
+
+
+def _record_of(schema: Any, named: dict[str, Any]) -> dict[str, Any] | None:
+    if isinstance(schema, str):
+        schema = named.get(schema)
+    return schema if isinstance(schema, dict) and schema.get("type") == "record" else None
+
+
+def _plan(record: dict[str, Any], named: dict[str, Any], seen: frozenset[str]) -> Plan:
+    plan: Plan = {}
+    for field in record.get("fields", ()):
+        kind = field["type"]
+        branch = None
+        if isinstance(kind, list) and len(kind) == 2 and "null" in kind:
+            kind = kind[1] if kind[0] == "null" else kind[0]
+            inner = _record_of(kind, named)
+            branch = None if inner is None else str(inner["name"])
+        inner = _record_of(kind, named)
+        sub: Plan = {}
+        if inner is not None and inner["name"] not in seen:
+            sub = _plan(inner, named, seen | {inner["name"]})
+        if branch is not None or sub:
+            plan[field["name"]] = (branch, sub)
+    return plan
+
+
+def _hinted(record: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    out = dict(record)
+    for name, (branch, sub) in plan.items():
+        value = record.get(name)
+        if isinstance(value, dict):
+            if sub:
+                value = _hinted(value, sub)
+            out[name] = value if branch is None else (branch, value)
+    return out
+
+
+def _union_plan(parsed_schema: Any) -> Plan:
+    held = _plans.get(id(parsed_schema))
+    if held is None or held[0] is not parsed_schema:
+        plan: Plan = {}
+        if isinstance(parsed_schema, dict) and parsed_schema.get("type") == "record":
+            named = parsed_schema.get("__named_schemas") or {}
+            plan = _plan(parsed_schema, named, frozenset({parsed_schema["name"]}))
+        held = _plans[id(parsed_schema)] = (parsed_schema, plan)
+    return held[1]
+
+
 def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(_header(schema_id))
+    # fastavro picks the branch of a union by validating the value against each branch, a
+    # second walk over a whole nested record. A record value of a ["null", record] union is
+    # handed over as (record name, value) instead: fastavro writes that branch directly,
+    # the same bytes at about two thirds of the cost. `record` itself is not changed.
+    plan = _union_plan(parsed_schema)
+    if plan and isinstance(record, dict):
+        record = _hinted(record, plan)
     try:
         schemaless_writer(buf, parsed_schema, record)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -63,10 +122,8 @@ def split(data: bytes) -> tuple[int, memoryview]:
         )
     magic, schema_id = HEADER.unpack_from(data)
     if magic != MAGIC:
-        raise SerdeError(
-            f"unknown magic byte {magic} (expected 0): not Confluent wire-format Avro"
-        )
-    return schema_id, memoryview(data)[HEADER.size:]
+        raise SerdeError(f"unknown magic byte {magic} (expected 0): not Confluent wire-format Avro")
+    return schema_id, memoryview(data)[HEADER.size :]
 
 
 class Decoder:
@@ -76,8 +133,11 @@ class Decoder:
     SerdeError for an id the registry does not know.
     """
 
-    def __init__(self, fetch_schema: Callable[[int], dict[str, Any]],
-                 reader_schema: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        fetch_schema: Callable[[int], dict[str, Any]],
+        reader_schema: dict[str, Any] | None = None,
+    ) -> None:
         self._fetch = fetch_schema
         self._reader = parse(reader_schema) if reader_schema else None
         self._writers: dict[int, Any] = {}
@@ -104,16 +164,18 @@ class Decoder:
                 f"{exc!r}; the payload is truncated or was not written with that schema"
             ) from exc
         if not isinstance(record, dict):
-            raise SerdeError(f"schema id {schema_id} is not a record schema; pssync topics carry "
-                             "records")
+            raise SerdeError(
+                f"schema id {schema_id} is not a record schema; pssync topics carry records"
+            )
         return record
 
 
 class Encoder:
     """Encodes records of one subject, registering its schema on first use (id cached)."""
 
-    def __init__(self, register: Callable[[str, str], int], subject: str,
-                 schema: dict[str, Any] | str) -> None:
+    def __init__(
+        self, register: Callable[[str, str], int], subject: str, schema: dict[str, Any] | str
+    ) -> None:
         self._register = register
         self.subject = subject
         self.schema_str = schema if isinstance(schema, str) else json.dumps(schema)

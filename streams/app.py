@@ -12,9 +12,20 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from streams.agents import commands, deal, invoices, normalize, postings, sink, timesheets
+from schemas.serde import Decoder
+from streams.agents import (
+    commands,
+    deal,
+    expense,
+    invoices,
+    normalize,
+    postings,
+    sink,
+    timesheets,
+)
 from streams.agents.batching import StageRunner
 from streams.agents.batching import install as install_batch_path
+from streams.agents.shared_decode import SharedDecoder
 from streams.analytics import analytics_copies
 from streams.flow import hold_flow_until_streams_resume
 from streams.metrics import metrics
@@ -25,6 +36,7 @@ from streams.settings import Settings
 from streams.topology import topology
 from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
+from tables.expenses import expense_table
 from tables.invoices import invoice_tables
 
 log = logging.getLogger(__name__)
@@ -58,6 +70,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=settings.fetch_max_bytes,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         producer_acks=-1,
@@ -72,7 +85,9 @@ def create_app(settings: Settings) -> faust.App:
     analytics = analytics_copies(settings, topo, output, registry)
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
-    sink.register(app, runners, settings, topo, output, registry, target)
+    # The sink and the deal stage decode each canonical opportunity once between them.
+    decoded = SharedDecoder(Decoder(registry.schema_by_id))
+    sink.register(app, runners, settings, topo, output, registry, target, decoded)
     ports = port_factories(settings)
     # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.
     throttles = {"erp": commands.throttle_for(settings, "erp")}
@@ -89,6 +104,7 @@ def create_app(settings: Settings) -> faust.App:
         output,
         registry,
         deal_tables(app, settings.partitions, output),
+        decoded,
     )
     invoices.register(
         app,
@@ -101,6 +117,16 @@ def create_app(settings: Settings) -> faust.App:
     )
     # Joins postings.results through fanout: a stage of another posting kind may read it too.
     timesheets.register(app, runners, settings, output, registry)
+    # Joins fanout.attach too: the sink reads its PSA inputs.
+    expense.register(
+        app,
+        runners,
+        settings,
+        topo,
+        output,
+        registry,
+        expense_table(app, settings.partitions, output),
+    )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

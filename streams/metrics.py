@@ -42,7 +42,8 @@ class Metrics:
     posting_apply: Histogram
     circuit_open: Gauge
     time_entries: Counter
-
+    expenses: Counter
+    expenses_waiting: Gauge
     monitor_findings: Gauge
 
 
@@ -231,6 +232,17 @@ def metrics() -> Metrics:
             "pssync_time_entries",
             "Time entry decisions: posted, corrected, reversed, waiting, held (unapproved)",
             ["decision"],
+            registry=r,
+        ),
+        expenses=Counter(
+            "pssync_expenses",
+            "Expense decisions: posted, reversed, published, withdrawn, exception, resolved",
+            ["decision"],
+            registry=r,
+        ),
+        expenses_waiting=Gauge(
+            "pssync_expenses_waiting",
+            "Approved expenses waiting for their project to become known",
             registry=r,
         ),
         monitor_findings=Gauge(

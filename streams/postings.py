@@ -30,6 +30,7 @@ from typing import Any
 from connectors.ports import (
     POST,
     REVERSE,
+    ExpenseSpec,
     Posting,
     PostingOutcome,
     TimesheetLineSpec,
@@ -61,6 +62,7 @@ KINDS: tuple[PostingKind, ...] = (
     PostingKind(
         "time_entry", TimesheetLineSpec, lambda erp, batch: erp.post_timesheet_lines(batch)
     ),
+    PostingKind("expense", ExpenseSpec, lambda erp, batch: erp.post_expenses(batch)),
 )
 
 

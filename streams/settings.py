@@ -311,6 +311,10 @@ class Settings:
     replication: int = 1
     batch_size: int = 1000
     batch_within: float = 0.2
+    # Most bytes one fetch returns per partition (Faust's consumer_max_fetch_size, 1 MiB by
+    # default): with a backlog, each fetch becomes one batch of each stage, and every fetch
+    # costs a hop to the consumer's thread and a wait behind the stages' work.
+    fetch_max_bytes: int = 8 * 1024 * 1024
     # Seconds a failing target is retried before the worker stops (nothing is skipped).
     sink_retry_for: float = 600.0
     # Seconds a closed-won deal waits for line items still missing before it is judged on
@@ -344,6 +348,9 @@ class Settings:
     # Seconds an approved time entry waits for its project or person to become known before
     # it is reported as a business exception (it still posts once they arrive).
     time_entry_wait: float = 300.0
+    # Seconds an approved expense waits for its project to become known before it is
+    # reported as a business exception (it still posts once the project arrives).
+    expense_wait: float = 300.0
     psa_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["psa"]
     crm_commands: CommandLimits = DEFAULT_COMMAND_LIMITS["crm"]
     web_port: int = 6066
@@ -435,6 +442,7 @@ class Settings:
             replication=_int(e, "PSSYNC_REPLICATION", 1),
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
+            fetch_max_bytes=_int(e, "PSSYNC_FETCH_MAX_BYTES", 8 * 1024 * 1024),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             invoice_project_wait=_float(e, "PSSYNC_INVOICE_PROJECT_WAIT", 300.0),
@@ -448,6 +456,7 @@ class Settings:
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
             posting_batch_size=_int(e, "PSSYNC_POSTING_BATCH_SIZE", 100),
             time_entry_wait=_float(e, "PSSYNC_TIME_ENTRY_WAIT", 300.0),
+            expense_wait=_float(e, "PSSYNC_EXPENSE_WAIT", 300.0),
             psa_commands=CommandLimits.from_env(e, "psa", DEFAULT_COMMAND_LIMITS["psa"]),
             crm_commands=CommandLimits.from_env(e, "crm", DEFAULT_COMMAND_LIMITS["crm"]),
             web_port=_int(e, "PSSYNC_WEB_PORT", 6066),
@@ -488,6 +497,11 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.fetch_max_bytes < 1024 * 1024:
+            raise ConfigError(
+                f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
+                "record the topics allow; use at least 1048576 (1 MiB), e.g. 8388608"
+            )
         if self.posting_batch_size < 1:
             raise ConfigError(
                 "PSSYNC_POSTING_BATCH_SIZE must be at least 1 (postings per ERP batch, e.g. 100)"
@@ -496,6 +510,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_TIME_ENTRY_WAIT={self.time_entry_wait}: seconds a time entry waits for "
                 "its project or person, 0 or more"
+            )
+        if self.expense_wait < 0:
+            raise ConfigError(
+                f"PSSYNC_EXPENSE_WAIT={self.expense_wait}: seconds an expense waits for its "
+                "project, 0 or more"
             )
         if self.deal_line_wait < 0:
             raise ConfigError(

@@ -33,11 +33,13 @@ from streams.admin import TopicSpec
 from streams.changes import Change
 from streams.deals.saga import TARGETS
 from streams.deals.sources import CHILDREN, OPPORTUNITY, VIEWS
-from streams.mappings import crm, erp
+from streams.mappings import crm, erp, psa
 from streams.reference.model import SECTIONS
 from streams.settings import COMMAND_TARGETS, Settings
 
-Mapper = Callable[[Change, str], tuple[str, dict[str, Any]]]
+# (canonical key, record), or None for a change the route does not carry on (counted as
+# dropped, reason "not_routed"), e.g. custom values of objects no stage joins.
+Mapper = Callable[[Change, str], tuple[str, dict[str, Any]] | None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ WORK_TABLE = "project_work"
 # ... and, for projects invoiced on timesheets, timesheet lines and works (views too).
 TIMESHEET_LINE_TABLE = "timesheet_line"
 TIMESHEET_WORK_TABLE = "timesheet_work"
+# Canonical entities a stage publishes once it has joined their source records:
+# the expense stage (streams/agents/expense.py), from PSA issues and their custom values.
+JOINED = ("expense",)
 
 
 @dataclass(frozen=True)
@@ -129,13 +134,14 @@ class Topology:
 
     @property
     def emitted(self) -> list[str]:
-        """Every canonical entity pssync publishes: mapped by routes or learned by the saga."""
-        return sorted({*self.entities, *DERIVED, *INVOICED})
+        """Every canonical entity pssync publishes: mapped, learned by the saga or joined."""
+        return sorted({*self.entities, *DERIVED, *INVOICED, *JOINED})
 
 
 def topology(settings: Settings) -> Topology:
     crm_raw = partial(raw_topic, settings.crm_topic_prefix, "sales")
     erp_raw = partial(raw_topic, settings.erp_topic_prefix, "public")
+    psa_raw = partial(raw_topic, settings.psa_topic_prefix, "public")
     reference = erp.resolver(settings.reference_file)
     return Topology(
         routes=[
@@ -156,6 +162,13 @@ def topology(settings: Settings) -> Topology:
             Route(erp_raw("company_company"), "legal_entity", reference.map_company),
             Route(erp_raw("currency_currency"), "currency", erp.map_currency),
             Route(erp_raw("account_tax"), "tax_code", reference.map_tax),
+            Route(psa_raw("issues"), "psa_issue", psa.map_issue),
+            Route(
+                psa_raw("custom_values"),
+                "psa_custom_value",
+                psa.map_custom_value,
+                partition_by="owner_id",
+            ),
         ],
         namespace=settings.topic_namespace,
         analytics_prefix=settings.analytics_prefix,
@@ -222,6 +235,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         + deal_topic_specs(settings, t)
         + invoice_topic_specs(settings, t)
         + posting_topic_specs(settings)
+        + viewed_raw_topic_specs(settings)
     )
     unique: dict[str, TopicSpec] = {}
     for spec in specs:
@@ -256,11 +270,14 @@ def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
     topics, keyed by invoice and by project."""
     p, r = settings.partitions, settings.replication
     raw = {"cleanup.policy": "compact,delete"}
+    # Read whole as views: a row unchanged for a week must not expire from them.
+    viewed = {"cleanup.policy": "compact"}
     month = {"retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
+        *(TopicSpec(erp_raw(settings, x), p, r, raw) for x in INVOICE_TABLES),
         *(
-            TopicSpec(erp_raw(settings, x), p, r, raw)
-            for x in (*INVOICE_TABLES, WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
+            TopicSpec(erp_raw(settings, x), p, r, viewed)
+            for x in (WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
         ),
         TopicSpec(t.invoice_changes, p, r, month),
         TopicSpec(t.invoice_facts, p, r, month),
@@ -279,3 +296,15 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(time_entry_inputs_topic(ns), p, r, month),
         TopicSpec(canonical_topic("time_entry", ns), p, r, {"cleanup.policy": "compact"}),
     ]
+
+
+def viewed_raw_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Raw topics that stages read whole as views (the PSA's custom field definitions and
+    users, the ERP's parties), created here so the views have topics, and become ready,
+    before a connector's first snapshot: a view waiting for a topic holds its stage back."""
+    p, r = settings.partitions, settings.replication
+    compact = {"cleanup.policy": "compact"}
+    psa, erp = settings.psa_topic_prefix, settings.erp_topic_prefix
+    topics = [raw_topic(psa, "public", t) for t in ("custom_fields", "users")]
+    topics.append(raw_topic(erp, "public", "party_party"))
+    return [TopicSpec(t, p, r, compact) for t in topics]

@@ -2,7 +2,9 @@
 
 Three tables in the store (RocksDB or memory) with changelog topics, all written on the
 partition of the deal's records, so a deal's whole state moves with its partition.
-- deal-assembly: saga key -> the assembled deal (streams/deals/assembly.py)
+- deal-assembly: saga key -> the assembled deal (streams/deals/assembly.py); a deal has an
+  entry from its closed-won event or its first line item or milestone on, not while it is
+  merely open (streams/agents/deal.py)
 - deal-children: line item / milestone key -> the saga key of its deal (a delete names only
   the child)
 - saga-state: correlation id -> the saga (streams/deals/saga.py)

@@ -1,7 +1,7 @@
 """A Faust table of JSON values, written per batch the way tables/dedupe.py writes positions.
 
 Writes bypass the table's per-key changelog send: a batch's values go to the local store at
-once and to the changelog through pssync's producer, encoded exactly as Faust encodes them,
+once and to the changelog through pssync's producer, encoded once, exactly as Faust encodes them,
 on the partition of the records they derive from, so Faust's recovery reads them back
 unchanged. The changelog records are flushed before the offsets that depend on them are
 committed (streams/app.py).
@@ -17,8 +17,11 @@ from typing import Any
 
 import faust
 from confluent_kafka import Message as KafkaMessage
+from faust.stores.base import SerializedStore
 from faust.streams import _current_event
 from faust.types import TP, TableT
+from faust.utils import json as faust_json
+from mode.utils.compat import want_bytes, want_str
 
 from streams.output import Output
 
@@ -51,13 +54,40 @@ class JsonTable:
         self.table: Any = table  # its serializers and store are not in Faust's TableT
         self.output = output
         self.changelog = table.changelog_topic.get_topic_name()
+        self._json_keys: bool | None = None  # known once the store exists (first use)
         # Newest changelog offset acknowledged per partition, noted from the producer's
         # delivery thread and handed to the store on the event loop.
         self._acked: dict[int, int] = {}
         self._lock = threading.Lock()
 
+    def encode(self, key: str, value: dict[str, Any]) -> tuple[bytes, bytes]:
+        """The key and value bytes Faust's store and changelog hold for (key, value): the
+        store's own key encoding (what its lookups use), the value as Faust's json codec
+        writes it. Recovery copies changelog bytes into the store, so they are the same."""
+        return self._key(key), want_bytes(faust_json.dumps(value))
+
+    def _key(self, key: str) -> bytes:
+        if self._json_keys is None:
+            store = self.table.data
+            self._json_keys = (
+                isinstance(store, SerializedStore)
+                and store.key_type is str
+                and store.key_serializer == "json"
+            )
+        if self._json_keys:
+            # What the serializer registry ends in for a str key and the json codec.
+            return want_bytes(faust_json.dumps(key))
+        raw: bytes = self.table.data._encode_key(key)
+        return raw
+
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self.table.data.get(key)
+        store = self.table.data
+        if isinstance(store, SerializedStore):
+            # The store's raw read and one json decode, without Faust's serializer layers.
+            raw = store._get(self._key(key))
+            value = None if raw is None else faust_json.loads(want_str(raw))
+        else:  # the memory store holds values, not bytes
+            value = store.get(key)
         return value if isinstance(value, dict) else None
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -70,22 +100,26 @@ class JsonTable:
         """Record (partition, key, value) triples: in the local store now, in the changelog
         with the next flush of the producer."""
         self._persist_acked_offsets()
-        topic = self.table.changelog_topic
-        by_partition: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        # Encoded once, for the changelog and the store alike.
+        store = self.table.data
+        raw_store = isinstance(store, SerializedStore)
+        by_partition: dict[int, list[tuple[Any, Any]]] = {}
         for partition, key, value in values:
-            by_partition.setdefault(partition, []).append((key, value))
-            raw_key, _ = topic.prepare_key(key, self.table.key_serializer)
-            raw_value, _ = topic.prepare_value(value, self.table.value_serializer)
+            raw_key, raw_value = self.encode(key, value)
+            held = (raw_key, raw_value) if raw_store else (key, value)
+            by_partition.setdefault(partition, []).append(held)
             self.output.send(
                 self.changelog, raw_key, raw_value, partition=partition, on_delivery=self._noted
             )
-        store = self.table.data
         for partition, items in by_partition.items():
             origin = _Origin(_Partition(partition))
             _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
             try:
-                for key, value in items:
-                    store[key] = value
+                for k, v in items:
+                    if raw_store:
+                        store._set(k, v)
+                    else:  # the memory store holds values, not bytes
+                        store[k] = v
             finally:
                 _current_event.set(None)
 

@@ -13,6 +13,15 @@
   canonical resource id; found again by a marker at the end of their `description` (the
   line's `uuid` is read-only to the API). One line per time entry: a correction writes it,
   a reversal deletes it; a line with an invoice line is left alone and reported.
+- Billable expenses = customer invoice lines without an invoice (`account.invoice.line`,
+  invoice_type out, party = the project's customer, the "EXPENSE" product at the expense's
+  amount): the ERP's own "to invoice" lines, which the accountant adds to the customer's
+  next invoice. With these modules nothing else takes a re-billable cost: an invoice line's
+  origin cannot name a project and a project work holds one invoice line only, so the line
+  names the project by its code in the description. Each line carries its posting key in
+  `note` (the integration user sets and searches it, people do not), which finds it again;
+  a correction is a reversal line (quantity -1) plus a new line, never an edit, so a line
+  already on an invoice is never touched.
 
 - Amendments (change orders) set the project's list price and its tasks' effort to the
   amended baseline and make the tasks it adds; the last amendment applied is a marker line
@@ -39,6 +48,7 @@ from connectors.ports import (
     ErpAmendmentSpec,
     ErpCustomer,
     ErpProject,
+    ExpenseSpec,
     Posting,
     PostingOutcome,
     ProjectSpec,
@@ -51,6 +61,11 @@ from streams.settings import Settings
 INVOICE_METHODS = ("manual", "effort", "progress", "timesheet")
 # The line in a project's comment that finds it again; the deal's correlation id follows.
 KEY_MARKER = "pssync deal: "
+# The `note` of an expense's invoice line: the posting key follows.
+EXPENSE_MARKER = "pssync expense: "
+# The product of re-billed expenses (docker/local/components/erp_setup.py makes it).
+EXPENSE_PRODUCT_CODE = "EXPENSE"
+INVOICE_LINE = "account.invoice.line"
 # The line in a project's comment naming the last amendment applied: revision, change order.
 AMENDMENT_MARKER = "pssync amendment: "
 _AMENDMENT = re.compile(rf"^{re.escape(AMENDMENT_MARKER)}(\d+)\b.*$", re.MULTILINE)
@@ -121,12 +136,21 @@ class _Company:
     currency: str
 
 
+@dataclass(frozen=True)
+class _Product:
+    id: int
+    unit: int
+    account: int
+
+
 class TrytonErp:
     """Implements `connectors.ports.Erp`. Every operation is idempotent on its external key."""
 
     def __init__(self, rpc: TrytonRpc) -> None:
         self.rpc = rpc
         self._company: _Company | None = None
+        self._expense_product: _Product | None = None
+        self._currencies: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, timeout: float = 30.0) -> TrytonErp:
@@ -576,3 +600,229 @@ class TrytonErp:
         for row in found:
             ids.setdefault(str(row["name"]), int(row["id"]))
         return ids
+
+    # -- expenses (posting kind "expense") --------------------------------------------
+
+    async def _expense_lines(self, keys: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Expense id -> its lines by line key (<id>@<revision>, <...>~reversal)."""
+        if not keys:
+            return {}
+        domain: list[Any] = ["OR"]
+        domain += [("note", "like", f"{_like_literal(EXPENSE_MARKER + k)}@%") for k in keys]
+        found = await self.rpc.model(
+            INVOICE_LINE,
+            "search_read",
+            domain,
+            0,
+            None,
+            [("id", "ASC")],
+            ["id", "note", "party", "currency", "unit_price", "description"],
+        )
+        out: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in keys}
+        for row in found:
+            line_key = str(row.get("note") or "").removeprefix(EXPENSE_MARKER)
+            expense = line_key.partition("@")[0]
+            if expense in out:
+                out[expense].setdefault(line_key, row)  # the oldest line of a key is the one
+        return out
+
+    async def post_expenses(self, postings: list[Posting]) -> list[PostingOutcome]:
+        """See `connectors.ports.Erp.post_expenses`: about four requests per batch."""
+        if not postings:
+            return []
+        company = await self._own_company()
+        lines = await self._expense_lines(sorted({p.key for p in postings}))
+        specs: list[ExpenseSpec] = [p.spec for p in postings if p.action == POST]
+        codes = sorted({s.project_code for s in specs})
+        projects = (
+            await self.rpc.model(
+                "project.work",
+                "search_read",
+                [("type", "=", "project"), ("company", "=", company.id), ("number", "in", codes)],
+                0,
+                None,
+                [("id", "ASC")],
+                ["id", "number", "party"],
+            )
+            if codes
+            else []
+        )
+        customers = {str(r["number"]): r.get("party") for r in projects}
+        currencies = await self._currency_ids({s.currency for s in specs})
+        product = await self._expense_product_of()
+        outcomes: list[PostingOutcome | None] = [None] * len(postings)
+        # Per posting, the lines it adds (reversals of live lines, then its own).
+        planned: list[tuple[int, str | None, list[dict[str, Any]]]] = []
+        for i, posting in enumerate(postings):
+            held = lines.get(posting.key, {})
+            live = [k for k in held if "~" not in k and f"{k}~reversal" not in held]
+            own: str | None = None
+            if posting.action == POST:
+                spec: ExpenseSpec = posting.spec
+                own = f"{posting.key}@{spec.revision}"
+                if own in held:
+                    outcomes[i] = PostingOutcome(posting.key, DONE, str(held[own]["id"]))
+                    continue
+                problem = _expense_problem(posting.key, spec, customers, currencies)
+                if problem is not None:
+                    outcomes[i] = problem
+                    continue
+            values = [self._reversal(held[k], f"{k}~reversal", company, product) for k in live]
+            if posting.action == POST and own is not None:
+                values.append(
+                    self._expense_line(own, posting.spec, company, customers, currencies, product)
+                )
+            if not values:
+                outcomes[i] = PostingOutcome(posting.key, DONE)
+                continue
+            planned.append((i, own, values))
+            # A later posting of the same key in this batch sees these lines.
+            for v in values:
+                key = str(v["note"]).removeprefix(EXPENSE_MARKER)
+                held[key] = {"id": 0, **v}
+            lines[posting.key] = held
+        if planned:
+            await self._create_planned(postings, planned, outcomes)
+        return [o or PostingOutcome(p.key, DONE) for o, p in zip(outcomes, postings, strict=True)]
+
+    async def _create_planned(
+        self,
+        postings: list[Posting],
+        planned: list[tuple[int, str | None, list[dict[str, Any]]]],
+        outcomes: list[PostingOutcome | None],
+    ) -> None:
+        try:
+            ids = await self.rpc.model(
+                INVOICE_LINE, "create", [v for _, _, values in planned for v in values]
+            )
+            it = iter(ids)
+            for i, own, values in planned:
+                made = [int(next(it)) for _ in values]
+                erp_id = str(made[-1]) if own is not None else None
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, erp_id)
+        except CommandRejectedError:
+            # One posting the ERP refuses must not hold back the others: each on its own
+            # (its reversal and its new line together, in one transaction).
+            for i, own, values in planned:
+                try:
+                    made = await self.rpc.model(INVOICE_LINE, "create", values)
+                except CommandRejectedError as exc:
+                    outcomes[i] = PostingOutcome(
+                        postings[i].key, REJECTED, None, "expense.rejected", str(exc)
+                    )
+                    continue
+                erp_id = str(int(made[-1])) if own is not None else None
+                outcomes[i] = PostingOutcome(postings[i].key, DONE, erp_id)
+
+    @staticmethod
+    def _reversal(
+        line: dict[str, Any], key: str, company: _Company, product: _Product
+    ) -> dict[str, Any]:
+        """A line that takes `line` back: same customer, currency and price, quantity -1."""
+        return {
+            "invoice_type": "out",
+            "type": "line",
+            "company": company.id,
+            "party": line["party"],
+            "currency": line["currency"],
+            "product": product.id,
+            "unit": product.unit,
+            "account": product.account,
+            "quantity": -1.0,
+            "unit_price": line["unit_price"],
+            "description": f"Reversal: {line.get('description') or ''}",
+            "note": f"{EXPENSE_MARKER}{key}",
+        }
+
+    @staticmethod
+    def _expense_line(
+        key: str,
+        spec: ExpenseSpec,
+        company: _Company,
+        customers: dict[str, Any],
+        currencies: dict[str, int],
+        product: _Product,
+    ) -> dict[str, Any]:
+        return {
+            "invoice_type": "out",
+            "type": "line",
+            "company": company.id,
+            "party": int(customers[spec.project_code]),
+            "currency": currencies[spec.currency.upper()],
+            "product": product.id,
+            "unit": product.unit,
+            "account": product.account,
+            "quantity": 1.0,
+            "unit_price": _price(spec.amount),
+            "description": spec.description,
+            "note": f"{EXPENSE_MARKER}{key}",
+        }
+
+    async def _currency_ids(self, codes: set[str]) -> dict[str, int]:
+        missing = sorted({c.upper() for c in codes} - set(self._currencies))
+        if missing:
+            rows = await self.rpc.model(
+                "currency.currency",
+                "search_read",
+                [("code", "in", missing)],
+                0,
+                None,
+                None,
+                ["id", "code"],
+            )
+            self._currencies.update({str(r["code"]): int(r["id"]) for r in rows})
+        return self._currencies
+
+    async def _expense_product_of(self) -> _Product:
+        if self._expense_product is None:
+            rows = await self.rpc.model(
+                "product.product",
+                "search_read",
+                [("code", "=", EXPENSE_PRODUCT_CODE)],
+                0,
+                1,
+                None,
+                ["id", "default_uom", "template.account_category.account_revenue"],
+            )
+            account = None
+            if rows:
+                template = rows[0].get("template.") or {}
+                category = template.get("account_category.") or {}
+                account = category.get("account_revenue")
+            if not rows or not account:
+                raise CommandRejectedError(
+                    SYSTEM,
+                    f"the ERP has no product {EXPENSE_PRODUCT_CODE!r} with a revenue account "
+                    "for re-billed expenses; run the ERP setup (erp_setup.py) or create it",
+                )
+            self._expense_product = _Product(
+                int(rows[0]["id"]), int(rows[0]["default_uom"]), int(account)
+            )
+        return self._expense_product
+
+
+def _expense_problem(
+    key: str, spec: ExpenseSpec, customers: dict[str, Any], currencies: dict[str, int]
+) -> PostingOutcome | None:
+    if spec.project_code not in customers:
+        return PostingOutcome(
+            key,
+            REJECTED,
+            reason="expense.unknown_project",
+            message=f"the ERP has no project {spec.project_code}; check the expense's project",
+        )
+    if not customers[spec.project_code]:
+        return PostingOutcome(
+            key,
+            REJECTED,
+            reason="expense.project_without_customer",
+            message=f"ERP project {spec.project_code} has no customer to re-bill; set its party",
+        )
+    if spec.currency.upper() not in currencies:
+        return PostingOutcome(
+            key,
+            REJECTED,
+            reason="expense.unknown_currency",
+            message=f"the ERP has no currency {spec.currency}; add it or fix the expense",
+        )
+    return None

@@ -78,6 +78,8 @@ class StageRunner(Service):
         # dropped then is never fetched again. Queued records are tracked, so a rebalance
         # waits until they are processed and acknowledged; at worst they are seen twice.
         self.queue: asyncio.Queue[tuple[list[Message], list[Span]]] = asyncio.Queue(maxsize=4)
+        # Run after every batch, done or failed (e.g. forget what was decoded for it).
+        self.after_batch: list[Callable[[], None]] = []
         super().__init__()
 
     async def deliver(self, messages: list[Message], spans: list[Span]) -> None:
@@ -95,7 +97,11 @@ class StageRunner(Service):
                     more, more_spans = self.queue.get_nowait()
                     batch = batch + more
                     spans = spans + more_spans
-                await self.stage.process(batch)
+                try:
+                    await self.stage.process(batch)
+                finally:
+                    for hook in self.after_batch:
+                        hook()
                 cast(BatchConsumer, self.app.consumer).processed(batch, spans)
         except asyncio.CancelledError:
             raise

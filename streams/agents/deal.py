@@ -35,6 +35,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
+from streams.agents.shared_decode import SharedDecoder
 from streams.deals import amendments as amend
 from streams.deals import canonical, plan
 from streams.deals import saga as machine
@@ -57,6 +58,7 @@ from streams.deals.sources import (
     OPPORTUNITY,
     VIEWS,
     Stamp,
+    closed_won_of,
     opportunity_of,
     stamp_of,
 )
@@ -84,6 +86,13 @@ class Work:
     deals: dict[str, Deal] = field(default_factory=dict)
     sagas: dict[str, tuple[int, Saga]] = field(default_factory=dict)
     children: dict[str, tuple[int, str]] = field(default_factory=dict)
+    untracked: int = 0  # opportunity events of deals that need no state yet
+    dead_letters: int = 0
+
+    def wrote(self) -> bool:
+        """Whether anything was sent or changed: every send goes with a state change here,
+        but dead letters."""
+        return bool(self.deals or self.sagas or self.children or self.dead_letters)
 
 
 class DealStage:
@@ -98,6 +107,7 @@ class DealStage:
         reader: ViewReader | None = None,
         owns: Callable[[int], bool] = lambda _p: True,
         clock: Callable[[], float] = time.time,
+        decoder: SharedDecoder | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -109,7 +119,9 @@ class DealStage:
         self.ref = Reference.of(views)
         self.owns = owns
         self.clock = clock
-        self.decoder = Decoder(registry.schema_by_id)
+        # Shared with the sink, which decodes canonical opportunities in the same batches;
+        # records from it are read, never changed.
+        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
         self.encoders = Encoders(registry.register)
         self.registry = registry
         self.canonical_encoders: dict[str, Encoder] = {}
@@ -182,12 +194,19 @@ class DealStage:
                     )
                     send_to_dlq(self.output, self.topology.dlq(STAGE), STAGE, msg, exc)
                     m.dlq.labels(STAGE, type(exc).__name__).inc()
+                    work.dead_letters += 1
             await self._finish(work)
+        if work.untracked:
+            m.dropped.labels(STAGE, OPPORTUNITY, "not_closed_won").inc(work.untracked)
         for topic, n in seen.items():
             m.events_in.labels(STAGE, topic).inc(n)
         m.batch_size.labels(STAGE).observe(len(messages))
 
     async def _finish(self, work: Work) -> None:
+        if not work.wrote():
+            # Nothing to wait for. A flush would wait for whatever the other stages have in
+            # flight on the shared producer, holding the lock (and this stage's batches).
+            return
         await self.output.flush()
         self.tables.write(
             work.deals.values(),
@@ -196,7 +215,7 @@ class DealStage:
         )
 
     def _decode(self, msg: Message) -> dict[str, Any] | None:
-        return None if msg.value is None else self.decoder.decode(msg.value)
+        return None if msg.value is None else self.decoder.decode(msg)
 
     def _deal(self, work: Work, key: str, partition: int) -> Deal:
         return work.deals.get(key) or self.tables.deal(key) or Deal(key, partition)
@@ -210,9 +229,17 @@ class DealStage:
             raise BadEventError("canonical opportunity without a key; keys are canonical ids")
         key = msg.key.decode()
         record = self._decode(msg)
+        held = work.deals.get(key) or self.tables.deal(key)
+        if held is None and not closed_won_of(record):
+            # A deal holds state from its closed-won event or its first line item on: before
+            # that it cannot fire, and the closed-won event carries the whole opportunity.
+            # Without state there is no order to keep either: a stale closed-won event would
+            # have created the state when it first came.
+            work.untracked += 1
+            return
         opp = None if record is None else opportunity_of(key, record)
         stamp = Stamp(-1, 0.0) if record is None else stamp_of(record)
-        deal = self._deal(work, key, msg.partition)
+        deal = held or Deal(key, msg.partition)
         updated, changed = on_opportunity(
             deal, msg.partition, opp, stamp, now, self.settings.deal_line_wait
         )
@@ -713,7 +740,11 @@ def register(
     output: Output,
     registry: Registry,
     tables: DealTables,
+    decoder: SharedDecoder | None = None,
 ) -> DealStage:
+    """The deal stage on the runner of any stage already reading one of its topics;
+    `decoder` shares decoded records with them (the sink's, for canonical opportunities)."""
+    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
     views = open_views(settings, registry)
     reader = ViewReader(settings, views.values())
 
@@ -730,9 +761,12 @@ def register(
         views,
         reader,
         owns=lambda p: p in assigned(),
+        decoder=decoder,
     )
     topic = bytes_topic(app, *sorted(stage.topics))
-    attach(app, runners, topic, STAGE, stage, settings)
+    runner = attach(app, runners, topic, STAGE, stage, settings)
+    if decoder.release not in runner.after_batch:
+        runner.after_batch.append(decoder.release)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def judge_waiting_deals() -> None:

@@ -115,7 +115,11 @@ class Normalizer:
                 if verdict is not Verdict.EMIT:
                     dropped[(route.entity, verdict.value)] += 1
                     continue
-                key, record = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
+                mapped = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")
+                if mapped is None:
+                    dropped[(route.entity, "not_routed")] += 1
+                    continue
+                key, record = mapped
                 topic, schema_id, parsed = self.outputs[route.entity]
                 partition = None
                 if route.partition_by is not None:
@@ -161,7 +165,8 @@ def parent_key(route: Route, change: Change, record: dict[str, Any]) -> str:
                 f"its parent's partition ({field}); give the table REPLICA IDENTITY FULL"
             )
         try:
-            data = route.mapper(replace(change, op="update", after=change.before), "")[1]["data"]
+            mapped = route.mapper(replace(change, op="update", after=change.before), "")
+            data = mapped[1]["data"] if mapped is not None else None
         except BadEventError as exc:
             raise BadEventError(
                 f"{change.entity} {change.key}: the old row of this delete does not name its "

@@ -25,6 +25,7 @@ from connectors.sinks.tablespec import TableSpec, compile_spec
 from schemas.registry import Registry
 from schemas.serde import Decoder, split
 from streams.agents.batching import StageRunner, batch_stage, bytes_topic
+from streams.agents.shared_decode import SharedDecoder
 from streams.audit import SinkAudit
 from streams.dlq import send_to_dlq
 from streams.errors import SchemaError, SerdeError
@@ -68,12 +69,13 @@ class Sink:
         output: Output,
         registry: Registry,
         retry: RetryPolicy,
+        decoder: SharedDecoder | None = None,
     ) -> None:
         self.topology = topology
         self.retry = retry
         self.output = output
         self.registry = registry
-        self.decoder = Decoder(registry.schema_by_id)
+        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
         self.lanes: dict[str, Lane] = {}
         for entity in entities:
             table = target.table(entity)
@@ -136,7 +138,8 @@ class Sink:
                 if msg.value is None:
                     record = _tombstone(key)
                 else:
-                    record = self.decoder.decode(msg.value)
+                    # A copy: the decoded record is shared with other stages of the batch.
+                    record = dict(self.decoder.decode(msg))
                     spec = self._spec(lane, split(msg.value)[0])
                     versions.setdefault(spec.fingerprint, spec)
                 record["key"] = key
@@ -175,10 +178,14 @@ def register(
     output: Output,
     registry: Registry,
     target: PostgresTarget,
+    decoder: SharedDecoder | None = None,
 ) -> Sink:
-    """One batch stage for every entity and reference set, into one table each."""
+    """One batch stage for every entity and reference set, into one table each; `decoder`
+    shares decoded records with stages registered later on the same runner."""
     retry = RetryPolicy(retry_for=settings.sink_retry_for)
-    sink = Sink(topology, sink_entities(topology), target, output, registry, retry)
+    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
+    sink = Sink(topology, sink_entities(topology), target, output, registry, retry, decoder)
     topic = bytes_topic(app, *sink.topics)
-    batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)
+    runner = batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)
+    runner.after_batch.append(decoder.release)
     return sink

@@ -42,7 +42,7 @@ from schemas.conventions import (
 )
 from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder, encode
-from streams.agents.batching import StageRunner, batch_stage, bytes_topic
+from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
 from streams.changes import parse
 from streams.dlq import send_to_dlq
@@ -424,7 +424,8 @@ def register(
     """The intake and time entry stages, their table and views, and the waiting timer."""
     intake = IntakeStage(settings, output)
     raw = bytes_topic(app, intake.topics[sources.ENTRY], intake.topics[sources.VALUE])
-    batch_stage(app, runners, raw, "time-entry-intake", intake, settings)
+    # psa custom_values is also a route of the normalize stage (issues' values): share it.
+    attach(app, runners, raw, "time-entry-intake", intake, settings)
 
     decoder = Decoder(registry.schema_by_id)
     views = sources.lookups(settings, decoder.decode)

@@ -130,6 +130,13 @@ def opportunity_of(key: str, record: dict[str, Any]) -> Opportunity | None:
     )
 
 
+def closed_won_of(record: dict[str, Any] | None) -> bool:
+    """Whether a canonical opportunity event says closed-won (`Opportunity.closed_won`), read
+    without building the Opportunity: most events of a deal are not."""
+    data = None if record is None else data_of(record)
+    return data is not None and data.get("stage") == "closed_won"
+
+
 def _parent(data: dict[str, Any], what: str) -> str:
     parent = _text(data, "opportunity_id")
     if parent is None:

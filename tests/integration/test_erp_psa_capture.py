@@ -214,6 +214,19 @@ def test_a_project_made_in_the_psa_arrives_as_a_change_event(capture: Capture) -
     users = _wait_event(s, raw_topic(s.psa_topic_prefix, "public", "users"), lambda r: True)
     assert "hashed_password" not in users["after"] and "salt" not in users["after"]
     assert "login" in users["after"]
+    # Tables read whole as views are compacted, never expired by time.
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    viewed = [
+        raw_topic(s.psa_topic_prefix, "public", "users"),
+        raw_topic(s.psa_topic_prefix, "public", "custom_fields"),
+        raw_topic(s.erp_topic_prefix, "public", "project_work"),
+        raw_topic(s.erp_topic_prefix, "public", "party_party"),
+    ]
+    admin = AdminClient(kafka_config(s))
+    found = admin.describe_configs([ConfigResource("topic", t) for t in viewed])
+    policies = {r.name: f.result()["cleanup.policy"].value for r, f in found.items()}
+    assert policies == dict.fromkeys(viewed, "compact")
 
 
 def test_every_captured_table_keeps_old_rows_for_updates_and_deletes(capture: Capture) -> None:

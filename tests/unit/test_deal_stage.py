@@ -14,12 +14,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from connectors.ports import ErpCustomer, to_json
 from schemas import contracts
 from schemas.serde import Decoder, Encoder
-from streams.agents.deal import DealStage
+from streams.agents.deal import DealStage, Work
+from streams.deals.assembly import on_opportunity
 from streams.deals.records import Control, saga_schema
-from streams.deals.sources import VIEWS
+from streams.deals.sources import VIEWS, Stamp, opportunity_of, stamp_of
 from streams.mappings.envelope import correlation_id
 from streams.settings import Settings
 from streams.topology import topology
@@ -123,7 +127,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, wait: float = 30.0) -> None:
+    def __init__(self, wait: float = 30.0, stage: type[DealStage] = DealStage) -> None:
         self.settings = Settings(deal_line_wait=wait)
         self.topo = topology(self.settings)
         self.registry = Registry()
@@ -135,7 +139,7 @@ class Harness:
             for name, src in VIEWS.items()
         }
         tables = DealTables(*(cast(JsonTable, Table()) for _ in range(3)))
-        self.stage = DealStage(
+        self.stage = stage(
             self.settings,
             self.topo,
             cast(Any, self.output),
@@ -353,3 +357,87 @@ def test_a_rejected_writeback_parks_without_a_crm_notice_and_poison_goes_to_the_
     assert len(h.commands("crm")) == 1  # no notice through the CRM that refused
     h.feed(Msg(h.topo.results, KEY.encode(), b"not avro"))
     assert [t for t, _, _ in h.output.sent].count(h.topo.dlq("deal")) == 1
+
+
+class KeepsEveryDeal(DealStage):
+    """The reference: state for every deal from its first event on, open or not."""
+
+    def _opportunity(self, work: Work, msg: Any, now: float) -> None:
+        key = msg.key.decode()
+        record = self._decode(msg)
+        opp = None if record is None else opportunity_of(key, record)
+        stamp = Stamp(-1, 0.0) if record is None else stamp_of(record)
+        deal = self._deal(work, key, msg.partition)
+        wait = self.settings.deal_line_wait
+        updated, changed = on_opportunity(deal, msg.partition, opp, stamp, now, wait)
+        if updated != deal:
+            self._after(work, updated, changed, now)
+
+
+STAGES = ["prospecting", "negotiation", "closed_won", "closed_lost", None]  # None: a delete
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    source=st.lists(
+        st.one_of(
+            st.tuples(st.just("opp"), st.sampled_from(STAGES), st.sampled_from(["ARCH", "X"])),
+            st.tuples(st.just("line"), st.sampled_from(["l1", "l2"]), st.sampled_from(["ARCH"])),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    rewinds=st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11)), max_size=3),
+    cuts=st.lists(st.integers(1, 30), max_size=6),
+    wait=st.sampled_from([0.0, 10.0]),
+)
+def test_deals_without_state_until_closed_won_issue_what_full_state_issues(
+    source: list[tuple[str, str | None, str]],
+    rewinds: list[tuple[int, int]],
+    cuts: list[int],
+    wait: float,
+) -> None:
+    """The canonical stream of one deal: its source changes in order, and from any point a
+    replay of an earlier suffix (normalize re-emits what it had not recorded). Cut into
+    batches, with the timer ticking between them, the stage issues the same commands,
+    exceptions and notices as a stage keeping every deal's state (the revision aside)."""
+    # After emitting source change `at`, normalize restarts from `back` (<= at): a replay
+    # re-emits only what was emitted already, in order, then goes on.
+    crash = {min(at, len(source) - 1): min(back, at, len(source) - 1) for at, back in rewinds}
+    stream: list[int] = []
+    i = 0
+    while i < len(source):
+        stream.append(i)
+        if i in crash:
+            i = crash.pop(i)
+            continue
+        i += 1
+    outputs = []
+    for kind in (DealStage, KeepsEveryDeal):
+        h = Harness(wait=wait, stage=kind)
+        reference(h)
+        msgs: list[Msg] = []
+        for what, arg, service in source:
+            if what == "line":
+                msgs.append(h.line(str(arg), service))
+            elif arg is None:
+                h.version += 1
+                msgs.append(Msg(h.topo.canonical("opportunity"), KEY.encode(), None))
+            else:
+                msgs.append(h.opportunity(stage=arg, service_lines=[service]))
+        feed = [msgs[i] for i in stream]
+        start = 0
+        for cut in [*sorted(set(cuts)), len(feed)]:
+            if cut > start:
+                h.feed(*feed[start:cut])
+                start = cut
+            h.clock.now += 6
+            h.tick()
+        sent = []
+        for topic, key, value in h.output.sent:
+            record = h.decoder.decode(value) if value else None
+            if record is not None:
+                record.pop("deal_revision", None)
+            sent.append((topic, key, record))
+        outputs.append(sent)
+    assert outputs[0] == outputs[1]

@@ -147,7 +147,7 @@ def test_unknown_kind_goes_to_the_dlq() -> None:
     msg = Msg("postings.erp", b"a", encode(sid, saga.parsed(saga.POSTING), rec))
     asyncio.run(stage.process([msg]))  # type: ignore[list-item]
     assert [t for t, *_ in out.sent] == ["dlq.posting"]
-    assert [k.name for k in KINDS] == ["time_entry"]
+    assert [k.name for k in KINDS] == ["time_entry", "expense"]
 
 
 def test_circuit_holds_new_requests_while_the_application_is_down() -> None:

@@ -52,6 +52,13 @@ def test_unknown_store_names_the_variable_and_the_choices() -> None:
         Settings.from_env({"PSSYNC_STORE": "redis"})
 
 
+def test_fetch_size_defaults_to_8_mib_and_refuses_less_than_a_record_may_need() -> None:
+    assert Settings.from_env({}).fetch_max_bytes == 8 * 1024 * 1024
+    assert Settings.from_env({"PSSYNC_FETCH_MAX_BYTES": "2097152"}).fetch_max_bytes == 2097152
+    with pytest.raises(ConfigError, match="PSSYNC_FETCH_MAX_BYTES=4096"):
+        Settings.from_env({"PSSYNC_FETCH_MAX_BYTES": "4096"})
+
+
 def test_table_state_is_kept_per_app_id() -> None:
     s = Settings.from_env({"PSSYNC_DATA_DIR": "/srv/pssync", "PSSYNC_APP_ID": "staging"})
     assert s.state_dir == Path("/srv/pssync/staging")

@@ -14,7 +14,7 @@ from streams.agents.batching import StageRunner
 from streams.output import Output
 from streams.reference.model import SECTIONS
 from streams.settings import Settings
-from streams.topology import DERIVED, INVOICED, Route, Topology
+from streams.topology import DERIVED, INVOICED, JOINED, Route, Topology
 
 URL = "postgresql+psycopg://nobody@127.0.0.1:1/none"
 
@@ -44,8 +44,9 @@ def test_one_stage_reads_every_entity_topic_into_a_table_each() -> None:
         # pssync's reference file land too.
         published = [f"ns.reference.{name}" for name in SECTIONS.values()]
         topics = ["ns.canonical.customer", "ns.canonical.opportunity", "ns.reference.currency"]
-        # The saga's contract, project and task events land too.
-        derived = [f"ns.canonical.{e}" for e in (*DERIVED, *INVOICED)]
+        # The saga's contract, project and task events land too, the invoices and the joined
+        # expenses.
+        derived = [f"ns.canonical.{e}" for e in (*DERIVED, *INVOICED, *JOINED)]
         assert sorted(runners) == sorted(topics + published + derived)
         assert len(set(runners.values())) == 1
         lanes = {t: (lane.entity, lane.table.spec.table, lane.table.spec.key)

@@ -4,7 +4,8 @@ venv Python after `trytond-admin` activated the modules:
     python erp_setup.py --config trytond.conf --database erp --secret secrets/erp-pssync.password
 
 Creates, each only if missing: the company (EUR), the minimal chart of accounts, the fiscal
-year with its invoice sequences, a payment term, a service product sold by the hour, an
+year with its invoice sequences, a payment term, a service product sold by the hour, the
+product of re-billed expenses (posted as the customer's invoice lines to invoice), an
 employee, the "PRJ-" prefix of project numbers, the currencies and taxes pssync's reference
 data names (ERP-owned reference data: schemas/reference/default.json expects them), and the
 integration user with a group that
@@ -27,6 +28,9 @@ from typing import Any
 COMPANY_NAME = "Local Consulting"
 EMPLOYEE_NAME = "Integration Employee"
 PRODUCT_NAME = "Consulting hour"
+# The product of re-billed project expenses, found by its code (connectors/erp/tryton.py).
+EXPENSE_PRODUCT_NAME = "Re-billed expense"
+EXPENSE_PRODUCT_CODE = "EXPENSE"
 PAYMENT_TERM = "Direct"
 INTEGRATION_GROUP = "pssync integration"
 # The ERP numbers projects from its work sequence: with a prefix they read as project codes
@@ -54,7 +58,7 @@ MODEL_ACCESS: dict[str, tuple[bool, bool, bool, bool]] = {
     "timesheet.work": (True, True, True, False),
     "timesheet.line": (True, True, True, True),
     "account.invoice": (True, False, False, False),
-    "account.invoice.line": (True, False, False, False),
+    "account.invoice.line": (True, False, True, False),
 }
 
 
@@ -145,6 +149,22 @@ def setup(config_file: str, database: str, login: str, secret: Path) -> dict[str
         )
         template.save()
         made.append("product")
+
+    if not Template.find([("name", "=", EXPENSE_PRODUCT_NAME)]):
+        Category = Model.get("product.category")
+        Uom = Model.get("product.uom")
+        (category,) = Category.find([("name", "=", "Services")])
+        unit = Uom.find([("name", "=", "Unit")])[0]
+        template = Template(
+            name=EXPENSE_PRODUCT_NAME,
+            type="service",
+            default_uom=unit,
+            list_price=Decimal("0"),
+            account_category=category,
+        )
+        template.products[0].suffix_code = EXPENSE_PRODUCT_CODE
+        template.save()
+        made.append("expense product")
 
     _reference_data(Model, company, made)
 

@@ -111,6 +111,41 @@ ensure_field(ProjectCustomField, 'ERP project code', 'string', made, is_filter: 
 ensure_field(ProjectCustomField, 'Invoiced to date', 'float', made)
 ensure_field(ProjectCustomField, 'Recognized revenue', 'float', made)
 
+# Expenses are issues of an "Expense" tracker: people enter amount, currency, category and
+# billability, an approver ticks "Approved" (pssync posts approved expenses to the ERP).
+expense = Tracker.find_by(name: 'Expense') || Tracker.new(name: 'Expense')
+if expense.new_record?
+  expense.default_status = IssueStatus.sorted.first
+  expense.save!
+  # The usual workflow, so people can move expenses through the statuses they know.
+  source = Tracker.find_by(name: 'Bug')
+  expense.copy_workflow_rules(source) if source
+  made << 'tracker Expense'
+end
+# Every new project gets it, like the default trackers.
+defaults = Array(Setting.default_projects_tracker_ids).map(&:to_s)
+unless defaults.include?(expense.id.to_s)
+  Setting.default_projects_tracker_ids = defaults + [expense.id.to_s]
+  made << 'Expense tracker on new projects'
+end
+def ensure_expense_field(name, format, tracker, made, extra = {})
+  field = ensure_field(IssueCustomField, name, format, made,
+                       { is_for_all: true, is_filter: true }.merge(extra))
+  unless field.trackers.include?(tracker)
+    field.trackers << tracker
+    field.save!
+  end
+  field
+end
+ensure_expense_field('Expense amount', 'float', expense, made, is_required: false)
+ensure_expense_field('Expense currency', 'list', expense, made,
+                     possible_values: %w[EUR USD GBP], default_value: 'EUR')
+ensure_expense_field('Expense category', 'list', expense, made,
+                     possible_values: %w[travel lodging meals mileage software materials other],
+                     default_value: 'other')
+ensure_expense_field('Billable', 'bool', expense, made, default_value: '1')
+ensure_expense_field('Expense approved', 'bool', expense, made, default_value: '0')
+
 # A new key when the file is missing: the old one is unknown to the caller.
 unless File.exist?(key_file) && File.read(key_file).strip == user.api_key
   Token.where(user_id: user.id, action: 'api').delete_all
