@@ -294,6 +294,8 @@ def run_demo(settings: Settings, count: int = 200) -> int:
         second = time.monotonic()
         print("  approved time reaches Tryton as timesheet lines, unapproved time does not:")
         cash.show_time(settings, played, second)
+        print("  the approved expense reaches Tryton as a line to re-bill the customer:")
+        cash.show_expense(settings, played, second)
         print("  finance invoices the project's time in Tryton and posts the invoice:")
         cash.invoice(settings, played, second)
         print("  the change order amends the won deal's project in Tryton and Redmine:")
@@ -326,7 +328,8 @@ def run_demo(settings: Settings, count: int = 200) -> int:
         f"{played.project_code} in Tryton, its project in Redmine, and its status in the CRM.",
         "- Of the time logged on it in Redmine, only the approved hours became Tryton "
         "timesheet lines (on the task, for the consultant's employee); the rest stays in "
-        "Redmine until someone approves it.",
+        "Redmine until someone approves it. The approved expense became a line Tryton "
+        "re-bills to the customer.",
         f"- Finance posted invoice {number} in Tryton; the CRM opportunity shows it (invoiced "
         "to date, last invoice and its status, payment status), and so does the Redmine "
         "project (invoiced to date, recognized revenue).",

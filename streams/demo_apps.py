@@ -19,9 +19,11 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from connectors.erp import TrytonErp, TrytonRpc
+from connectors.erp.tryton import EXPENSE_MARKER
 from connectors.psa import psa_identifier
 from connectors.psa.redmine import INVOICED_FIELD, REVENUE_FIELD
 from connectors.sql import db_url
+from schemas.conventions import canonical_id
 from streams.errors import PssyncError
 from streams.settings import Settings
 
@@ -116,10 +118,7 @@ async def invoice_and_post(admin: TrytonRpc, project: int) -> dict[str, Any]:
     (invoice,) = await admin.model(
         "account.invoice", "read", new, ["id", "number", "state", "untaxed_amount"]
     )
-    untaxed = invoice["untaxed_amount"]
-    if isinstance(untaxed, dict):  # Tryton's JSON: {"__class__": "Decimal", "decimal": "..."}
-        untaxed = untaxed.get("decimal")
-    invoice["untaxed_amount"] = Decimal(str(untaxed))
+    invoice["untaxed_amount"] = money(invoice["untaxed_amount"])
     return dict(invoice)
 
 
@@ -135,6 +134,26 @@ async def timesheet_lines(erp: TrytonErp, entry_id: int) -> list[dict[str, Any]]
         ["id", "duration", "work.rec_name", "employee.party.code", "invoice_line"],
     )
     return rows
+
+
+async def expense_lines(erp: TrytonErp, issue_id: int) -> list[dict[str, Any]]:
+    """The ERP's re-billable lines of one PSA expense (pssync's key in the line's note)."""
+    key = canonical_id("psa", "issue", str(issue_id))
+    rows: list[dict[str, Any]] = await erp.rpc.model(
+        "account.invoice.line",
+        "search_read",
+        [("note", "like", f"{EXPENSE_MARKER}{key}@%")],
+        0,
+        None,
+        None,
+        ["id", "quantity", "unit_price", "party.code", "description"],
+    )
+    return rows
+
+
+def money(value: Any) -> Decimal:
+    """A Decimal from Tryton's JSON ({"__class__": "Decimal", "decimal": "..."}) or a number."""
+    return Decimal(str(value.get("decimal") if isinstance(value, dict) else value))
 
 
 def hours(line: dict[str, Any]) -> float:
@@ -236,6 +255,34 @@ class Redmine:
             entry["issue_id"] = issue
         resp = self.http.post("/time_entries.json", json={"time_entry": entry})
         return int(self._ok(resp, 201).json()["time_entry"]["id"])
+
+    def expense(
+        self, project: int, subject: str, amount: str, category: str, approved: bool
+    ) -> int:
+        """An expense as Redmine users keep them: an issue of the Expense tracker, then its
+        fields (found by name on the issue): its id."""
+        trackers = self._ok(self.http.get("/trackers.json"), 200).json()["trackers"]
+        tracker = next((t["id"] for t in trackers if t["name"] == "Expense"), None)
+        if tracker is None:
+            raise PssyncError("Redmine has no Expense tracker: rerun psa_setup.rb")
+        issue = {"project_id": project, "tracker_id": tracker, "subject": subject}
+        resp = self.http.post("/issues.json", json={"issue": issue})
+        issue_id = int(self._ok(resp, 201).json()["issue"]["id"])
+        values = {
+            "Expense amount": amount,
+            "Expense currency": "EUR",
+            "Expense category": category,
+            "Billable": "1",
+            "Expense approved": "1" if approved else "0",
+        }
+        shown = self._ok(self.http.get(f"/issues/{issue_id}.json"), 200).json()["issue"]
+        ids = {f["name"]: f["id"] for f in shown.get("custom_fields", [])}
+        fields = [{"id": ids[n], "value": v} for n, v in values.items() if n in ids]
+        if len(fields) != len(values):
+            raise PssyncError(f"the Expense tracker lacks {set(values) - set(ids)}")
+        body = {"issue": {"custom_fields": fields}}
+        self._ok(self.http.put(f"/issues/{issue_id}.json", json=body), 200, 204)
+        return issue_id
 
     def update(self, entry_id: int, **values: Any) -> None:
         """Edit a time entry; `approved=` sets or withdraws the approval."""

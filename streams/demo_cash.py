@@ -23,8 +23,10 @@ from streams.demo_apps import (
     TIME_USER,
     Redmine,
     ensure_employee,
+    expense_lines,
     hours,
     invoice_and_post,
+    money,
     project_id,
     run_erp,
     timesheet_lines,
@@ -44,6 +46,7 @@ class Played:
     project_code: str
     approved: list[int]  # Redmine time entry ids
     unapproved: list[int]
+    expense: int  # an approved expense (a Redmine issue)
     stray: int  # approved time on a project no deal made
     stray_project: str
     changed: q2c.Seeded
@@ -95,6 +98,9 @@ def play(
             (approved if ok else unapproved).append(entry)
             state = "approved" if ok else "not approved"
             print(f"  Redmine  {spent:4.1f} h on {task!r} in {project['identifier']}: {state}")
+        subject, amount, category = q2c.EXPENSE
+        expense = psa.expense(int(project["id"]), f"{subject} ({run})", amount, category, True)
+        print(f"  Redmine  expense {amount} EUR ({category}) in {project['identifier']}: approved")
         internal, ident = psa.new_project("internal")
         stray = psa.log(internal, None, 1.0, True, f"internal work ({run})")
         print(f"  Redmine   1.0 h approved on {ident}, an internal project no deal made")
@@ -103,7 +109,7 @@ def play(
     change = q2c.seed_change_order(settings, run, changed)
     lines = ", ".join(f"{c} {h} h x {p}" for c, h, p in q2c.CHANGE_ORDER_LINES)
     print(f"  CRM      change order {change} on {changed.crm_id} ({changed.deal.name}): {lines}")
-    return Played(time_deal, code, approved, unapproved, stray, ident, changed, change)
+    return Played(time_deal, code, approved, unapproved, expense, stray, ident, changed, change)
 
 
 def show_time(settings: Settings, p: Played, started: float) -> None:
@@ -125,6 +131,23 @@ def show_time(settings: Settings, p: Played, started: float) -> None:
     for entry in p.unapproved:
         found = lines(entry)
         print(f"  Redmine time entry {entry} (not approved): {len(found)} line(s) in Tryton")
+
+
+def show_expense(settings: Settings, p: Played, started: float) -> None:
+    """Wait for the approved expense in Tryton: a line re-billable to the deal's customer."""
+
+    def lines() -> list[dict[str, Any]]:
+        async def body(erp: TrytonErp, _admin: TrytonRpc) -> list[dict[str, Any]]:
+            return await expense_lines(erp, p.expense)
+
+        return run_erp(settings, body)
+
+    (line,) = _wait(settings, f"the ERP line of expense {p.expense}", lines, 90)
+    print(
+        f"  +{time.monotonic() - started:5.1f}s  Tryton invoice line {line['id']}: "
+        f"{money(line['unit_price'])} EUR re-billable to {line['party.']['code']} "
+        f"(Redmine expense {p.expense})"
+    )
 
 
 def invoice(settings: Settings, p: Played, started: float) -> None:

@@ -93,6 +93,8 @@ DEALS = (
 TIME_AND_INVOICE, CHANGED = "time_and_invoice", "changed"
 # Time a consultant logs on the time-and-materials deal's project: (task, hours, approved).
 TIME = (("Kick-off workshop", 6.0, True), ("Current-state assessment", 2.5, False))
+# An expense the consultant keeps in Redmine on that project: (subject, amount, category).
+EXPENSE = ("Train to the kick-off workshop", "240.00", "travel")
 # The change order on the other deal: more CONSULT hours, and a milestone.
 CHANGE_ORDER_LINES = (("CONSULT", 16, 125),)
 CHANGE_ORDER_MILESTONE = ("Phase 2 read-out", 60)  # (name, days from today)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,14 @@ from connectors.erp import TrytonErp
 from connectors.kafka_connect import ConnectClient
 from connectors.sql import db_url, server_engine
 from streams.admin import delete_topics
-from streams.demo_apps import TIME_USER, hours, run_erp, timesheet_lines
+from streams.demo_apps import (
+    TIME_USER,
+    expense_lines,
+    hours,
+    money,
+    run_erp,
+    timesheet_lines,
+)
 from streams.security import kafka_config
 from streams.settings import Settings
 from tests.integration.conftest import SliceEnv
@@ -238,6 +246,11 @@ def _assert_second_half(
     assert hours(line) == 6.0 and line["employee."]["party."]["code"] == TIME_USER
     assert all(found[e] == [] for e in unapproved)
 
+    # The approved expense: one line in Tryton, re-billable to the deal's customer.
+    [expense] = [int(n) for n in re.findall(r"\(Redmine expense (\d+)\)", out)]
+    (rebill,) = run_erp(settings, lambda erp, _a: expense_lines(erp, expense))
+    assert money(rebill["unit_price"]) == Decimal("240.00")
+
     # The CRM opportunity shows the posted invoice; the change order was applied.
     by_id = {r[0]: r for r in invoicing}
     _, invoiced, number, status, payment, _, _ = by_id[time_deal]
@@ -245,7 +258,8 @@ def _assert_second_half(
     assert f"invoice {number} posted for {code}" in out
     run = time_deal[:-1]  # the run's CRM ids differ in their last character
     [change] = [r for r in invoicing if r[6] == "Change Order" and r[0].startswith(run)]
-    assert change[5] == f"amendment 1 of {next(r[3] for r in rows if r[0] == changed)} applied"
+    changed_code = next(r[3] for r in rows if r[0] == changed)
+    assert re.fullmatch(rf"amendment \d of {changed_code} applied", change[5]), change[5]
 
     # The trace of the deal has every hop, from the opportunity to the invoice's write-backs.
     entries = json.loads(cli("trace", time_deal, "--json"))["entries"]
@@ -257,6 +271,7 @@ def _assert_second_half(
         ("psa", "psa project", "done"),
         ("crm", "crm writeback", "done"),
         ("erp", "approved time posted", "done"),
+        ("erp", "approved expenses posted", "done"),
         ("erp", "invoices issued", "done"),
         ("erp", "revenue recognized", "done"),
         ("crm", "crm invoice status", "done"),
