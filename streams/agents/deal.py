@@ -74,6 +74,9 @@ from tables.deals import DealTables
 from tables.views import View, ViewReader
 
 log = logging.getLogger(__name__)
+# Seconds a closed-won change order waits for the rest of its CRM save (see
+# DealStage._change_order_settles_at).
+CHANGE_ORDER_SETTLE = 2.0
 STAGE = "deal"
 # How often the gauges of open sagas are recomputed from the tables (seconds).
 GAUGE_EVERY = 15.0
@@ -272,6 +275,9 @@ class DealStage:
         opp = deal.opportunity
         known = opp is not None and self.ref.customer(opp.customer_id) is not None
         signal = decide(deal, now, known, changed)
+        settle = self._change_order_settles_at(deal)
+        if signal is Signal.FIRE and settle is not None and now < settle:
+            signal = Signal.NONE  # the timer judges it again once settled
         if signal is Signal.FIRE:
             deal = fire(deal)
             work.deals[deal.key] = deal
@@ -299,9 +305,20 @@ class DealStage:
                     saga, effects = machine.on_change(held, self._problems(deal, now), now)
                     self._apply(work, deal, saga, effects, now)
         if deal.waiting() and deal.wait_until is not None:
-            self.waiting[deal.key] = deal.wait_until
+            self.waiting[deal.key] = min(deal.wait_until, settle or deal.wait_until)
         else:
             self.waiting.pop(deal.key, None)
+
+    def _change_order_settles_at(self, deal: Deal) -> float | None:
+        """When a closed-won change order may be applied: CHANGE_ORDER_SETTLE seconds after
+        it was seen closed-won. The CRM saves a change order with its line items and
+        milestones in one transaction, whose records reach this stage over three topics,
+        possibly in different batches; applied at once, a milestone of the same save would
+        come in late and become a second amendment."""
+        opp = deal.opportunity
+        if opp is None or not opp.amends or deal.fired or deal.wait_until is None:
+            return None
+        return deal.wait_until - self.settings.deal_line_wait + CHANGE_ORDER_SETTLE
 
     def _problems(self, deal: Deal, now: float) -> list[Problem]:
         return validate(deal, self.ref, datetime.fromtimestamp(now, UTC).date())

@@ -22,6 +22,7 @@ from connectors.ports import (
     to_json,
 )
 from schemas import contracts
+from streams.agents.deal import CHANGE_ORDER_SETTLE
 from tests.unit.test_deal_stage import CID, KEY, LINE_ITEM, Harness, Msg, reference
 
 CO = "crm:opportunity:006CO"
@@ -73,6 +74,9 @@ def test_change_order_waits_for_its_deal_then_amends_it_once() -> None:
     assert [c["step"] for c in h.all_commands()] == ["erp_customer"]
 
     h.feed(*_change_order(h))
+    assert _forwarded(h) == []  # the rest of its CRM save may still be on its way
+    h.clock.now += CHANGE_ORDER_SETTLE
+    h.tick()
     [request] = _forwarded(h)
     assert [c["step"] for c in h.all_commands()] == ["erp_customer"]  # not a new deal
     h.feed(request)
