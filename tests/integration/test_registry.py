@@ -73,16 +73,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def add_optional(fields: list[Data]) -> None:
     fields.append(
         {
-            "name": "cost_center",
+            "name": "overtime_code",
             "type": ["null", "string"],
             "default": None,
-            "doc": "ERP cost center.",
+            "doc": "Overtime class.",
         }
     )
 
 
 def add_required(fields: list[Data]) -> None:
-    fields.append({"name": "cost_center", "type": "string", "doc": "ERP cost center."})
+    fields.append({"name": "overtime_code", "type": "string", "doc": "Overtime class."})
 
 
 def change_type(fields: list[Data]) -> None:
@@ -116,7 +116,7 @@ def test_compatible_evolution_is_accepted(
     assert run(capsys, "register", *args)[0] == 0
     assert registry.versions(subject) == [1, 2]
     code, out = run(capsys, "diff", subject, "--from", "1", "--to", "2", *args)
-    assert "+ data.cost_center: null | string (default null)" in out
+    assert "+ data.overtime_code: null | string (default null)" in out
     # Removing a field is BACKWARD compatible: new readers simply ignore it.
     mutate(d, "time_entry", remove_field)
     assert run(capsys, "check", *args)[0] == 0
@@ -125,7 +125,7 @@ def test_compatible_evolution_is_accepted(
 @pytest.mark.parametrize(
     ("stem", "change", "expected"),
     [
-        ("time_entry", add_required, "new field `data.cost_center` has no default"),
+        ("time_entry", add_required, "new field `data.overtime_code` has no default"),
         ("time_entry", change_type, "field `data.hours` changed type from double to string"),
         ("time_entry", drop_enum_symbol, "enum symbol(s) `withdrawn` removed"),
         (
