@@ -294,6 +294,14 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
         # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
         # the joined state), and the canonical events.
         TopicSpec(time_entry_inputs_topic(ns), p, r, month),
+        # The PSA's raw time entries (Connect's topic): created first, so the intake's
+        # subscription finds it when the worker starts before the connector's snapshot.
+        TopicSpec(
+            raw_topic(settings.psa_topic_prefix, "public", "time_entries"),
+            p,
+            r,
+            {"cleanup.policy": "compact,delete"},
+        ),
         TopicSpec(canonical_topic("time_entry", ns), p, r, {"cleanup.policy": "compact"}),
     ]
 
