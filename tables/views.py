@@ -147,6 +147,14 @@ class ViewReader:
             self._thread.join(timeout)
             self._thread = None
 
+    def stop_on_shutdown(self, app: Any) -> None:
+        """Stop the reading thread when the Faust app shuts down (off the event loop)."""
+
+        async def stop_views(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+            await asyncio.to_thread(self.stop)
+
+        app.on_before_shutdown.connect(stop_views)
+
     def load(self, timeout: float = 30.0) -> None:
         """Read the views' topics up to their current ends on the calling thread (tools).
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import faust
 from faust.types import TP, Message
-from mode import BaseSignalT
 
 from connectors.ports import CrmWriteBack, ErpAmendmentSpec, PsaAmendmentSpec, from_json, to_json
 from connectors.psa.redmine import psa_identifier
@@ -791,11 +790,6 @@ def register(
             return  # the tables are being restored: nothing to judge against yet
         await stage.tick(assigned())
 
-    async def stop_views(
-        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-    ) -> None:
-        await asyncio.to_thread(reader.stop)
-
-    app.on_before_shutdown.connect(stop_views)
+    reader.stop_on_shutdown(app)
 
     return stage

@@ -25,7 +25,6 @@ from typing import Any
 
 import faust
 from faust.types import TP, Message
-from mode import BaseSignalT
 
 from connectors.ports import POST, REVERSE
 from schemas import contracts
@@ -410,10 +409,5 @@ def register(
             return
         await stage.tick(assigned())
 
-    async def stop_views(
-        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-    ) -> None:
-        await asyncio.to_thread(reader.stop)
-
-    app.on_before_shutdown.connect(stop_views)
+    reader.stop_on_shutdown(app)
     return stage

@@ -42,7 +42,6 @@ from typing import Any
 
 import faust
 from faust.types import TP, Message
-from mode import BaseSignalT
 
 from connectors.ports import CrmInvoiceStatus, PsaProjectFinancials, to_json
 from schemas import contracts
@@ -484,10 +483,5 @@ def register(
             return
         await stage.tick(assigned())
 
-    async def stop_views(
-        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-    ) -> None:
-        await asyncio.to_thread(reader.stop)
-
-    app.on_before_shutdown.connect(stop_views)
+    reader.stop_on_shutdown(app)
     return stage

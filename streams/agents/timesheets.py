@@ -28,7 +28,6 @@ from typing import Any
 
 import faust
 from faust.types import Message
-from mode import BaseSignalT
 
 from connectors.ports import POST, TimesheetLineSpec, from_json
 from schemas import contracts, saga
@@ -442,10 +441,5 @@ def register(
             return
         await stage.tick()
 
-    async def stop_views(
-        sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any
-    ) -> None:
-        await asyncio.to_thread(reader.stop)
-
-    app.on_before_shutdown.connect(stop_views)
+    reader.stop_on_shutdown(app)
     return stage
