@@ -39,6 +39,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Sockets held for the whole test run by refusing_port.
+_HELD: list[socket.socket] = []
+
+
+def refusing_port() -> int:
+    """A local port that refuses every connection for the rest of the run: bound and never
+    listening, so no other process can take it (a port merely free at collection time may be
+    serving something else, or be handed out as a client's own port, by the time it is used)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return int(s.getsockname()[1])
+
+
 def stack_down(settings: Settings) -> list[str]:
     """The local stack's components that do not answer on their port."""
     p = settings.ports

@@ -40,7 +40,7 @@ from streams.output import produce_sync
 from streams.topology import topology
 from tests.integration.conftest import SliceEnv
 from tests.integration.kafka_util import read_all
-from tests.sandbox import free_port
+from tests.sandbox import refusing_port
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def test_one_deal_through_erp_psa_and_crm_with_results_audit_and_dead_letters(
 
 @pytest.mark.parametrize(
     "slice_env",
-    [{"PSSYNC_ERP_URL": f"http://127.0.0.1:{free_port()}", "PSSYNC_COMMAND_RETRY_FOR": "3"}],
+    [{"PSSYNC_ERP_URL": f"http://127.0.0.1:{refusing_port()}", "PSSYNC_COMMAND_RETRY_FOR": "3"}],
     indirect=True,
 )
 def test_an_unreachable_erp_stops_the_worker_without_acknowledging(slice_env: SliceEnv) -> None:

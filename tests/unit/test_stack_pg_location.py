@@ -152,3 +152,23 @@ def test_a_copied_clone_does_not_share_the_originals_cluster(tmp_path: Path) -> 
     assert s.pg_data != data
     s.clean()
     assert (data / "PG_VERSION").exists()
+
+
+def test_a_cluster_left_by_a_removed_stack_folder_at_the_same_path_is_replaced(
+    tmp_path: Path,
+) -> None:
+    stack_dir = tmp_path / "clone" / ".stack"
+    stack_dir.mkdir(parents=True)
+    data = _cluster(tmp_path / "pg" / "left", stack_dir)
+    pg = stack.Stack(Settings.from_env({"PSSYNC_STACK_DIR": str(stack_dir)})).postgres
+    # A fresh folder: no link to the cluster, so its passwords are gone with the old one.
+    assert pg._orphaned(data)
+    (stack_dir / "postgres-cluster").symlink_to(data)
+    assert not pg._orphaned(data)
+    (stack_dir / "postgres-cluster").unlink()
+    other = tmp_path / "other" / ".stack"
+    assert not pg._orphaned(_cluster(tmp_path / "pg" / "foreign", other))
+    chosen = stack.Stack(
+        Settings.from_env({"PSSYNC_STACK_DIR": str(stack_dir), "PSSYNC_PG_DATA_DIR": str(data)})
+    ).postgres
+    assert not chosen._orphaned(data)

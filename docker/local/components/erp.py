@@ -137,6 +137,7 @@ class Erp(Managed):
             self.marker.exists()
             and self.marker.read_text() == self._stamp()
             and self.s.erp_password_file.exists()
+            and self.admin_password.exists()
             and set(MODULES) <= self._activated()
         )
 
@@ -169,6 +170,23 @@ class Erp(Managed):
                     "admin@localhost.invalid",
                 ],
                 "trytond-admin --all",
+                admin_log,
+                env={"TRYTONPASSFILE": str(self.admin_password), **os.environ},
+            )
+        elif not self.admin_password.exists():
+            # The schema outlived the secrets folder (it was removed): set a new admin password.
+            log("ERP: the admin password file is missing; setting a new admin password")
+            write_secret(self.admin_password, secrets.token_urlsafe(24))
+            run(
+                [
+                    str(self.bin("trytond-admin")),
+                    "-c",
+                    str(self.config),
+                    "-d",
+                    self.s.erp_database,
+                    "--password",
+                ],
+                "trytond-admin --password",
                 admin_log,
                 env={"TRYTONPASSFILE": str(self.admin_password), **os.environ},
             )

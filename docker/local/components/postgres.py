@@ -146,6 +146,19 @@ class Postgres(Managed):
             return None
         return data
 
+    def _orphaned(self, data: Path) -> bool:
+        """A cluster outside the stack folder that says it is ours, while our folder holds no
+        link to it: the folder that made it was deleted (a fresh clone at the same path). The
+        applications' passwords went with that folder, and Kafka's offsets too, so the data
+        cannot be used any more: it is replaced."""
+        return (
+            self.s.pg_data_dir is None
+            and (data / "PG_VERSION").exists()
+            and self._outside_stack(data)
+            and self._owned_here(data)
+            and not self.pg_link.is_symlink()
+        )
+
     def _removable(self, data: Path) -> bool:
         return self._owned_here(data) or data == self._cluster_of_moved_clone()
 
@@ -226,6 +239,12 @@ class Postgres(Managed):
         if binaries is None:
             raise StackError("PostgreSQL is not installed; run the stack's `install` first")
         user = self._pg_user()
+        if self._orphaned(self.pg_data):
+            log(
+                f"replacing the PostgreSQL cluster in {self.pg_data}: it was made for an earlier "
+                f"stack folder at {self.dir} that was removed, with the passwords its data needs"
+            )
+            shutil.rmtree(self.pg_data)
         if (self.pg_data / "PG_VERSION").exists():
             if user:
                 self._move_unreachable_cluster(user)
