@@ -68,6 +68,8 @@ WORK_TABLE = "project_work"
 # ... and, for projects invoiced on timesheets, timesheet lines and works (views too).
 TIMESHEET_LINE_TABLE = "timesheet_line"
 TIMESHEET_WORK_TABLE = "timesheet_work"
+# ... and, for works invoiced on progress, the progress invoiced per work (a view too).
+INVOICED_PROGRESS_TABLE = "project_work_invoiced_progress"
 # Canonical entities a stage publishes once it has joined their source records:
 # the expense stage (streams/agents/expense.py), from PSA issues and their custom values.
 JOINED = ("expense",)
@@ -277,7 +279,12 @@ def invoice_topic_specs(settings: Settings, t: Topology) -> list[TopicSpec]:
         *(TopicSpec(erp_raw(settings, x), p, r, raw) for x in INVOICE_TABLES),
         *(
             TopicSpec(erp_raw(settings, x), p, r, viewed)
-            for x in (WORK_TABLE, TIMESHEET_LINE_TABLE, TIMESHEET_WORK_TABLE)
+            for x in (
+                WORK_TABLE,
+                TIMESHEET_LINE_TABLE,
+                TIMESHEET_WORK_TABLE,
+                INVOICED_PROGRESS_TABLE,
+            )
         ),
         TopicSpec(t.invoice_changes, p, r, month),
         TopicSpec(t.invoice_facts, p, r, month),

@@ -9,7 +9,8 @@ Three hops, each keyed by what it keeps state about, in one stage on four topics
 2. `invoice.changes` -> the invoice assembled (`invoice-assembly`, streams/invoices/model.py)
    -> canonical invoice and billing events, and per project it bills a fact on
    `invoice.facts`, keyed by the project code; lines find their project through the ERP's
-   project works and canonical.project (views, streams/invoices/sources.py);
+   project works, timesheet lines or invoiced progress, and canonical.project (views,
+   streams/invoices/sources.py);
 3. `invoice.facts` -> the project's ledger (`invoice-ledger`) -> the canonical revenue
    schedule, and `crm_invoice_status` / `psa_financials` commands to the command stages when
    what the PSA shows would change, and for the CRM also when an invoice is posted, paid or
@@ -73,15 +74,16 @@ from streams.invoices.model import (
     summarize,
 )
 from streams.invoices.sources import (
+    Billed,
     Lookups,
     ProjectRef,
-    Timesheet,
+    Via,
     Work,
+    billed_aliases,
+    billed_of,
     project_of,
     raw_row,
     row_id_aliases,
-    timesheet_aliases,
-    timesheet_of,
     timesheet_work_of,
     work_aliases,
     work_of,
@@ -92,6 +94,7 @@ from streams.output import Output
 from streams.settings import Settings
 from streams.topology import (
     INVOICED,
+    INVOICED_PROGRESS_TABLE,
     TIMESHEET_LINE_TABLE,
     TIMESHEET_WORK_TABLE,
     WORK_TABLE,
@@ -449,13 +452,19 @@ def open_lookups(settings: Settings, topology: Topology, registry: Registry) -> 
     decoder = Decoder(registry.schema_by_id)
     works: View[Work] = View(erp_raw(settings, WORK_TABLE), raw_row, work_of, work_aliases)
     projects: View[ProjectRef] = View(topology.canonical("project"), decoder.decode, project_of)
-    timesheets: View[Timesheet] = View(
-        erp_raw(settings, TIMESHEET_LINE_TABLE), raw_row, timesheet_of, timesheet_aliases
-    )
+
+    def billed(table: str) -> View[Billed]:
+        return View(erp_raw(settings, table), raw_row, billed_of, billed_aliases)
+
     timesheet_works: View[str] = View(
         erp_raw(settings, TIMESHEET_WORK_TABLE), raw_row, timesheet_work_of, row_id_aliases
     )
-    return Lookups(works, projects, timesheets, timesheet_works)
+    # How a line finds its work besides the work's own invoice line (effort invoicing).
+    vias = (
+        Via("timesheet", billed(TIMESHEET_LINE_TABLE), (timesheet_works,)),
+        Via("progress", billed(INVOICED_PROGRESS_TABLE)),
+    )
+    return Lookups(works, projects, vias)
 
 
 def register(

@@ -3,11 +3,13 @@
 - ERP project works (the raw `project_work` topic, read whole as a view): which work an
   invoice line bills (`project_work.invoice_line`, set by Tryton's project invoicing on
   effort) and the project above a task (`parent`), whose `number` is the project code.
-- ERP timesheet lines and works (raw `timesheet_line`, `timesheet_work`, views): for
-  projects invoiced on timesheets, the timesheet lines an invoice line bills
-  (`timesheet_line.invoice_line`), their timesheet work, and the project work that is its
-  origin (`timesheet_work.origin`, `project.work,<id>`). Only invoiced timesheet lines are
-  kept.
+- Rows that name the invoice line billing them and the work they are about (`Billed`), one
+  view per table, each declared with the views that lead from its work to a project work
+  (`Via`): for projects invoiced on timesheets, timesheet lines (`timesheet_line`), whose
+  timesheet work (`timesheet_work`) names the project work that is its origin
+  (`timesheet_work.origin`, `project.work,<id>`); for projects invoiced on progress, the
+  progress invoiced per work (`project_work_invoiced_progress`), whose work is the project
+  work. Only rows already linked to an invoice line are kept.
 - Projects (canonical.project, published by the closed-won saga): project code -> the deal
   (opportunity, correlation id), customer, legal entity, currency, PSA project.
 """
@@ -15,7 +17,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,26 +87,50 @@ def work_of(_key: str, change: dict[str, Any]) -> Work | None:
 
 
 @dataclass(frozen=True)
-class Timesheet:
-    """An invoiced timesheet line: the invoice line that bills it and its timesheet work."""
+class Billed:
+    """A row an invoice line bills (an invoiced timesheet line, a work's invoiced progress):
+    the invoice line and the work the row is about."""
 
     id: str
     invoice_line: str
     work: str
 
 
-def timesheet_of(_key: str, change: dict[str, Any]) -> Timesheet | None:
+def billed_of(_key: str, change: dict[str, Any]) -> Billed | None:
     row = change.get("after")
     if change.get("op") == "d" or not isinstance(row, dict):
         return None
     line, work = _text(row.get("invoice_line")), _text(row.get("work"))
     if line is None or work is None:
-        return None  # not invoiced: nothing to look up by
-    return Timesheet(str(row["id"]), line, work)
+        return None  # not invoiced (yet): nothing to look up by
+    return Billed(str(row["id"]), line, work)
 
 
-def timesheet_aliases(_key: str, timesheet: Timesheet) -> Iterable[str]:
-    yield f"line:{timesheet.invoice_line}"
+def billed_aliases(_key: str, billed: Billed) -> Iterable[str]:
+    yield f"line:{billed.invoice_line}"
+
+
+@dataclass(frozen=True)
+class Via:
+    """One way from an invoice line to the project work it bills: the rows naming the line,
+    then, from a row's work, each hop's view (`id:<id>` -> the next id) in turn; the last id
+    is a project work's."""
+
+    name: str
+    billed: View[Billed]
+    hops: tuple[View[str], ...] = ()
+
+    @property
+    def views(self) -> list[View[Any]]:
+        return [self.billed, *self.hops]
+
+    def work(self, line_id: str) -> str | None:
+        """The project work (its id) the invoice line bills this way, if known yet."""
+        row = self.billed.get(f"line:{line_id}")
+        target = row.work if row is not None else None
+        for hop in self.hops:
+            target = hop.get(f"id:{target}") if target is not None else None
+        return target
 
 
 def timesheet_work_of(_key: str, change: dict[str, Any]) -> str | None:
@@ -152,33 +178,27 @@ def project_of(key: str, record: dict[str, Any]) -> ProjectRef | None:
 
 
 class Lookups:
-    """Line -> project through the views."""
+    """Line -> project through the views: the work invoiced by the line (effort), else the
+    declared ways (`Via`), in order."""
 
     def __init__(
-        self,
-        works: View[Work],
-        projects: View[ProjectRef],
-        timesheets: View[Timesheet] | None = None,
-        timesheet_works: View[str] | None = None,
+        self, works: View[Work], projects: View[ProjectRef], vias: Sequence[Via] = ()
     ) -> None:
         self.works = works
         self.projects = projects
-        self.timesheets = timesheets
-        self.timesheet_works = timesheet_works
+        self.vias = tuple(vias)
 
     @property
     def views(self) -> list[View[Any]]:
-        found: list[View[Any]] = [self.works, self.projects]
-        return found + [v for v in (self.timesheets, self.timesheet_works) if v is not None]
+        return [self.works, self.projects, *(v for via in self.vias for v in via.views)]
 
     def _work_of_line(self, line_id: str) -> Work | None:
         work = self.works.get(f"line:{line_id}")
-        if work is None and self.timesheets is not None and self.timesheet_works is not None:
-            timesheet = self.timesheets.get(f"line:{line_id}")
-            if timesheet is not None:
-                project_work = self.timesheet_works.get(f"id:{timesheet.work}")
-                if project_work is not None:
-                    work = self.works.get(f"work:{project_work}")
+        for via in self.vias:
+            if work is not None:
+                break
+            target = via.work(line_id)
+            work = self.works.get(f"work:{target}") if target is not None else None
         return work
 
     def project_code(self, line_id: str, row: dict[str, Any] | None = None) -> str | None:

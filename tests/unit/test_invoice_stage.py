@@ -25,9 +25,13 @@ from schemas.serde import Decoder
 from streams.agents.invoices import InvoiceStage
 from streams.invoices.model import Invoice, Ledger, cents
 from streams.invoices.sources import (
+    Billed,
     Lookups,
     ProjectRef,
+    Via,
     Work,
+    billed_aliases,
+    billed_of,
     project_of,
     raw_row,
     work_aliases,
@@ -110,13 +114,17 @@ class Tables:
             self.ledgers[g.project] = encode(g)
 
 
-def _lookups(lines: list[int]) -> Lookups:
+def _lookups(lines: list[int], vias: tuple[Via, ...] = ()) -> Lookups:
+    """Each line bills a task of the project: the task names it (effort invoicing), or with
+    `vias` the rows of those views will (the tasks name no line)."""
     works: View[Work] = View("w", raw_row, work_of, work_aliases)
     projects: View[ProjectRef] = View("p", json.loads, project_of)
     change = {"op": "r", "after": {"id": 1, "type": "project", "number": CODE}}
     works.apply("1", json.dumps(change).encode())
-    for n, line in enumerate(lines):  # each line bills a task of the project
+    for n, line in enumerate(lines):
         row = {"id": 100 + n, "type": "task", "parent": 1, "invoice_line": line}
+        if vias:
+            row["invoice_line"] = None
         works.apply(str(100 + n), json.dumps({"op": "r", "after": row}).encode())
     project = {
         "envelope": {"correlation_id": CID},
@@ -130,9 +138,9 @@ def _lookups(lines: list[int]) -> Lookups:
         },
     }
     projects.apply(CODE, json.dumps(project).encode())
-    works.ready.set()
-    projects.ready.set()
-    return Lookups(works, projects)
+    for view in (works, projects, *(v for via in vias for v in via.views)):
+        view.ready.set()
+    return Lookups(works, projects, vias)
 
 
 STATES = ("draft", "posted", "paid", "cancelled")
@@ -274,3 +282,101 @@ def test_the_crm_ends_where_the_model_does_whatever_the_delivery(
     before = len(out.sent)
     pump(streams)  # everything again: nothing new
     assert [t for t, _, _ in out.sent[before:] if t == TOPO.commands("crm")] == []
+
+
+def _progress(row_id: int, work: int, line: int | None) -> bytes:
+    row = {"id": row_id, "work": work, "invoice_line": line, "progress": 0.5}
+    return json.dumps({"op": "u" if line else "c", "after": row}).encode()
+
+
+@settings(max_examples=100, deadline=None)
+@given(invoice_lives, st.randoms(use_true_random=False))
+def test_lines_invoiced_on_progress_find_their_project_whichever_comes_first(
+    lives: list[tuple[list[str], list[tuple[int, bool]]]], rnd: random.Random
+) -> None:
+    """Invoiced on progress: each line bills a task through the work's invoiced progress
+    (stored unlinked, then linked to the line), which the view may take before or after the
+    stage sees the invoice, its posting or its lines; the timer looks again at posted
+    invoices it could not place. The CRM ends with every counted invoice's amount."""
+    lsn = iter(range(1, 10_000))
+    raw: list[list[Msg]] = []  # per row: its changes in order
+    views: list[list[bytes]] = []  # per invoiced progress row: its changes in order
+    model: dict[int, tuple[str, Decimal]] = {}
+    lines: list[int] = []
+    for n, (states, amounts) in enumerate(lives):
+        inv = n + 1
+        header = []
+        for state in states:
+            row = {"id": inv, "type": "out", "state": state, "invoice_date": 20_000 + inv}
+            row["number"] = f"INV{inv:03d}" if state != "draft" else None
+            header.append(_raw("account_invoice", inv, row, next(lsn)))
+        raw.append(header)
+        for m, (amount, _) in enumerate(amounts):
+            line = 10 * inv + m
+            task = 100 + len(lines)
+            lines.append(line)
+            row = {"id": line, "invoice": inv, "type": "line", "quantity": 1.0}
+            row["unit_price"] = str(amount)
+            raw.append([_raw("account_invoice_line", line, row, next(lsn))])
+            views.append([_progress(500 + line, task, None), _progress(500 + line, task, line)])
+        model[inv] = (states[-1], cents(sum((Decimal(a) for a, _ in amounts), Decimal(0))))
+
+    progress: View[Billed] = View("ip", raw_row, billed_of, billed_aliases)
+    lookups = _lookups(lines, (Via("progress", progress),))
+    stage = InvoiceStage(
+        SETTINGS,
+        TOPO,
+        Out(),
+        Registry(),
+        Tables(),  # type: ignore[arg-type]
+        lookups,
+        clock=lambda: 0.0,  # the wait for a line's project never runs out here
+    )
+    asyncio.run(stage.prepare())
+    out: Out = stage.output  # type: ignore[assignment]
+    own: list[Msg] = []  # the stage's own topics, delivered back in the order sent
+    seen = 0
+
+    def collect() -> None:
+        nonlocal seen
+        own.extend(
+            Msg(t, k, v)
+            for t, k, v in out.sent[seen:]
+            if t in (TOPO.invoice_changes, TOPO.invoice_facts)
+        )
+        seen = len(out.sent)
+
+    queues: list[list[Any]] = [list(q) for q in raw + views]
+    while any(queues) or own:
+        choices = [q for q in queues if q] + ([own] if own else [])
+        q = rnd.choice(choices)
+        if q is own:
+            size = rnd.randint(1, len(own))
+            batch, own[:size] = own[:size], []
+            asyncio.run(stage.process(batch))  # type: ignore[arg-type]
+        elif isinstance(q[0], Msg):
+            asyncio.run(stage.process([q.pop(0)]))  # type: ignore[arg-type]
+        else:
+            value = q.pop(0)
+            progress.apply(json.dumps({"id": json.loads(value)["after"]["id"]}), value)
+        if rnd.random() < 0.3:
+            asyncio.run(stage.tick(frozenset({0})))
+        collect()
+    for _ in range(3):  # the timer's later ticks, each result delivered back
+        asyncio.run(stage.tick(frozenset({0})))
+        collect()
+        while own:
+            batch, own[:] = list(own), []
+            asyncio.run(stage.process(batch))  # type: ignore[arg-type]
+            collect()
+
+    assert stage.pending == {}
+    decoder = Decoder(stage.registry.schema_by_id, json.loads(saga.schema_str(saga.COMMAND)))
+    commands = [decoder.decode(v) for t, _, v in out.sent if t == TOPO.commands("crm")]
+    crm = [from_json(CrmInvoiceStatus, c["payload"]) for c in commands]
+    counted = [a for state, a in model.values() if state in ("posted", "paid") and a != 0]
+    if counted:
+        assert crm, "a posted invoice must reach the CRM"
+        assert crm[-1].invoiced_to_date == sum(counted, Decimal("0.00"))
+        assert crm[-1].opportunity_id == OPP
+    assert len({c["command_id"] for c in commands}) == len(commands)
