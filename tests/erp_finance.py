@@ -42,6 +42,12 @@ class Finance:
     def finish_tasks(self, code: str, names: set[str] | None = None) -> list[str]:
         """Mark tasks of the project done and priced by the hour (all, or those named): the
         project's next invoice bills them. Returns the names of the tasks finished."""
+        return self.advance_tasks(code, names, 1.0)
+
+    def advance_tasks(self, code: str, names: set[str] | None, progress: float) -> list[str]:
+        """Record tasks of the project (all, or those named) as `progress` done (0 to 1) and
+        priced by the hour: a project invoiced on progress bills the progress not invoiced
+        yet, one invoiced on effort the tasks done. Returns the names of the tasks."""
         [product] = Model.get("product.product").find([("template.name", "=", PRODUCT)])
         done = []
         for task in self._project(code).children:
@@ -52,10 +58,23 @@ class Finance:
                 task.effort_duration = datetime.timedelta(hours=1)
             if not task.list_price:
                 task.list_price = Decimal("100")
-            task.progress = 1.0
+            task.progress = progress
             task.save()
             done.append(str(task.name))
         return done
+
+    def invoice_method(self, code: str) -> str:
+        return str(self._project(code).project_invoice_method)
+
+    def invoiced_progress(self, invoice_id: int) -> list[tuple[str, float, bool]]:
+        """What an invoice billed on progress: (work name, progress, whether the work itself
+        names an invoice line, as works invoiced on effort do) per line's progress row."""
+        rows = Model.get("project.work.invoiced_progress").find(
+            [("invoice_line.invoice", "=", invoice_id)]
+        )
+        return [
+            (str(r.work.name), float(r.progress), r.work.invoice_line is not None) for r in rows
+        ]
 
     def log_time(self, code: str, task_name: str, hours: float) -> int:
         """Time spent on a task, as a consultant's timesheet line (the task made available

@@ -337,9 +337,9 @@ class InvoiceStage:
         facts = records.facts(invoice, resolved)
         for code in emitted:
             if code != "invoice" and code not in facts:
-                facts[code] = records.detached(invoice, code)
+                facts[code] = records.detached(invoice, code, resolved)
         for code, fact in sorted(facts.items()):
-            same = dataclasses.replace(fact, version=0, changed_at=0.0)
+            same = dataclasses.replace(fact, version=0, changed_at=0.0, placed=0)
             fact_signature = records.signature(encode(same))
             if emitted.get(code) != fact_signature:
                 self.output.send(

@@ -201,6 +201,9 @@ class Fact:
     opportunity_id: str | None = None
     move: str | None = None  # the invoice's accounting move
     cancel_move: str | None = None  # the move that cancelled it (a refund's move, if any)
+    # How many of the invoice's lines had a known project: at one version, a fact made once
+    # more of its lines were placed (their works, timesheets or progress seen) is newer.
+    placed: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,10 @@ class Ledger:
 
 
 def apply_fact(ledger: Ledger, fact: Fact) -> Ledger:
-    """The ledger with `fact`, unless it holds that invoice at the same or a newer version."""
+    """The ledger with `fact`, unless it holds that invoice at the same or a newer version
+    (at the same version, with as many of its lines placed or more)."""
     held = ledger.invoices.get(fact.invoice)
-    if held is not None and held.version >= fact.version:
+    if held is not None and (held.version, held.placed) >= (fact.version, fact.placed):
         return ledger
     return dataclasses.replace(ledger, invoices={**ledger.invoices, fact.invoice: fact})
 

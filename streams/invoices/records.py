@@ -241,6 +241,7 @@ def facts(invoice: Invoice, resolved: Resolved) -> dict[str, Fact]:
             invoice=invoice.key,
             project=code,
             version=invoice.version,
+            placed=placed(resolved),
             erp_id=str(row.get("id") or ""),
             number=row.get("number") or None,
             status=invoice.status(),
@@ -258,13 +259,19 @@ def facts(invoice: Invoice, resolved: Resolved) -> dict[str, Fact]:
     }
 
 
-def detached(invoice: Invoice, code: str) -> Fact:
+def placed(resolved: Resolved) -> int:
+    """How many lines have a known project."""
+    return sum(1 for ref in resolved.values() if ref is not None)
+
+
+def detached(invoice: Invoice, code: str, resolved: Resolved) -> Fact:
     """The invoice no longer bills project `code` (its lines moved or went): amount 0."""
     row = _header(invoice)
     return Fact(
         invoice=invoice.key,
         project=code,
         version=invoice.version,
+        placed=placed(resolved),
         erp_id=str(row.get("id") or ""),
         number=row.get("number") or None,
         status=invoice.status(),

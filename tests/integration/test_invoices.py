@@ -49,6 +49,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 PARAMS = {"PSSYNC_PARTITIONS": "2", "PSSYNC_DEAL_LINE_WAIT": "120"}
 FIXED_FEE = "UPDATE sales.opportunity SET billing_type__c = 'Fixed Fee' WHERE id = :id"
+MILESTONE_BILLED = "UPDATE sales.opportunity SET billing_type__c = 'Milestone' WHERE id = :id"
 
 
 @pytest.fixture
@@ -256,3 +257,61 @@ def test_a_time_and_materials_invoice_finds_its_project_through_timesheets(
     mine = [e for e in latest.values() if e and e["invoice_id"] == f"erp:invoice:{invoice}"]
     assert {e["kind"] for e in mine} == {"time"}
     assert sum(e["amount"] for e in mine) == amount
+
+
+@pytest.mark.parametrize("slice_env", [PARAMS], indirect=True)
+def test_a_milestone_deal_invoiced_on_progress_reaches_the_crm_and_the_psa(
+    erp_capture: SliceEnv, psa_api: httpx.Client
+) -> None:
+    """A milestone deal's project is invoiced on progress: the invoice line bills the progress
+    invoiced on a task (Tryton's project_work_invoiced_progress), not the task itself."""
+    env = erp_capture
+    k = Kafka(env)
+    _reference(env, k)
+    env.worker().start()
+    account, crm_id = _new_id("001X"), _new_id("006X")
+    _account(env, account)
+    _crm_tx(env, [*_open_deal(crm_id, account), (MILESTONE_BILLED, {"id": crm_id})])
+    _children_landed(env, [crm_id])
+    env.crm(CLOSE_WON, {"id": crm_id})
+    code = str(_provisioned(env, crm_id)["project_code__c"])
+    cid = correlation_id(f"crm:opportunity:{crm_id}")
+    finance = Finance(env.settings)
+    assert finance.invoice_method(code) == "progress"
+
+    def shows(amount: Decimal, number: str, what: str) -> None:
+        want = (amount, number, "posted", "unpaid")
+        _wait(env, lambda: _crm_invoicing(env, crm_id) == want, f"{what} in the CRM", 90)
+        psa = {INVOICED_FIELD: amount, REVENUE_FIELD: amount}
+        _wait(env, lambda: _psa_financials(psa_api, code) == psa, f"{what} in the PSA", 90)
+
+    # Half of a task is done: its first invoice bills that half.
+    finance.advance_tasks(code, {"Architecture interviews"}, 0.5)
+    first = finance.invoice_project(code)
+    assert finance.invoiced_progress(first) == [("Architecture interviews", 0.5, False)]
+    a = finance.post(first)
+    shows(a["untaxed"], a["number"], "the first progress invoice")
+
+    # The task is finished: the next invoice bills the other half, on the same work.
+    finance.advance_tasks(code, {"Architecture interviews"}, 1.0)
+    second = finance.invoice_project(code)
+    assert finance.invoiced_progress(second) == [("Architecture interviews", 0.5, False)]
+    b = finance.post(second)
+    shows(a["untaxed"] + b["untaxed"], b["number"], "the second progress invoice")
+
+    t = topology(env.settings)
+    invoices = [k.decoder.decode(m.value()) for m in read_all(env.settings, t.canonical("invoice"))]
+    mine = [r for r in invoices if r["data"] and r["data"]["erp_id"] in {str(first), str(second)}]
+    assert mine and all(r["data"]["project_id"] == code for r in mine)
+    assert all(str(r["envelope"]["correlation_id"]) == cid for r in mine)
+    latest = {  # each line's newest event
+        m.key(): k.decoder.decode(m.value())["data"]
+        for m in read_all(env.settings, t.canonical("billing_event"))
+    }
+    billed = [
+        e
+        for e in latest.values()
+        if e and e["invoice_id"] in {f"erp:invoice:{first}", f"erp:invoice:{second}"}
+    ]
+    assert {e["kind"] for e in billed} == {"milestone"}
+    assert sum(e["amount"] for e in billed) == a["untaxed"] + b["untaxed"]

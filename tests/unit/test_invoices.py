@@ -267,7 +267,23 @@ def test_a_line_moved_to_another_project_detaches_the_first() -> None:
     )
     assert set(records.facts(invoice, {"11": PROJECT})) == {PROJECT.code}
     assert set(records.facts(invoice, {"11": other})) == {"PRJ-00002"}
-    assert records.detached(invoice, PROJECT.code).amount == 0
+    assert records.detached(invoice, PROJECT.code, {"11": other}).amount == 0
+
+
+def test_at_one_version_a_fact_with_more_lines_placed_is_newer() -> None:
+    """A posted invoice's second line finds its project later (its timesheet or progress row
+    came after the invoice): the invoice did not change, the fact it makes now does."""
+    row = {"id": 7, "state": "posted", "type": "out", "number": "INV1", "invoice_date": 20454}
+    invoice = merge_header(Invoice("erp:invoice:7", 0), Part(5, 1.5, row, ""))
+    for n in (11, 12):
+        line = {"id": n, "invoice": 7, "type": "line", "quantity": 1.0, "unit_price": "50"}
+        invoice = merge_line(invoice, str(n), Part(n, 1.0, line, ""))
+    half = records.facts(invoice, {"11": PROJECT, "12": None})[PROJECT.code]
+    whole = records.facts(invoice, {"11": PROJECT, "12": PROJECT})[PROJECT.code]
+    assert half.version == whole.version
+    ledger = apply_fact(apply_fact(Ledger(PROJECT.code, 0), half), whole)
+    assert summarize(ledger, "EUR").invoiced_to_date == Decimal("100.00")
+    assert apply_fact(ledger, half) is ledger  # redelivered: the older fact changes nothing
 
 
 def test_a_refunding_credit_note_is_the_cancellation_not_a_second_credit() -> None:
