@@ -4,8 +4,10 @@ invoiced progress."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from connectors.debezium import captured_tables, erp_connector
 from streams.invoices.sources import (
     Billed,
     Lookups,
@@ -21,6 +23,8 @@ from streams.invoices.sources import (
     work_aliases,
     work_of,
 )
+from streams.settings import Settings
+from streams.topology import INVOICED_PROGRESS_TABLE, invoice_topic_specs, topology
 from tables.views import View
 
 
@@ -84,3 +88,20 @@ def test_a_deleted_invoiced_progress_unlinks_its_line() -> None:
     progress.apply('{"id":4}', _change(None, "d"))
     assert lookups.project_code("13") is None
     assert lookups.project_code("10") == "PRJ-1"
+
+
+def test_the_erp_tables_read_as_views_are_captured_and_created_compacted() -> None:
+    """Each ERP raw topic the invoice stage reads whole is a table the ERP connector
+    captures, and Connect creates its topic compacted, as pssync's own spec does."""
+    settings = Settings.from_env({"PSSYNC_ERP_TOPIC_PREFIX": "erp"})
+    viewed = {
+        spec.name
+        for spec in invoice_topic_specs(settings, topology(settings))
+        if spec.name.startswith("erp.") and spec.config == {"cleanup.policy": "compact"}
+    }
+    config = erp_connector(settings)["config"]
+    captured = {f"erp.{schema}.{table}" for schema, table in captured_tables({"config": config})}
+    group = re.compile(config["topic.creation.viewed.include"])
+    assert f"erp.public.{INVOICED_PROGRESS_TABLE}" in viewed
+    assert viewed <= captured
+    assert all(group.fullmatch(topic) for topic in viewed)
