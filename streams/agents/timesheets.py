@@ -339,7 +339,7 @@ class TimeEntryStage:
                 "approved_at": None,
                 "description": entry.comments or None,
                 "bill_rate": self.views.bill_rate(project.get("erp_project_id"), spec.get("task")),
-                "cost_rate": None,
+                "cost_rate": self.views.cost_rate(spec.get("employee"), entry.spent_on),
                 "currency": project.get("currency"),
                 "erp_posting_ref": state.erp_id if posted_at is not None else None,
                 "last_modified_at": _at(entry.changed_at),

@@ -30,6 +30,7 @@ from schemas.serde import Decoder
 from streams.admin import delete_topics
 from streams.demo_apps import (
     Redmine,
+    cost_price,
     ensure_employee,
     invoice_project,
     timesheet_lines,
@@ -118,7 +119,8 @@ def env(tmp_path: Path) -> Iterator[SliceEnv]:
 
 def _ensure_employee(settings: Settings) -> None:
     """The integration user's person is an employee in the ERP (made once by the ERP's
-    people, as the administrator) whose party carries its canonical resource id."""
+    people, as the administrator) whose party carries its canonical resource id, with an
+    hourly cost price."""
     _erp(settings, lambda _erp_, admin: ensure_employee(admin, PERSON))
 
 
@@ -198,6 +200,10 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     assert events[-1]["data"]["erp_posting_ref"] == str(line["id"])
     assert events[-1]["data"]["bill_rate"] is not None  # the ERP task's price
     assert str(events[-1]["data"]["task_id"]).startswith(f"{code}:")  # the saga's task
+    # The consultant's cost rate: the employee's cost price in Tryton on the day worked.
+    worked = events[-1]["data"]["work_date"]
+    erp_cost = _erp(env.settings, lambda _e, admin: cost_price(admin, PERSON, worked))
+    assert erp_cost > 0 and events[-1]["data"]["cost_rate"] == erp_cost
 
     # Approval withdrawn after posting: the line goes.
     psa.update(approved, approved=False)
