@@ -19,6 +19,7 @@ from schemas.conventions import (
     exceptions_topic,
     invoice_changes_topic,
     invoice_facts_topic,
+    posting_control_topic,
     posting_results_topic,
     postings_topic,
     raw_topic,
@@ -291,6 +292,7 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(postings_topic("erp", ns), p, r, month),
         TopicSpec(posting_results_topic(ns), p, r, month),
+        TopicSpec(posting_control_topic(ns), p, r, month),
         # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
         # the joined state), and the canonical events.
         TopicSpec(time_entry_inputs_topic(ns), p, r, month),
