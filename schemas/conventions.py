@@ -19,6 +19,8 @@
 - Posting queue: ``[<namespace>.]postings.<target>`` (``erp``), one record per ERP write of
   approved work (time entries, expenses), and ``[<namespace>.]postings.results``; key = the
   source object's canonical id; value = wire-format Avro (schemas/avro/saga/posting*.avsc).
+  ``[<namespace>.]postings.control``: same key; value = JSON asking the stage that owns the
+  object to post it again (``pssync exceptions retry``).
 - Time entry inputs: ``[<namespace>.]time_entries.inputs``; key = the canonical time entry
   id; value = JSON (a time entry row or one of its custom values, re-keyed from the raw PSA
   topics onto the entry's partition).
@@ -128,6 +130,12 @@ def postings_topic(target: str = "erp", namespace: str = "") -> str:
 
 def posting_results_topic(namespace: str = "") -> str:
     return _ns(namespace, "postings.results")
+
+
+def posting_control_topic(namespace: str = "") -> str:
+    """Operators' requests to the stages that post approved work (a retry of a posting the
+    ERP refused), keyed by the object's canonical id like its postings."""
+    return _ns(namespace, "postings.control")
 
 
 def time_entry_inputs_topic(namespace: str = "") -> str:

@@ -33,6 +33,10 @@ T = TypeVar("T")
 # integration user do both); its ERP employee's party carries this canonical resource id.
 TIME_USER = "psa:user:pssync"
 SERVICE_PRODUCT = "Consulting hour"  # docker/local/components/erp_setup.py
+# The consultant's hourly cost the ERP's people record with the employee (timesheet_cost),
+# in effect since long before any time is logged: time entries take it as their cost rate.
+TIME_USER_COST = Decimal("65.50")
+COST_SINCE = date(2000, 1, 1)
 
 
 def admin_rpc(settings: Settings) -> TrytonRpc:
@@ -58,16 +62,50 @@ def run_erp(settings: Settings, body: Callable[[TrytonErp, TrytonRpc], Awaitable
 async def ensure_employee(admin: TrytonRpc, code: str = TIME_USER) -> None:
     """The person booking time is an employee in the ERP whose party carries `code`."""
     await admin.ensure_session()
-    if await admin.model("company.employee", "search", [("party.code", "=", code)], 0, 1, None):
-        return
-    parties = await admin.model("party.party", "search", [("code", "=", code)], 0, 1, None)
-    if not parties:
-        parties = await admin.model(
-            "party.party", "create", [{"name": "PSA integration user", "code": code}]
-        )
-    await admin.model(
-        "company.employee", "create", [{"party": parties[0], "company": admin.context["company"]}]
+    employees = await admin.model(
+        "company.employee", "search", [("party.code", "=", code)], 0, 1, None
     )
+    if not employees:
+        parties = await admin.model("party.party", "search", [("code", "=", code)], 0, 1, None)
+        if not parties:
+            parties = await admin.model(
+                "party.party", "create", [{"name": "PSA integration user", "code": code}]
+            )
+        employees = await admin.model(
+            "company.employee",
+            "create",
+            [{"party": parties[0], "company": admin.context["company"]}],
+        )
+    await ensure_cost_price(admin, int(employees[0]))
+
+
+async def ensure_cost_price(
+    admin: TrytonRpc, employee: int, cost: Decimal = TIME_USER_COST
+) -> None:
+    """The employee has an hourly cost price in the ERP (one since COST_SINCE when none)."""
+    prices = "company.employee_cost_price"
+    if await admin.model(prices, "search", [("employee", "=", employee)], 0, 1, None):
+        return
+    since = {"__class__": "date", "year": COST_SINCE.year, "month": 1, "day": 1}
+    price = {"__class__": "Decimal", "decimal": str(cost)}
+    await admin.model(
+        prices, "create", [{"employee": employee, "date": since, "cost_price": price}]
+    )
+
+
+async def cost_price(admin: TrytonRpc, employee_code: str, on: date) -> Decimal:
+    """The ERP's own answer: the hourly cost price of the employee on a day."""
+    await admin.ensure_session()
+    (found,) = await admin.model(
+        "company.employee", "search", [("party.code", "=", employee_code)], 0, 1, None
+    )
+    context = {
+        **admin.context,
+        "date": {"__class__": "date", "year": on.year, "month": on.month, "day": on.day},
+    }
+    (row,) = await admin.call("model.company.employee.read", [found], ["cost_price"], context)
+    value = row["cost_price"]
+    return Decimal(str(value["decimal"] if isinstance(value, dict) else value))
 
 
 async def project_id(erp: TrytonErp, code: str) -> int:

@@ -15,7 +15,8 @@ operation of the ERP port per kind. A kind is declared once, here:
 - `requests`: how many requests one call makes (taken from the ERP's rate per call).
 
 Producers (the time entry stage, the expense stage) build records with `posting_record` and
-send them with `PostingQueue.send`; results come back on `postings.results`.
+send them with `PostingQueue.send`; results come back on `postings.results`. An operator's
+retry of a refused posting (`PostingRetry`) reaches them on `postings.control`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,7 @@ from schemas import saga
 from schemas.conventions import posting_results_topic, postings_topic, value_subject
 from schemas.registry import Registry
 from schemas.serde import encode
+from streams.errors import BadEventError
 from streams.output import Output
 
 BatchApply = Callable[[Any, list[Posting]], Awaitable[list[PostingOutcome]]]
@@ -126,6 +128,34 @@ class PostingQueue:
         assert self.schema_id is not None, "prepare() first"
         value = encode(self.schema_id, saga.parsed(saga.POSTING), record)
         self.output.send(self.topic, str(record["key"]).encode(), value)
+
+
+@dataclass(frozen=True)
+class PostingRetry:
+    """Post the object again from its current state: the operator fixed, outside pssync, what
+    made the ERP refuse it. `flow` names the producing stage (the exception's step), `attempt`
+    the exception it answers, so a retry read again later cannot re-post after another one."""
+
+    flow: str
+    attempt: int
+    requested_at: str
+    requested_by: str = ""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> PostingRetry:
+        try:
+            raw = json.loads(data or b"")
+            return cls(
+                str(raw["flow"]),
+                int(raw["attempt"]),
+                str(raw.get("requested_at") or ""),
+                str(raw.get("requested_by") or ""),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadEventError(f"not a posting retry (flow, attempt): {exc}") from exc
 
 
 def payload_spec(posting_kind: PostingKind, payload: str) -> Any:

@@ -19,6 +19,7 @@ from schemas.conventions import (
     exceptions_topic,
     invoice_changes_topic,
     invoice_facts_topic,
+    posting_control_topic,
     posting_results_topic,
     postings_topic,
     raw_topic,
@@ -298,6 +299,7 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(postings_topic("erp", ns), p, r, month),
         TopicSpec(posting_results_topic(ns), p, r, month),
+        TopicSpec(posting_control_topic(ns), p, r, month),
         # Time entries: inputs re-keyed for the join, kept by time (the stage's table holds
         # the joined state), and the canonical events.
         TopicSpec(time_entry_inputs_topic(ns), p, r, month),
@@ -315,11 +317,15 @@ def posting_topic_specs(settings: Settings) -> list[TopicSpec]:
 
 def viewed_raw_topic_specs(settings: Settings) -> list[TopicSpec]:
     """Raw topics that stages read whole as views (the PSA's custom field definitions and
-    users, the ERP's parties), created here so the views have topics, and become ready,
-    before a connector's first snapshot: a view waiting for a topic holds its stage back."""
+    users, the ERP's parties, employees and their cost prices), created here so the views
+    have topics, and become ready, before a connector's first snapshot: a view waiting for a
+    topic holds its stage back."""
     p, r = settings.partitions, settings.replication
     compact = {"cleanup.policy": "compact"}
     psa, erp = settings.psa_topic_prefix, settings.erp_topic_prefix
     topics = [raw_topic(psa, "public", t) for t in ("custom_fields", "users")]
-    topics.append(raw_topic(erp, "public", "party_party"))
+    topics += [
+        raw_topic(erp, "public", t)
+        for t in ("party_party", "company_employee", "company_employee_cost_price")
+    ]
     return [TopicSpec(t, p, r, compact) for t in topics]

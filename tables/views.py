@@ -269,6 +269,40 @@ class ViewReader:
             self.views[topic].ready.set()
 
 
+class GroupedView(View[V]):
+    """A view whose values are also found by a group they name: e.g. every cost price row of
+    one employee (a history), where the topic is keyed by row."""
+
+    def __init__(
+        self,
+        topic: str,
+        decode: Decode,
+        adapt: Adapt[V],
+        group: Callable[[V], str | None],
+    ) -> None:
+        super().__init__(topic, decode, adapt)
+        self.group_of = group
+        self._groups: dict[str, dict[str, V]] = {}
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        old = self._data.get(key)
+        super().apply(key, value)
+        old_name = None if old is None else self.group_of(old)
+        if old_name is not None:
+            members = self._groups.get(old_name, {})
+            members.pop(key, None)
+            if not members:
+                self._groups.pop(old_name, None)
+        new = self._data.get(key)
+        name = None if new is None else self.group_of(new)
+        if new is not None and name is not None:
+            self._groups.setdefault(name, {})[key] = new
+
+    def group(self, name: str) -> list[V]:
+        """The values of one group (none when the group is unknown)."""
+        return list(self._groups.get(name, {}).values())
+
+
 def read_latest(
     settings: Settings, topic: str, decode: Decode, timeout: float = 30.0
 ) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The expense stage: PSA issues + their custom values -> approved expenses -> the ERP.
 
 Reads, co-partitioned by the issue's canonical id: canonical.psa_issue,
-canonical.psa_custom_value and postings.results (its own postings' answers). Joins an
+canonical.psa_custom_value, postings.results (its own postings' answers) and
+postings.control (an operator's retry of a refused posting). Joins an
 issue and its values in a table keyed by the issue (tables/expenses.py), decides what the
 ERP should hold (streams/expenses/model.py) and writes, per batch: postings on the ERP's
 posting queue (kind "expense"), the canonical expense (approved ones, and what became of
@@ -28,6 +29,7 @@ from faust.types import TP, Message
 
 from connectors.ports import POST, REVERSE
 from schemas import contracts
+from schemas.conventions import posting_control_topic
 from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
@@ -48,10 +50,11 @@ from streams.expenses.model import (
     decide,
     facts,
     on_result,
+    retry,
 )
 from streams.metrics import metrics
 from streams.output import Output
-from streams.postings import PostingQueue, posting_record
+from streams.postings import PostingQueue, PostingRetry, posting_record
 from streams.settings import Settings
 from streams.topology import Topology
 from tables.expenses import ExpenseTable
@@ -93,7 +96,8 @@ class ExpenseStage:
         self.issue_topic = topology.canonical(sources.ISSUE)
         self.value_topic = topology.canonical(sources.VALUE)
         self.results_topic = self.queue.results_topic
-        self.topics = {self.issue_topic, self.value_topic, self.results_topic}
+        self.control_topic = posting_control_topic(settings.topic_namespace)
+        self.topics = {self.issue_topic, self.value_topic, self.results_topic, self.control_topic}
         self.expense_encoder: Encoder | None = None
         self.lock = asyncio.Lock()
         self.prepared = asyncio.Event()
@@ -151,6 +155,8 @@ class ExpenseStage:
                 try:
                     if msg.topic == self.results_topic:
                         self._result(work, msg, now)
+                    elif msg.topic == self.control_topic:
+                        self._retry(work, msg, now)
                     else:
                         key = self._source(work, msg)
                         if key is not None:
@@ -246,6 +252,23 @@ class ExpenseStage:
         if new != state or effects:
             self._apply(new, None, self._project(new), effects, now)
             work[key] = new
+
+    def _retry(self, work: dict[str, ExpenseState], msg: Message, now: float) -> None:
+        if msg.key is None:
+            raise BadEventError("posting control record without a key; the key is the expense's")
+        request = PostingRetry.from_bytes(msg.value)
+        if request.flow != sources.STEP:
+            return  # another flow's retry (time entries)
+        key = msg.key.decode()
+        state = work.get(key) or self.table.get(key)
+        new, effects = (None, []) if state is None else retry(state, request.attempt)
+        if new is None or not effects:
+            log.info("expense %s: retry of attempt %s: nothing to post", key, request.attempt)
+            metrics().dropped.labels(STAGE, "retry", "nothing_to_retry").inc()
+            return
+        log.info("expense %s: retried by %s", key, request.requested_by or "?")
+        self._apply(new, None, self._project(new), effects, now)
+        work[key] = new
 
     # -- effects ------------------------------------------------------------------------
 
@@ -401,7 +424,8 @@ def register(
     # subscriptions, so the two runners stay apart and neither waits for the other.
     inputs = bytes_topic(app, stage.issue_topic, stage.value_topic)
     attach(app, runners, inputs, STAGE, stage, settings)
-    attach(app, runners, bytes_topic(app, stage.results_topic), f"{STAGE}-results", stage, settings)
+    answers = bytes_topic(app, stage.results_topic, stage.control_topic)
+    attach(app, runners, answers, f"{STAGE}-results", stage, settings)
 
     @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def decide_waiting_expenses() -> None:

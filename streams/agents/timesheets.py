@@ -8,7 +8,8 @@ Two stages:
   enriches approved entries from views (streams/timesheets/sources.py), puts postings on the
   ERP posting queue (streams/postings.py), publishes canonical `time_entry` events, and
   raises or resolves business exceptions from the postings' results and from references
-  that do not arrive in time (PSSYNC_TIME_ENTRY_WAIT).
+  that do not arrive in time (PSSYNC_TIME_ENTRY_WAIT), and posts a refused entry again on
+  an operator's retry (`postings.control`, `pssync exceptions retry`).
 
 Per batch: records first, flushed, then the table, whose changelog is flushed before the
 offsets are committed (as the deal stage does). A crash in between re-sends the same
@@ -36,6 +37,7 @@ from schemas.conventions import (
     dlq_topic,
     exceptions_topic,
     partition_for,
+    posting_control_topic,
     time_entry_inputs_topic,
     value_subject,
 )
@@ -49,7 +51,7 @@ from streams.errors import BadEventError
 from streams.mappings.envelope import correlation_id as root_correlation
 from streams.metrics import metrics
 from streams.output import Output
-from streams.postings import PostingQueue, posting_record
+from streams.postings import PostingQueue, PostingRetry, posting_record
 from streams.settings import Settings
 from streams.timesheets import sources
 from streams.timesheets.model import (
@@ -61,6 +63,7 @@ from streams.timesheets.model import (
     TimeEntry,
     decide,
     on_result,
+    retry,
 )
 from streams.timesheets.sources import Lookups
 from tables.timesheets import TimeEntryTable, time_entry_table
@@ -139,6 +142,7 @@ class TimeEntryStage:
         self.inputs = time_entry_inputs_topic(ns)
         self.queue = PostingQueue(output, registry, ns)
         self.results_topic = self.queue.results_topic
+        self.control_topic = posting_control_topic(ns)
         self.exceptions_topic = exceptions_topic("business", ns)
         self.canonical_topic = canonical_topic("time_entry", ns)
         self.dlq_topic = dlq_topic(STAGE, ns)
@@ -184,6 +188,8 @@ class TimeEntryStage:
                 try:
                     if msg.topic == self.inputs:
                         self._input(work, msg, now)
+                    elif msg.topic == self.control_topic:
+                        self._retry(work, msg, now)
                     else:
                         self._result(work, msg, now)
                 except Exception as exc:  # noqa: BLE001 - poison must never stop the line
@@ -229,6 +235,24 @@ class TimeEntryStage:
         self._effects(updated, effects, now)
         if record["status"] == "done" and record["action"] == POST and updated.sent:
             self._canonical(updated, "approved", now, posted_at=record.get("completed_at"))
+        work[key] = updated
+
+    def _retry(self, work: dict[str, TimeEntry], msg: Message, now: float) -> None:
+        if msg.key is None:
+            raise BadEventError("posting control record without a key; the key is the entry's")
+        request = PostingRetry.from_bytes(msg.value)
+        if request.flow != KIND:
+            return  # another flow's retry (expenses)
+        key = msg.key.decode()
+        state = work.get(key) or self.table.get(key)
+        updated, effects = (None, []) if state is None else retry(state, request.attempt)
+        if updated is None or not effects:
+            log.info("time entry %s: retry of attempt %s: nothing to post", key, request.attempt)
+            metrics().dropped.labels(STAGE, "retry", "nothing_to_retry").inc()
+            return
+        log.info("time entry %s: retried by %s", key, request.requested_by or "?")
+        metrics().time_entries.labels("retried").inc()
+        self._effects(updated, effects, now)
         work[key] = updated
 
     def _evaluate(self, state: TimeEntry, now: float) -> TimeEntry:
@@ -339,7 +363,7 @@ class TimeEntryStage:
                 "approved_at": None,
                 "description": entry.comments or None,
                 "bill_rate": self.views.bill_rate(project.get("erp_project_id"), spec.get("task")),
-                "cost_rate": None,
+                "cost_rate": self.views.cost_rate(spec.get("employee"), entry.spent_on),
                 "currency": project.get("currency"),
                 "erp_posting_ref": state.erp_id if posted_at is not None else None,
                 "last_modified_at": _at(entry.changed_at),
@@ -431,8 +455,8 @@ def register(
     reader = ViewReader(settings, views.all())
     table = time_entry_table(app, settings.partitions, output)
     stage = TimeEntryStage(settings, output, registry, table, views, reader)
-    topic = bytes_topic(app, stage.inputs, stage.results_topic)
-    # postings.results is shared with other posting kinds' stages: join through fanout.
+    topic = bytes_topic(app, stage.inputs, stage.results_topic, stage.control_topic)
+    # postings.results and .control are shared with other posting kinds' stages: fanout.
     attach(app, runners, topic, STAGE, stage, settings)
 
     @app.timer(interval=TICK)  # type: ignore[untyped-decorator]

@@ -25,10 +25,12 @@ def add_subcommands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
     p = actions.add_parser(
-        "retry", help="resume a parked deal from the step it stopped at (dry run by default)"
+        "retry",
+        help="resume a parked deal from the step it stopped at, or post a refused time entry "
+        "or expense again (dry run by default)",
     )
-    p.add_argument("key", metavar="SAGA_KEY")
-    p.add_argument("--execute", action="store_true", help="send the retry to the deal stage")
+    p.add_argument("key", metavar="SAGA_KEY", help="the exception's key, e.g. psa:time_entry:42")
+    p.add_argument("--execute", action="store_true", help="send the retry to the owning stage")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,9 +1,11 @@
 """What `pssync exceptions list | show | retry` do, and what they print.
 
 The deals' exceptions are read from the compacted exceptions topic (the latest record per
-deal). A retry is a control record on the saga control topic, keyed by the saga key so it
-reaches the worker that owns the deal; it names the exception's step and attempt, so a retry
-read again later (a replay) cannot resume a later exception by accident.
+deal). A retry is a control record on the topic its flow declares (streams/retries.py: the
+saga control topic for a deal, the posting control topic for a time entry or an expense),
+keyed by the exception's key so it reaches the worker that owns the object; it names the
+exception's step and attempt, so a retry read again later (a replay) cannot resume a later
+exception by accident.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from schemas.conventions import PARTITIONER
 from schemas.registry import Registry
 from schemas.serde import Decoder
-from streams.deals.records import RETRY, Control
 from streams.errors import PssyncError
 from streams.output import produce_sync
+from streams.retries import route
 from streams.settings import Settings
 from streams.topology import topology
 from tables.views import read_latest
@@ -70,8 +73,8 @@ def _find(settings: Settings, key: str) -> dict[str, Any]:
     record = load(settings).get(key)
     if record is None:
         raise PssyncError(
-            f"deal {key} has no business exception; `pssync exceptions list --all` lists them "
-            "(keys look like crm:opportunity:<CRM id>)"
+            f"{key} has no business exception; `pssync exceptions list --all` lists them "
+            "(keys look like crm:opportunity:<CRM id>, psa:time_entry:<id>, psa:issue:<id>)"
         )
     return record
 
@@ -105,7 +108,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
         ]
     lines.append(f"what to fix  {r['message']}")
     if r["status"] == "open" and not deal:
-        lines.append("then         do what it says; the exception resolves once the object posts")
+        lines.append(
+            "then         do what it says; the exception resolves once the object posts (fixed "
+            f"outside the PSA: pssync exceptions retry {r['saga_key']} --execute)"
+        )
     elif r["status"] == "open":
         lines.append(
             "then         fix it in the CRM (the deal resumes by itself), or after fixing it "
@@ -117,23 +123,23 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     r = _find(settings, args.key)
+    flow = route(str(r["step"]))
     if r["status"] != "open":
-        raise PssyncError(f"the exception of deal {args.key} is {r['status']}: nothing to retry")
-    control = Control(
-        action=RETRY,
-        step=str(r["step"]),
-        attempt=int(r["attempt"]),
-        requested_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        requested_by=getpass.getuser(),
-    )
+        raise PssyncError(
+            f"the exception of {flow.noun} {args.key} ({r['reason']}) is {r['status']}, not "
+            "open: nothing to retry"
+        )
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    request = flow.request(r, at, getpass.getuser())
     print(
-        f"retry deal {args.key} from step {control.step} "
-        f"(attempt {control.attempt} stopped: {r['reason']})"
+        f"retry {flow.noun} {args.key} from step {r['step']} "
+        f"(attempt {r['attempt']} stopped: {r['reason']}): {flow.resumes}"
     )
     if not args.execute:
         print("dry run: nothing sent; add --execute to retry")
         return 0
-    topic = topology(settings).saga_control
-    produce_sync(settings, [(topic, args.key.encode(), control.to_bytes())])
+    topic = flow.topic(settings.topic_namespace)
+    # pssync's partitioner: the retry lands on the partition of the object's state.
+    produce_sync(settings, [(topic, args.key.encode(), request)], {"partitioner": PARTITIONER})
     print(f"retry sent to {topic}; `pssync exceptions show {args.key}` shows the outcome")
     return 0

@@ -258,6 +258,25 @@ def fingerprint(f: Facts, project: Project) -> str:
     )
 
 
+def _issue(state: ExpenseState, target: Posted | None) -> tuple[ExpenseState, Post | Reverse]:
+    """The next revision: `target` as the ERP's line, or no line."""
+    revision = state.revision + 1
+    posted = None if target is None else replace(target, key=f"{state.expense_id}@{revision}")
+    state = replace(state, revision=revision, posted=posted)
+    if posted is None:
+        return state, Reverse(revision)
+    spec = ExpenseSpec(
+        expense_id=state.expense_id,
+        revision=revision,
+        project_code=posted.project_code,
+        amount=posted.amount,
+        currency=posted.currency,
+        expense_date=posted.expense_date,
+        description=posted.description,
+    )
+    return state, Post(spec)
+
+
 def decide(
     state: ExpenseState,
     f: Facts | None,
@@ -289,25 +308,8 @@ def decide(
         None if f is None or project is None or problem else _target(f, project, state.expense_id)
     )
     if not _same(target, state.posted):
-        revision = new.revision + 1
-        posted = None if target is None else replace(target, key=f"{state.expense_id}@{revision}")
-        if posted is None:
-            effects.append(Reverse(revision))
-        else:
-            effects.append(
-                Post(
-                    ExpenseSpec(
-                        expense_id=state.expense_id,
-                        revision=revision,
-                        project_code=posted.project_code,
-                        amount=posted.amount,
-                        currency=posted.currency,
-                        expense_date=posted.expense_date,
-                        description=posted.description,
-                    )
-                )
-            )
-        new = replace(new, revision=revision, posted=posted)
+        new, issued = _issue(new, target)
+        effects.append(issued)
     # The canonical expense: approved ones, and what became of one published before.
     if f is not None and f.approved and project is not None and problem is None:
         print_ = fingerprint(f, project)
@@ -345,3 +347,13 @@ def on_result(
     number = state.exceptions + 1
     problem = Problem(reason or "expense.rejected", message or "the ERP refused the expense", now)
     return replace(state, rejection=problem, exceptions=number), [Raise(problem, number)]
+
+
+def retry(state: ExpenseState, attempt: int) -> tuple[ExpenseState, list[Effect]]:
+    """An operator's retry of the refused posting (the exception's attempt is the revision it
+    was raised at), once its cause is fixed outside pssync: what the ERP should hold, posted
+    again as the next revision. Nothing refused open (or an attempt not made yet): nothing."""
+    if state.rejection is None or not 0 < attempt <= max(1, state.revision):
+        return state, []
+    new, issued = _issue(state, state.posted)
+    return new, [issued]

@@ -11,7 +11,8 @@ compared with what it should hold now:
   PSSYNC_TIME_ENTRY_WAIT seconds, then a business exception (time_entry.unknown_project /
   unknown_person) opens, and is resolved when the reference arrives and the entry posts;
 - the ERP refuses a posting (e.g. the line is invoiced) -> a business exception with the
-  ERP's reason (time_entry.invoiced), resolved by a later posting the ERP takes.
+  ERP's reason (time_entry.invoiced), resolved by a later posting the ERP takes: after a
+  change in the PSA, or an operator's retry (`retry`) once the cause is fixed in the ERP.
 
 Every posting carries the next revision; results of an older revision than the last one
 sent are stale and change nothing.
@@ -68,6 +69,9 @@ class Problem:
     status: str  # open | resolved
     raised_at: float
     resolved_at: float | None = None
+    # The ERP refused a posting (not a wait for a reference): only a posting resolves it,
+    # even when its reason reads like a wait's (the ERP's unknown_person).
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,10 +133,17 @@ class Resolve:
 Effect = Issue | Raise | Resolve
 
 
-def _open(state: TimeEntry, reason: str, message: str, now: float) -> tuple[TimeEntry, Effect]:
+def _open(
+    state: TimeEntry, reason: str, message: str, now: float, refused: bool = False
+) -> tuple[TimeEntry, Effect]:
     number = (state.problem.number if state.problem else 0) + 1
-    problem = Problem(number, reason, message, "open", now)
+    problem = Problem(number, reason, message, "open", now, refused=refused)
     return replace(state, problem=problem), Raise(problem)
+
+
+def _waits(problem: Problem | None) -> bool:
+    """The problem is a wait for a reference, which resolves once the reference is known."""
+    return problem is not None and not problem.refused and problem.reason in WAIT_REASONS
 
 
 def _resolve(state: TimeEntry, now: float) -> tuple[TimeEntry, list[Effect]]:
@@ -165,7 +176,7 @@ def decide(
             effects.append(raised)
         return state, effects
     state = replace(state, waiting_since=None)
-    if state.problem is not None and state.problem.reason in WAIT_REASONS:
+    if _waits(state.problem):
         state, resolved = _resolve(state, now)
         effects += resolved
     if approved and isinstance(enriched, Enriched):
@@ -198,12 +209,32 @@ def on_result(
         return state, []
     if status == DONE:
         state = replace(state, erp_id=erp_id if state.sent.action == POST else None)
-        if state.problem is not None and state.problem.reason not in WAIT_REASONS:
+        if state.problem is not None and not _waits(state.problem):
             return _resolve(state, now)
         return state, []
     code = erp_reason(reason)
     problem = state.problem
     if problem is not None and problem.status == "open" and problem.reason == code:
         return state, []
-    state, raised = _open(state, code, message or "the ERP refused the posting", now)
+    state, raised = _open(state, code, message or "the ERP refused the posting", now, True)
     return state, [raised]
+
+
+def retry(state: TimeEntry, attempt: int) -> tuple[TimeEntry, list[Effect]]:
+    """An operator's retry of the refused posting open exception number `attempt` is about,
+    once its cause is fixed outside pssync: the last posting again, as the next revision.
+    Anything else (no such open exception, a wait for a reference) changes nothing."""
+    problem, sent = state.problem, state.sent
+    if (
+        problem is None
+        or problem.status != "open"
+        or problem.number != attempt
+        or _waits(problem)
+        or sent is None
+    ):
+        return state, []
+    revision = state.revision + 1
+    again = replace(sent, revision=revision)
+    return replace(state, revision=revision, sent=again), [
+        Issue(revision, again.action, again.spec)
+    ]

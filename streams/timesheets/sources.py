@@ -11,14 +11,19 @@ Views (tables/views.py, read whole by every worker):
 - the ERP's `party_party` (raw): a person is known to the ERP when a party carries the
   person's canonical resource id (`psa:user:<login>`) as its code;
 - the PSA's `custom_fields` (raw): the id of the time entry field named "Approved";
-- the ERP's `project_work` (raw): the bill rate (list price) of the task, else the project.
+- the ERP's `project_work` (raw): the bill rate (list price) of the task, else the project;
+- the ERP's `company_employee` and `company_employee_cost_price` (raw): the cost rate, the
+  cost price of the person's employee (the employee of the party above) in effect on the day
+  worked.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from connectors.ports import TimesheetLineSpec, to_json
@@ -35,7 +40,7 @@ from streams.timesheets.model import (
     Missing,
     TimeEntry,
 )
-from tables.views import View
+from tables.views import GroupedView, View
 
 APPROVED_FIELD = "Approved"
 TIME_ENTRY_FIELD_TYPE = "TimeEntryCustomField"
@@ -60,6 +65,10 @@ def raw_topics(settings: Settings) -> dict[str, str]:
         "custom_fields": raw_topic(psa, "public", "custom_fields"),
         "parties": raw_topic(settings.erp_topic_prefix, "public", "party_party"),
         "works": raw_topic(settings.erp_topic_prefix, "public", "project_work"),
+        "employees": raw_topic(settings.erp_topic_prefix, "public", "company_employee"),
+        "cost_prices": raw_topic(
+            settings.erp_topic_prefix, "public", "company_employee_cost_price"
+        ),
     }
 
 
@@ -154,6 +163,21 @@ def _after(_key: str, event: dict[str, Any]) -> dict[str, Any] | None:
     return after if isinstance(after, dict) else None
 
 
+def _employee_of(row: dict[str, Any]) -> str | None:
+    return None if row.get("employee") is None else str(row["employee"])
+
+
+def as_of(history: Iterable[tuple[date, int, str]], on: date) -> str | None:
+    """The value in effect on a day, from (since, row id, value) rows: the latest row dated
+    on or before it, the later recorded row of one day; None before the first row (the ERP
+    itself reads 0 there: pssync does not make a rate up)."""
+    best: tuple[date, int, str] | None = None
+    for row in history:
+        if row[0] <= on and (best is None or row[:2] > best[:2]):
+            best = row
+    return None if best is None else best[2]
+
+
 @dataclass
 class Lookups:
     """The views a time entry is enriched from."""
@@ -164,9 +188,20 @@ class Lookups:
     parties: View[dict[str, Any]]
     fields: View[dict[str, Any]]
     works: View[dict[str, Any]]
+    employees: View[dict[str, Any]]
+    cost_prices: GroupedView[dict[str, Any]]
 
     def all(self) -> list[View[Any]]:
-        return [self.projects, self.tasks, self.users, self.parties, self.fields, self.works]
+        return [
+            self.projects,
+            self.tasks,
+            self.users,
+            self.parties,
+            self.fields,
+            self.works,
+            self.employees,
+            self.cost_prices,
+        ]
 
     def task_id(self, state: TimeEntry) -> str | None:
         """The canonical id of the task the entry is booked on, when the saga made it."""
@@ -181,6 +216,27 @@ class Lookups:
         price = (work or {}).get("list_price")
         try:
             return None if price is None else Decimal(str(price)).quantize(Decimal("0.01"))
+        except InvalidOperation:
+            return None
+
+    def cost_rate(self, resource: str | None, on: str) -> Decimal | None:
+        """The consultant's hourly cost: the cost price of the employee whose party carries
+        the resource id, in effect on the day worked (ISO date); None when the ERP holds
+        none for that day."""
+        party = self.parties.get(resource) if resource else None
+        employee = self.employees.get(f"party:{party.get('id')}") if party else None
+        if employee is None:
+            return None
+        history = []
+        for row in self.cost_prices.group(str(employee.get("id"))):
+            since = day(row.get("date"), "date")
+            if since is not None and row.get("cost_price") is not None:
+                history.append((since, int(row.get("id") or 0), str(row["cost_price"])))
+        price = as_of(history, date.fromisoformat(on))
+        try:
+            return (
+                None if price is None else Decimal(price).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            )
         except InvalidOperation:
             return None
 
@@ -308,4 +364,12 @@ def lookups(settings: Settings, decode: Any) -> Lookups:
                 [str(v.get("id"))] + ([f"{v['parent']}:{v.get('name')}"] if v.get("parent") else [])
             ),
         ),
+        # ERP employees by party ("party:<id>"), their cost prices grouped by employee id.
+        employees=View(
+            topics["employees"],
+            _raw_row,
+            _after,
+            lambda _k, v: [f"party:{v['party']}"] if v.get("party") is not None else [],
+        ),
+        cost_prices=GroupedView(topics["cost_prices"], _raw_row, _after, _employee_of),
     )

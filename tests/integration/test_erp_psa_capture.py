@@ -222,7 +222,12 @@ def test_a_project_made_in_the_psa_arrives_as_a_change_event(capture: Capture) -
         raw_topic(s.psa_topic_prefix, "public", "custom_fields"),
         raw_topic(s.erp_topic_prefix, "public", "project_work"),
         raw_topic(s.erp_topic_prefix, "public", "party_party"),
+        raw_topic(s.erp_topic_prefix, "public", "company_employee"),
+        raw_topic(s.erp_topic_prefix, "public", "company_employee_cost_price"),
     ]
+    # The ERP's employees (the time entries' cost rates are theirs) are captured.
+    employee = _wait_event(s, viewed[-2], lambda r: True)
+    assert {"id", "party", "company"} <= set(employee["after"])
     admin = AdminClient(kafka_config(s))
     found = admin.describe_configs([ConfigResource("topic", t) for t in viewed])
     policies = {r.name: f.result()["cleanup.policy"].value for r, f in found.items()}

@@ -12,6 +12,8 @@ and its own connector secrets file, as test_erp_psa_capture does.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from schemas.serde import Decoder
 from streams.admin import delete_topics
 from streams.demo_apps import (
     Redmine,
+    cost_price,
     ensure_employee,
     invoice_project,
     timesheet_lines,
@@ -118,7 +121,8 @@ def env(tmp_path: Path) -> Iterator[SliceEnv]:
 
 def _ensure_employee(settings: Settings) -> None:
     """The integration user's person is an employee in the ERP (made once by the ERP's
-    people, as the administrator) whose party carries its canonical resource id."""
+    people, as the administrator) whose party carries its canonical resource id, with an
+    hourly cost price."""
     _erp(settings, lambda _erp_, admin: ensure_employee(admin, PERSON))
 
 
@@ -198,6 +202,10 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     assert events[-1]["data"]["erp_posting_ref"] == str(line["id"])
     assert events[-1]["data"]["bill_rate"] is not None  # the ERP task's price
     assert str(events[-1]["data"]["task_id"]).startswith(f"{code}:")  # the saga's task
+    # The consultant's cost rate: the employee's cost price in Tryton on the day worked.
+    worked = events[-1]["data"]["work_date"]
+    erp_cost = _erp(env.settings, lambda _e, admin: cost_price(admin, PERSON, worked))
+    assert erp_cost > 0 and events[-1]["data"]["cost_rate"] == erp_cost
 
     # Approval withdrawn after posting: the line goes.
     psa.update(approved, approved=False)
@@ -232,6 +240,75 @@ def test_approved_time_posts_reverses_and_an_invoiced_edit_is_an_exception(
     env.wait_for(resolved, 120, "the exception resolved by the undone edit")
     env.wait_for(stray_raised, 60, "the unknown project exception")
     assert _lines(env.settings, stray) == []
+
+
+def _cli(env: SliceEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    cli = [sys.executable, "-m", "streams.cli", "exceptions", *args]
+    return subprocess.run(cli, env=env.env, capture_output=True, text=True)
+
+
+def _rename_task(env: SliceEnv, project: int, name: str, new: str) -> None:
+    """What the ERP's people do to a project's task (the administrator over RPC)."""
+
+    async def body(_erp: TrytonErp, admin: Any) -> None:
+        (work,) = await admin.model(
+            "project.work", "search", [("parent", "=", project), ("name", "=", name)], 0, 1, None
+        )
+        await admin.model("project.work", "write", [work], {"name": new})
+
+    _erp(env.settings, body)
+
+
+def test_a_time_entry_the_erp_refused_posts_on_retry_once_the_cause_is_fixed(
+    env: SliceEnv,
+) -> None:
+    k = Kafka(env)
+    _reference(env, k)
+    _ensure_employee(env.settings)
+    worker: Worker = env.worker()
+    worker.start()
+    account, crm_id = _new_id("001R"), _new_id("006R")
+    _account(env, account)
+    _crm_tx(env, _open_deal(crm_id, account))
+    _children_landed(env, [crm_id])
+    env.crm(CLOSE_WON, {"id": crm_id})
+    code = str(_provisioned(env, crm_id)["project_code__c"])
+    erp_project = _erp_project_id(env, code)
+
+    # The ERP's people renamed the task the consultant books on: the ERP refuses the line.
+    _rename_task(env, erp_project, "Recommendations", "Recommendations (on hold)")
+    psa = Redmine(env.settings)
+    project = psa.project(code)
+    entry = psa.log(project["id"], psa.issues(int(project["id"]))["Recommendations"], 1.5, True)
+    key = f"psa:time_entry:{entry}"
+
+    def refused() -> dict[str, Any] | None:
+        found = _exception(k, key)
+        return found if found is not None and found["status"] == "open" else None
+
+    env.wait_for(lambda: refused() is not None, 120, "the refused posting's exception")
+    exc = refused()
+    assert exc is not None and exc["reason"] == "time_entry.unknown_task"
+    assert exc["step"] == "time_entry" and _lines(env.settings, entry) == []
+
+    # A dry run sends nothing; the task named again, the retry posts the entry.
+    dry = _cli(env, "retry", key)
+    assert dry.returncode == 0 and "dry run" in dry.stdout, dry.stderr
+    _rename_task(env, erp_project, "Recommendations (on hold)", "Recommendations")
+    sent = _cli(env, "retry", key, "--execute")
+    assert sent.returncode == 0 and "retry sent" in sent.stdout, sent.stderr
+    env.wait_for(lambda: len(_lines(env.settings, entry)) == 1, 120, "the retried line")
+    assert _hours(_lines(env.settings, entry)[0]) == 1.5
+
+    def resolved() -> bool:
+        found = _exception(k, key)
+        return found is not None and found["status"] == "resolved"
+
+    env.wait_for(resolved, 60, "the exception resolved by the retried posting")
+    # Nothing open: a retry says so, and sends nothing.
+    again = _cli(env, "retry", key, "--execute")
+    assert again.returncode != 0 and "not open: nothing to retry" in again.stderr
+    assert len(_lines(env.settings, entry)) == 1
 
 
 def _erp_project_id(env: SliceEnv, code: str) -> int:

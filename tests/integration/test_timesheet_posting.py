@@ -25,7 +25,7 @@ from connectors.ports import (
     TaskSpec,
     TimesheetLineSpec,
 )
-from streams.demo_apps import admin_rpc, invoice_project
+from streams.demo_apps import admin_rpc, ensure_cost_price, invoice_project
 from streams.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -46,6 +46,7 @@ async def employee(admin: TrytonRpc, code: str) -> int:
     (emp,) = await admin.model(
         "company.employee", "create", [{"party": party, "company": admin.context["company"]}]
     )
+    await ensure_cost_price(admin, int(emp))
     return int(emp)
 
 

@@ -185,6 +185,8 @@ class Erp(Managed):
                     "-d",
                     self.s.erp_database,
                     "--password",
+                    # Without it trytond-admin also clears the user's administrator flag.
+                    "--administrator",
                 ],
                 "trytond-admin --password",
                 admin_log,
