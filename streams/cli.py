@@ -26,11 +26,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams.admin import ensure_topics
     from streams.app import create_app
+    from streams.runtime import tune_gc
     from streams.topology import topic_specs
 
     _wait_for_kafka(settings, lambda: ensure_topics(settings, topic_specs(settings)))
     _wait_for_kafka(settings, lambda: _prepare_state_dir(settings))
     app = create_app(settings)
+    tune_gc(settings)
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
     try:

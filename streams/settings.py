@@ -315,6 +315,10 @@ class Settings:
     # default): with a backlog, each fetch becomes one batch of each stage, and every fetch
     # costs a hop to the consumer's thread and a wait behind the stages' work.
     fetch_max_bytes: int = 8 * 1024 * 1024
+    # Allocations between young-generation garbage collections in the worker (Python's
+    # default is 700): a batch holds tens of thousands of decoded records alive, and with the
+    # default each batch set off several full collections over the whole heap. 0 keeps 700.
+    gc_threshold: int = 100_000
     # Seconds a failing target is retried before the worker stops (nothing is skipped).
     sink_retry_for: float = 600.0
     # Seconds a closed-won deal waits for line items still missing before it is judged on
@@ -443,6 +447,7 @@ class Settings:
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
             fetch_max_bytes=_int(e, "PSSYNC_FETCH_MAX_BYTES", 8 * 1024 * 1024),
+            gc_threshold=_int(e, "PSSYNC_GC_THRESHOLD", 100_000),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
             invoice_project_wait=_float(e, "PSSYNC_INVOICE_PROJECT_WAIT", 300.0),
@@ -501,6 +506,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
                 "record the topics allow; use at least 1048576 (1 MiB), e.g. 8388608"
+            )
+        if self.gc_threshold < 0:
+            raise ConfigError(
+                f"PSSYNC_GC_THRESHOLD={self.gc_threshold}: use 0 (Python's default) or a "
+                "positive number of allocations, e.g. 100000"
             )
         if self.posting_batch_size < 1:
             raise ConfigError(
