@@ -94,13 +94,20 @@ class ConnectClient:
                 if status["connector"]["state"] == "FAILED" or failed:
                     trace = (failed[0] if failed else status["connector"]).get("trace", "")
                     first = trace.splitlines()[0] if trace else "no trace"
-                    hint = (
-                        "; the worker did not resolve a ${file:...}/${env:...} reference: give it "
-                        "config.providers=file,env (docker/local/connect.properties) and restart "
-                        "it, and check PSSYNC_CONNECT_SECRETS_FILE"
-                        if "${" in first
-                        else ""
-                    )
+                    hint = ""
+                    if "${" in first:
+                        hint = (
+                            "; the worker did not resolve a ${file:...}/${env:...} reference: "
+                            "give it config.providers=file,env (docker/local/connect.properties) "
+                            "and restart it, and check PSSYNC_CONNECT_SECRETS_FILE"
+                        )
+                    elif "No table filters found" in trace:
+                        hint = (
+                            "; none of the tables it captures (table.include.list) exists in "
+                            "its database yet: create the application's schema first (for the "
+                            "CRM, connectors/sql/crm.sql, which `pssync demo` applies), then "
+                            "deploy again"
+                        )
                     raise ConnectError(
                         f"connector {name} failed: {first}{hint}"
                         f"; see the Connect log and `pssync connectors status`"
