@@ -172,3 +172,16 @@ def test_a_cluster_left_by_a_removed_stack_folder_at_the_same_path_is_replaced(
         Settings.from_env({"PSSYNC_STACK_DIR": str(stack_dir), "PSSYNC_PG_DATA_DIR": str(data)})
     ).postgres
     assert not chosen._orphaned(data)
+
+
+def test_a_component_running_on_another_port_is_not_started_twice(tmp_path: Path) -> None:
+    from tests.sandbox import refusing_port
+
+    pid_file = tmp_path / "postgres.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, and answering on no port
+    process_class = sys.modules["components.base"].Process  # loaded by stack.py
+    proc = process_class("postgres", refusing_port(), tmp_path / "pg.log", pid_file)
+    with pytest.raises(StackError, match=r"already runs .* started with another PSSYNC_PG_PORT"):
+        proc.ensure_port_free("PSSYNC_PG_PORT")
+    pid_file.unlink()
+    proc.ensure_port_free("PSSYNC_PG_PORT")  # nothing runs: free to start

@@ -194,7 +194,15 @@ class Process:
         return self.pid() is not None and port_open(self.port)
 
     def ensure_port_free(self, env_var: str) -> None:
-        if self.pid() is None and port_open(self.port):
+        pid = self.pid()
+        if pid is not None and not port_open(self.port):
+            # Starting a second one on the same data (another port) would break the first.
+            raise StackError(
+                f"{self.name} of this stack folder already runs (pid {pid}) but not on port "
+                f"{self.port}: it was started with another {env_var}, or is still starting; "
+                f"stop it with `make down` under the ports it was started with, or use those"
+            )
+        if pid is None and port_open(self.port):
             raise StackError(
                 f"{self.name}: port {self.port} is already in use by another process (another "
                 f"stack from a different folder?); stop it, or set {env_var} to a free port"
