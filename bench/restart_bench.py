@@ -338,8 +338,9 @@ def main() -> int:
     base["PSSYNC_TARGET_URL"] = settings.target_url.rsplit("/", 1)[0] + f"/target_{tag}"
     check_encoding(settings)
     admin_exec(settings, f'CREATE DATABASE "target_{tag}"')
-    [changelog] = changelog_specs(settings)
-    ensure_topics(settings, [*topic_specs(settings), changelog])
+    # The dedupe table's changelog comes first; the other tables' are created empty.
+    changelog, *others = changelog_specs(settings)
+    ensure_topics(settings, [*topic_specs(settings), changelog, *others])
     modes = [
         Mode("memory", "memory", wipe=True),
         Mode("rocksdb cold", "rocksdb", wipe=True),
