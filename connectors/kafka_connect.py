@@ -50,7 +50,9 @@ class ConnectClient:
         """Create or update (PUT is idempotent). Returns True if anything changed."""
         current = self.config(name)
         if current is not None and {k: v for k, v in current.items() if k != "name"} == config:
-            return False
+            # Deploying again after fixing what failed it (a missing schema, a password)
+            # restarts what failed: Connect never restarts a failed task by itself.
+            return self.restart_failed(name)
         try:
             self._call("PUT", f"/connectors/{name}/config", json=config)
         except ConnectError as exc:
@@ -63,6 +65,17 @@ class ConnectClient:
                     "config.providers.file.param.allowed.paths names"
                 ) from exc
             raise
+        return True
+
+    def restart_failed(self, name: str) -> bool:
+        """Restart the connector's failed instance and tasks; True if any had failed."""
+        status = self.status(name) or {}
+        states = [status.get("connector", {}).get("state")] + [
+            t.get("state") for t in status.get("tasks", [])
+        ]
+        if "FAILED" not in states:
+            return False
+        self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=true")
         return True
 
     def config(self, name: str) -> dict[str, str] | None:

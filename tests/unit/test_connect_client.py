@@ -34,3 +34,24 @@ def test_an_unresolved_secret_reference_names_the_config_providers() -> None:
     trace = "org.postgresql.util.PSQLException: password ${file:/s:crm.password} rejected"
     with pytest.raises(ConnectError, match=r"config\.providers=file,env"):
         _failing(trace).wait_running("crm-postgres", timeout=5)
+
+
+def test_deploying_an_unchanged_connector_again_restarts_what_failed() -> None:
+    client = _failing("No table filters found for filtered publication")
+    config = {"connector.class": "io.debezium.connector.postgresql.PostgresConnector"}
+    calls: list[tuple[str, str]] = []
+    client.config = lambda name: {"name": name, **config}  # type: ignore[method-assign]
+    client._call = lambda method, path, **kw: calls.append((method, path))  # type: ignore[method-assign]
+    assert client.put("crm-postgres", config)
+    assert calls == [("POST", "/connectors/crm-postgres/restart?includeTasks=true&onlyFailed=true")]
+
+
+def test_deploying_an_unchanged_running_connector_does_nothing() -> None:
+    client = ConnectClient("http://127.0.0.1:1")
+    config = {"connector.class": "x"}
+    client.config = lambda name: {"name": name, **config}  # type: ignore[method-assign]
+    client.status = lambda name: {  # type: ignore[method-assign]
+        "connector": {"state": "RUNNING"},
+        "tasks": [{"id": 0, "state": "RUNNING"}],
+    }
+    assert not client.put("crm-postgres", config)
