@@ -69,14 +69,20 @@ class ConnectClient:
 
     def restart_failed(self, name: str) -> bool:
         """Restart the connector's failed instance and tasks; True if any had failed."""
-        status = self.status(name) or {}
-        states = [status.get("connector", {}).get("state")] + [
-            t.get("state") for t in status.get("tasks", [])
-        ]
-        if "FAILED" not in states:
+        if "FAILED" not in self._states(name):
             return False
         self._call("POST", f"/connectors/{name}/restart?includeTasks=true&onlyFailed=true")
+        # The restart is asynchronous: until it begins, the status still says FAILED.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "FAILED" in self._states(name):
+            time.sleep(0.5)
         return True
+
+    def _states(self, name: str) -> list[str | None]:
+        status = self.status(name) or {}
+        return [status.get("connector", {}).get("state")] + [
+            t.get("state") for t in status.get("tasks", [])
+        ]
 
     def config(self, name: str) -> dict[str, str] | None:
         found: dict[str, str] | None = self._call("GET", f"/connectors/{name}/config")

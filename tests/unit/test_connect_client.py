@@ -37,11 +37,21 @@ def test_an_unresolved_secret_reference_names_the_config_providers() -> None:
 
 
 def test_deploying_an_unchanged_connector_again_restarts_what_failed() -> None:
-    client = _failing("No table filters found for filtered publication")
+    client = ConnectClient("http://127.0.0.1:1")
+    status: dict[str, Any] = {
+        "connector": {"state": "RUNNING"},
+        "tasks": [{"id": 0, "state": "FAILED", "trace": "No table filters found"}],
+    }
+    client.status = lambda name: status  # type: ignore[method-assign]
     config = {"connector.class": "io.debezium.connector.postgresql.PostgresConnector"}
     calls: list[tuple[str, str]] = []
     client.config = lambda name: {"name": name, **config}  # type: ignore[method-assign]
-    client._call = lambda method, path, **kw: calls.append((method, path))  # type: ignore[method-assign]
+
+    def restart(method: str, path: str, **kw: object) -> None:
+        calls.append((method, path))
+        status["tasks"][0]["state"] = "RUNNING"
+
+    client._call = restart  # type: ignore[method-assign]
     assert client.put("crm-postgres", config)
     assert calls == [("POST", "/connectors/crm-postgres/restart?includeTasks=true&onlyFailed=true")]
 
