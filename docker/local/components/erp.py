@@ -151,6 +151,20 @@ class Erp(Managed):
             [str(self.bin("trytond")), "-c", str(self.config), "-d", self.s.erp_database]
         )
 
+    def _admin(self, args: list[str], what: str, admin_log: Path) -> None:
+        """trytond-admin on this ERP's database; it reads the admin password, when it sets
+        one, from TRYTONPASSFILE."""
+        run(
+            [
+                str(self.bin("trytond-admin")),
+                *("-c", str(self.config), "-d", self.s.erp_database),
+                *args,
+            ],
+            what,
+            admin_log,
+            env={"TRYTONPASSFILE": str(self.admin_password), **os.environ},
+        )
+
     def _first_run(self) -> None:
         installed = self._activated()
         admin_log = self.ctx.logs / "erp-setup.log"
@@ -158,56 +172,21 @@ class Erp(Managed):
             log(f"ERP: creating the Tryton schema in database {self.s.erp_database!r}")
             if not self.admin_password.exists():
                 write_secret(self.admin_password, secrets.token_urlsafe(24))
-            run(
-                [
-                    str(self.bin("trytond-admin")),
-                    "-c",
-                    str(self.config),
-                    "-d",
-                    self.s.erp_database,
-                    "--all",
-                    "--email",
-                    "admin@localhost.invalid",
-                ],
-                "trytond-admin --all",
-                admin_log,
-                env={"TRYTONPASSFILE": str(self.admin_password), **os.environ},
+            self._admin(
+                ["--all", "--email", "admin@localhost.invalid"], "trytond-admin --all", admin_log
             )
         elif not self.admin_password.exists():
             # The schema outlived the secrets folder (it was removed): set a new admin password.
             log("ERP: the admin password file is missing; setting a new admin password")
             write_secret(self.admin_password, secrets.token_urlsafe(24))
-            run(
-                [
-                    str(self.bin("trytond-admin")),
-                    "-c",
-                    str(self.config),
-                    "-d",
-                    self.s.erp_database,
-                    "--password",
-                    # Without it trytond-admin also clears the user's administrator flag.
-                    "--administrator",
-                ],
-                "trytond-admin --password",
-                admin_log,
-                env={"TRYTONPASSFILE": str(self.admin_password), **os.environ},
-            )
+            # Without --administrator trytond-admin also clears the user's administrator flag.
+            self._admin(["--password", "--administrator"], "trytond-admin --password", admin_log)
         if not set(MODULES) <= installed:
             log(f"ERP: activating modules {' '.join(MODULES)}")
-            run(
-                [
-                    str(self.bin("trytond-admin")),
-                    "-c",
-                    str(self.config),
-                    "-d",
-                    self.s.erp_database,
-                    "-u",
-                    *MODULES,
-                    "--activate-dependencies",
-                ],
+            self._admin(
+                ["-u", *MODULES, "--activate-dependencies"],
                 "trytond-admin -u (module activation)",
                 admin_log,
-                env=dict(os.environ),
             )
         log("ERP: company, accounts, product, employee and integration user")
         run(
