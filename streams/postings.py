@@ -158,6 +158,15 @@ class PostingRetry:
             raise BadEventError(f"not a posting retry (flow, attempt): {exc}") from exc
 
 
+def retry_for(flow: str, key: bytes | None, value: bytes | None) -> tuple[str, PostingRetry] | None:
+    """The object key and retry of a `postings.control` record meant for `flow`; None for
+    another flow's. Both posting stages read every retry on the topic."""
+    if key is None:
+        raise BadEventError("posting control record without a key; the key is the object's")
+    request = PostingRetry.from_bytes(value)
+    return (key.decode(), request) if request.flow == flow else None
+
+
 def payload_spec(posting_kind: PostingKind, payload: str) -> Any:
     """The spec a POST posting's JSON payload holds."""
     return from_json(posting_kind.spec, json.loads(payload))

@@ -54,7 +54,7 @@ from streams.expenses.model import (
 )
 from streams.metrics import metrics
 from streams.output import Output
-from streams.postings import PostingQueue, PostingRetry, posting_record
+from streams.postings import PostingQueue, posting_record, retry_for
 from streams.settings import Settings
 from streams.topology import Topology
 from tables.expenses import ExpenseTable
@@ -254,12 +254,10 @@ class ExpenseStage:
             work[key] = new
 
     def _retry(self, work: dict[str, ExpenseState], msg: Message, now: float) -> None:
-        if msg.key is None:
-            raise BadEventError("posting control record without a key; the key is the expense's")
-        request = PostingRetry.from_bytes(msg.value)
-        if request.flow != sources.STEP:
+        found = retry_for(sources.STEP, msg.key, msg.value)
+        if found is None:
             return  # another flow's retry (time entries)
-        key = msg.key.decode()
+        key, request = found
         state = work.get(key) or self.table.get(key)
         new, effects = (None, []) if state is None else retry(state, request.attempt)
         if new is None or not effects:

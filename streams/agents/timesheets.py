@@ -51,7 +51,7 @@ from streams.errors import BadEventError
 from streams.mappings.envelope import correlation_id as root_correlation
 from streams.metrics import metrics
 from streams.output import Output
-from streams.postings import PostingQueue, PostingRetry, posting_record
+from streams.postings import PostingQueue, posting_record, retry_for
 from streams.settings import Settings
 from streams.timesheets import sources
 from streams.timesheets.model import (
@@ -238,12 +238,10 @@ class TimeEntryStage:
         work[key] = updated
 
     def _retry(self, work: dict[str, TimeEntry], msg: Message, now: float) -> None:
-        if msg.key is None:
-            raise BadEventError("posting control record without a key; the key is the entry's")
-        request = PostingRetry.from_bytes(msg.value)
-        if request.flow != KIND:
+        found = retry_for(KIND, msg.key, msg.value)
+        if found is None:
             return  # another flow's retry (expenses)
-        key = msg.key.decode()
+        key, request = found
         state = work.get(key) or self.table.get(key)
         updated, effects = (None, []) if state is None else retry(state, request.attempt)
         if updated is None or not effects:
