@@ -14,6 +14,7 @@ from connectors.sinks.base import Write
 from schemas.conventions import value_subject
 from schemas.registry import Registry
 from schemas.serde import encode, parse
+from streams.ids import name_id
 from streams.output import Output
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas/avro/audit/sink_write.avsc"
@@ -28,7 +29,7 @@ def schema_str() -> str:
 def audit_record(target: str, entity: str, write: Write) -> dict[str, Any]:
     token = f"{target}|{write.key}|{write.event_id}|{write.op}|{write.version_after}"
     return {
-        "audit_id": str(uuid.uuid5(_NS, token)),
+        "audit_id": name_id(_NS, token),
         "target": target,
         "entity": entity,
         "key": write.key,
@@ -97,7 +98,7 @@ def command_audit_record(
         )
     )
     return {
-        "audit_id": str(uuid.uuid5(_NS, token)),
+        "audit_id": name_id(_NS, token),
         "target": command["target"],
         "step": command["step"],
         "command_id": command["command_id"],

@@ -48,6 +48,7 @@ from streams.agents.fanout import attach
 from streams.changes import parse
 from streams.dlq import send_to_dlq
 from streams.errors import BadEventError
+from streams.ids import name_id
 from streams.mappings.envelope import correlation_id as root_correlation
 from streams.metrics import metrics
 from streams.output import Output
@@ -377,7 +378,7 @@ class TimeEntryStage:
         stamp = "posted" if posted_at is not None else "issued"
         record = {
             "envelope": {
-                "event_id": str(uuid.uuid5(_NS, f"{state.key}|{state.revision}|{stamp}")),
+                "event_id": name_id(_NS, f"{state.key}|{state.revision}|{stamp}"),
                 "correlation_id": state.correlation_id or root_correlation(state.key),
                 "causation_id": None,
                 "source": {

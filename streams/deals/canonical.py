@@ -23,6 +23,7 @@ from streams.deals.assembly import Deal
 from streams.deals.plan import tasks as plan_tasks
 from streams.deals.reference import Reference
 from streams.deals.saga import STEPS, Saga
+from streams.ids import name_id
 
 _NS = uuid.UUID("2b8e7c1d-5a4f-5e3b-9d6c-7a1f0e4b3c21")
 BILLING_TYPES = {"fixed_fee", "time_and_materials", "milestone", "retainer"}
@@ -47,7 +48,7 @@ def _envelope(
     passed = saga.passed[step]
     version = STEPS.index(step) + 1  # grows with every step that changes what is known
     return {
-        "event_id": str(uuid.uuid5(_NS, f"{entity}|{key}|{passed.command_id}")),
+        "event_id": name_id(_NS, f"{entity}|{key}|{passed.command_id}"),
         "correlation_id": saga.correlation_id,
         "causation_id": passed.command_id,
         "source": {
@@ -247,12 +248,9 @@ def amendment_events(deal: Deal, saga: Saga, amendment: Amendment, ref: Referenc
         after = amendment.after
         record["envelope"] = {
             **contract[2]["envelope"],
-            "event_id": str(
-                uuid.uuid5(
-                    _NS,
-                    f"project|{key}|{record['envelope']['causation_id']}"
-                    f"|amendment:{amendment.number}",
-                )
+            "event_id": name_id(
+                _NS,
+                f"project|{key}|{record['envelope']['causation_id']}|amendment:{amendment.number}",
             ),
             "source": {**contract[2]["envelope"]["source"], "system": "erp"},
         }
@@ -285,7 +283,7 @@ def amendment_event(deal: Deal, saga: Saga, amendment: Amendment, ref: Reference
     customer = ref.customer(opp.customer_id)
     entity = ref.legal_entity(customer.billing_country if customer else None, opp.delivery_region)
     envelope = {
-        "event_id": str(uuid.uuid5(_NS, f"contract|{key}|{command}")),
+        "event_id": name_id(_NS, f"contract|{key}|{command}"),
         "correlation_id": saga.correlation_id,
         "causation_id": command,
         "source": {

@@ -32,6 +32,7 @@ from streams.expenses.model import (
     Project,
     Value,
 )
+from streams.ids import name_id
 from streams.mappings.envelope import correlation_id
 from streams.settings import Settings
 from tables.views import View
@@ -206,9 +207,7 @@ def expense_record(
         version = max(version, v.version)
     committed = (issue.modified_at if issue else None) or now
     envelope = {
-        "event_id": str(
-            uuid.uuid5(_NS, f"{state.key}|{approval_state}|{version}|{state.published}")
-        ),
+        "event_id": name_id(_NS, f"{state.key}|{approval_state}|{version}|{state.published}"),
         "correlation_id": flow_of(state, project),
         "causation_id": None,
         "source": {

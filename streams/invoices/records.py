@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from streams.ids import name_id
 from streams.invoices.model import (
     ZERO,
     Fact,
@@ -62,7 +63,7 @@ def envelope(
     connector: str = "erp",
 ) -> dict[str, Any]:
     return {
-        "event_id": str(uuid.uuid5(_NS, f"{entity}|{key}|{version}")),
+        "event_id": name_id(_NS, f"{entity}|{key}|{version}"),
         "correlation_id": cid,
         "causation_id": f"{source_entity}:{source_key}@{position}" if position else None,
         "source": {

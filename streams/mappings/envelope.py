@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streams.changes import Change
+from streams.ids import name_id
 
 # Namespace for deterministic ids: the same source change always gets the same event_id.
 _NS = uuid.UUID("6f1c9a52-4d3e-5b8a-9c7e-2f4d8b1a6e30")
@@ -14,12 +15,12 @@ _NS = uuid.UUID("6f1c9a52-4d3e-5b8a-9c7e-2f4d8b1a6e30")
 
 def event_id(change: Change, canonical_key: str) -> str:
     token = f"{canonical_key}|{change.op}|{change.position}|{change.sequence}"
-    return str(uuid.uuid5(_NS, token))
+    return name_id(_NS, token)
 
 
 def correlation_id(root_key: str) -> str:
     """Correlation id of the flow rooted at `root_key` (the deal), derivable anywhere."""
-    return str(uuid.uuid5(_NS, f"correlation|{root_key}"))
+    return name_id(_NS, f"correlation|{root_key}")
 
 
 def envelope(

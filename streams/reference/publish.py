@@ -22,6 +22,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, encode
 from streams.deadletters.reader import TopicReader
 from streams.errors import ReferenceDataError
+from streams.ids import name_id
 from streams.mappings.envelope import correlation_id
 from streams.output import Output
 from streams.reference.model import SECTIONS, ReferenceData
@@ -111,7 +112,7 @@ def record(data: ReferenceData, step: Step, now: datetime) -> dict[str, Any]:
     token = f"reference|{step.name}|{step.code}|{data.version}|{step.op}"
     return {
         "envelope": {
-            "event_id": str(uuid.uuid5(_NS, token)),
+            "event_id": name_id(_NS, token),
             "correlation_id": correlation_id(f"reference:{step.name}:{step.code}"),
             "causation_id": f"{data.path.name}@{data.version}",
             "source": {
