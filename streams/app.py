@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> faust.App:
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
     # The sink and the deal stage decode each canonical opportunity once between them.
-    decoded = SharedDecoder(Decoder(registry.schema_by_id))
+    decoded = SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
     sink.register(app, runners, settings, topo, output, registry, target, decoded)
     ports = port_factories(settings)
     # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.

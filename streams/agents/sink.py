@@ -75,7 +75,7 @@ class Sink:
         self.retry = retry
         self.output = output
         self.registry = registry
-        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
+        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
         self.lanes: dict[str, Lane] = {}
         for entity in entities:
             table = target.table(entity)
@@ -183,7 +183,7 @@ def register(
     """One batch stage for every entity and reference set, into one table each; `decoder`
     shares decoded records with stages registered later on the same runner."""
     retry = RetryPolicy(retry_for=settings.sink_retry_for)
-    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id))
+    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
     sink = Sink(topology, sink_entities(topology), target, output, registry, retry, decoder)
     topic = bytes_topic(app, *sink.topics)
     runner = batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)

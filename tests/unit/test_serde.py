@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import struct
+import uuid
 from typing import Any
 
 import pytest
@@ -51,6 +52,23 @@ def test_round_trip_every_contract(name: str) -> None:
         rec = Sampler(contracts.schema(name), seed=seed).record()
         assert decoder.decode(encode(42, contracts.parsed(name), rec)) == rec
     assert fetch.calls == [42]  # writer schema fetched once, then cached
+
+
+def _uuids_as_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _uuids_as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_uuids_as_text(v) for v in value]
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+@pytest.mark.parametrize("name", contracts.entities())
+def test_uuid_text_reads_uuid_fields_as_their_text_and_the_rest_alike(name: str) -> None:
+    schema = contracts.schema(name)
+    plain, text = Decoder(fetcher({7: schema})), Decoder(fetcher({7: schema}), schema, True)
+    for seed in range(3):
+        data = encode(7, contracts.parsed(name), Sampler(schema, seed=seed).record())
+        assert text.decode(data) == _uuids_as_text(plain.decode(data))
 
 
 def test_reader_schema_resolution_fills_new_field_defaults(record: dict[str, Any]) -> None:
