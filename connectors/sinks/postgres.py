@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -52,6 +53,12 @@ class Statements:
             (c.name, None if c.default is NO_DEFAULT else c.default) for c in spec.columns
         ]
         self.json_at = [i for i, c in enumerate(spec.columns) if c.is_json]
+        # All fields at once (C), the common case; a record of an older contract version
+        # lacking some falls back to the defaults field by field.
+        names = [name for name, _ in self.fields]
+        self._values = (
+            itemgetter(*names) if len(names) > 1 else (lambda d: tuple(d[n] for n in names))
+        )
         # One staging table per spec: a session that met an older spec has a narrower one.
         self.stage = quote(f"pssync_stage_{spec.table[:32]}_{spec.fingerprint[:8]}")
         self.create_stage = (
@@ -77,7 +84,10 @@ class Statements:
         if data is None:
             values: list[Any] = [None] * len(self.fields)
         else:
-            values = [data.get(name, default) for name, default in self.fields]
+            try:
+                values = list(self._values(data))
+            except KeyError:
+                values = [data.get(name, default) for name, default in self.fields]
             for i in self.json_at:
                 if values[i] is not None:
                     values[i] = json_value(values[i])
