@@ -28,6 +28,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores of this machine spent busy so far (not idle, not waiting on I/O)."""
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in cpu[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peer_input import generate, produce
-from peer_measure import PSSYNC_TABLE, Target, cpu_seconds, peak_rss_mb, watch
+from peer_measure import (
+    PSSYNC_TABLE,
+    Target,
+    cpu_seconds,
+    machine_busy_seconds,
+    peak_rss_mb,
+    watch,
+)
 from peers import WORKER_READY, Bench, load, med
 
 from schemas.conventions import raw_topic
@@ -41,6 +48,7 @@ class Outcome:
     seconds: float
     cpu: float
     rss_mb: float
+    busy: float  # CPU seconds the whole machine was busy (workers, Kafka, PostgreSQL, ...)
     done: bool
     error: str = ""
 
@@ -69,21 +77,23 @@ def run(bench: Bench, tag: str, workers: int, partitions: int) -> Outcome:
         deadline = time.monotonic() + 180
         while not all(WORKER_READY in p.read_text(errors="replace") for p in logs):
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-                return Outcome(workers, 0, 0, 0, False, f"a worker never got ready: {logs}")
+                return Outcome(workers, 0, 0, 0, 0, False, f"a worker never got ready: {logs}")
             time.sleep(0.2)
         time.sleep(SETTLE if workers > 1 else 1.0)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
+        busy0 = machine_busy_seconds()
         started = time.monotonic()
         produce(bench.base, raw, bench.changes)
         target = Target(dsn, PSSYNC_TABLE)
         window = watch(target, bench.exp.rows, bench.exp.version_sum, None, bench.timeout(),
                        alive=lambda: all(p.poll() is None for p in procs))
         seconds = time.monotonic() - started
+        busy = machine_busy_seconds() - busy0
         cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True))
         rss = max(peak_rss_mb(p.pid) for p in procs)
         target.close()
         error = "" if window.done else f"incomplete after {seconds:.0f}s; logs {logs}"
-        return Outcome(workers, seconds, cpu, rss, window.done, error)
+        return Outcome(workers, seconds, cpu, rss, busy, window.done, error)
     finally:
         for p in procs:
             p.terminate()
@@ -124,14 +134,22 @@ def main() -> int:
     finally:
         bench.cleanup()
     one = med([args.events / o.seconds for o in results[args.workers[0]] if o.done])
-    print(f"\n{'workers':>7} {'ev/s':>8} {'speed-up':>9} {'CPU s/1k':>9} {'RSS MB':>7}  ok")
+    print(f"\n{'workers':>7} {'ev/s':>8} {'speed-up':>9} {'CPU s/1k':>9} {'RSS MB':>7} "
+          f"{'busy cores':>10} {'others s/1k':>11}  ok")
     for w, outs in results.items():
         rate = med([args.events / o.seconds for o in outs if o.done])
         cpu = med([o.cpu / args.events * 1000 for o in outs if o.done])
         rss = med([o.rss_mb for o in outs if o.done])
+        busy = med([o.busy / o.seconds for o in outs if o.done])
+        # What the rest of the machine (Kafka, PostgreSQL, ...) spent per 1,000 events.
+        others = med([(o.busy - o.cpu) / args.events * 1000 for o in outs if o.done])
         ok = "✓" if all(o.done for o in outs) else "✗"
-        print(f"{w:>7} {rate:>8,.0f} {rate / one:>9.2f} {cpu:>9.3f} {rss:>7.0f}  {ok}")
-    print(f"\n{load()}; Kafka, PostgreSQL and Connect share these {os.cpu_count()} cores")
+        print(f"{w:>7} {rate:>8,.0f} {rate / one:>9.2f} {cpu:>9.3f} {rss:>7.0f} "
+              f"{busy:>10.2f} {others:>11.3f}  {ok}")
+    cores = os.cpu_count() or 1
+    print(f"\n{load()}; Kafka, PostgreSQL and Connect share these {cores} cores. With the "
+          f"machine busy B cores of {cores} for one worker, more workers can add at most "
+          f"{cores}/B of its speed.")
     return 0
 
 
