@@ -7,10 +7,12 @@ from typing import Any
 
 import faust
 import pytest
+from faust.utils import json as faust_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mode.utils.compat import want_bytes
 
-from tables.json_table import JsonTable, json_table
+from tables.json_table import JsonTable, json_codec, json_table
 
 
 class Output:
@@ -67,3 +69,22 @@ def test_values_read_back_through_faust_and_match_its_changelog_encoding(
 
     check()
     assert jt.get("never written") is None
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.decimals(allow_nan=False, allow_infinity=False)
+    | st.datetimes()
+)
+_json = st.recursive(
+    _scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20
+)
+
+
+@given(_json)
+def test_the_kept_encoder_writes_exactly_what_faust_json_codec_writes(value: Any) -> None:
+    assert json_codec()(value) == want_bytes(faust_json.dumps(value))
