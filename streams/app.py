@@ -12,7 +12,6 @@ from prometheus_client import generate_latest
 from connectors.applications import port_factories
 from connectors.sinks.postgres import PostgresTarget
 from schemas.registry import Registry
-from schemas.serde import Decoder
 from streams.agents import (
     commands,
     deal,
@@ -86,7 +85,7 @@ def create_app(settings: Settings) -> faust.App:
     normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     target = PostgresTarget(settings.target_url)
     # The sink and the deal stage decode each canonical opportunity once between them.
-    decoded = SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
+    decoded = SharedDecoder.of(registry)
     sink.register(app, runners, settings, topo, output, registry, target, decoded)
     ports = port_factories(settings)
     # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.

@@ -123,7 +123,7 @@ class DealStage:
         self.clock = clock
         # Shared with the sink, which decodes canonical opportunities in the same batches;
         # records from it are read, never changed.
-        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
+        self.decoder = decoder or SharedDecoder.of(registry)
         self.encoders = Encoders(registry.register)
         self.registry = registry
         self.canonical_encoders: dict[str, Encoder] = {}
@@ -760,7 +760,7 @@ def register(
 ) -> DealStage:
     """The deal stage on the runner of any stage already reading one of its topics;
     `decoder` shares decoded records with them (the sink's, for canonical opportunities)."""
-    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
+    decoder = decoder or SharedDecoder.of(registry)
     views = open_views(settings, registry)
     reader = ViewReader(settings, views.values())
 

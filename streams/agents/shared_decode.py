@@ -12,6 +12,7 @@ from typing import Any
 
 from faust.types import Message
 
+from schemas.registry import Registry
 from schemas.serde import Decoder
 from streams.errors import SerdeError
 
@@ -22,6 +23,12 @@ class SharedDecoder:
         # id(message) -> (message, record): holding the message keeps its id from being
         # reused by another object while the entry lives.
         self._records: dict[int, tuple[Message, dict[str, Any]]] = {}
+
+    @classmethod
+    def of(cls, registry: Registry) -> SharedDecoder:
+        """The stages' decoder: writer schemas from `registry`, uuid fields as their text
+        (the stages use them only as text)."""
+        return cls(Decoder(registry.schema_by_id, uuid_text=True))
 
     def decode(self, msg: Message) -> dict[str, Any]:
         """The record of `msg`'s value (not None), decoded on first use in this batch."""

@@ -23,7 +23,7 @@ from connectors.sinks.postgres import PostgresSink, PostgresTarget
 from connectors.sinks.resilient import RetryPolicy, apply_isolating, retry_target
 from connectors.sinks.tablespec import TableSpec, compile_spec
 from schemas.registry import Registry
-from schemas.serde import Decoder, split
+from schemas.serde import split
 from streams.agents.batching import StageRunner, batch_stage, bytes_topic
 from streams.agents.shared_decode import SharedDecoder
 from streams.audit import SinkAudit
@@ -75,7 +75,7 @@ class Sink:
         self.retry = retry
         self.output = output
         self.registry = registry
-        self.decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
+        self.decoder = decoder or SharedDecoder.of(registry)
         self.lanes: dict[str, Lane] = {}
         for entity in entities:
             table = target.table(entity)
@@ -183,7 +183,7 @@ def register(
     """One batch stage for every entity and reference set, into one table each; `decoder`
     shares decoded records with stages registered later on the same runner."""
     retry = RetryPolicy(retry_for=settings.sink_retry_for)
-    decoder = decoder or SharedDecoder(Decoder(registry.schema_by_id, uuid_text=True))
+    decoder = decoder or SharedDecoder.of(registry)
     sink = Sink(topology, sink_entities(topology), target, output, registry, retry, decoder)
     topic = bytes_topic(app, *sink.topics)
     runner = batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)
