@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast
 
@@ -78,12 +79,39 @@ class StageRunner(Service):
         # dropped then is never fetched again. Queued records are tracked, so a rebalance
         # waits until they are processed and acknowledged; at worst they are seen twice.
         self.queue: asyncio.Queue[tuple[list[Message], list[Span]]] = asyncio.Queue(maxsize=4)
-        # Run after every batch, done or failed (e.g. forget what was decoded for it).
-        self.after_batch: list[Callable[[], None]] = []
+        # Run after every batch, done or failed, with its records (e.g. forget what was
+        # decoded for them).
+        self.after_batch: list[Callable[[Sequence[Message]], None]] = []
+        # Work a stage may do on the next fetch while the current batch waits on its target
+        # or on Kafka (decoding ahead): it only prepares, the batch itself still decides.
+        self.ahead: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
+        self._busy = False
+        self._ahead_task: asyncio.Future[Any] | None = None
+        self._queued: deque[list[Message]] = deque()  # the queue's records, in its order
         super().__init__()
 
     async def deliver(self, messages: list[Message], spans: list[Span]) -> None:
         await self.queue.put((messages, spans))
+        self._queued.append(messages)
+        self._start_ahead()
+
+    def _take(self) -> tuple[list[Message], list[Span]]:
+        self._queued.popleft()
+        return self.queue.get_nowait()
+
+    def _start_ahead(self) -> None:
+        # Only the fetch next in line: more would hold several batches decoded at once.
+        if self.ahead and self._busy and self._ahead_task is None and self._queued:
+            self._ahead_task = asyncio.ensure_future(self._prepare_ahead(self._queued[0]))
+
+    async def _prepare_ahead(self, messages: Sequence[Message]) -> None:
+        for work in self.ahead:
+            await work(messages)
+
+    def _stop_ahead(self) -> None:
+        if self._ahead_task is not None:
+            self._ahead_task.cancel()
+            self._ahead_task = None
 
     @Service.task
     async def _run(self) -> None:
@@ -91,21 +119,29 @@ class StageRunner(Service):
             await self.stage.prepare()
             while not self.should_stop:
                 batch, spans = await self.queue.get()
+                self._queued.popleft()
                 # Take whatever else is already waiting, up to the batch size: a batch closes
                 # when the stream runs dry, never on a timer.
                 while len(batch) < self.batch_size and not self.queue.empty():
-                    more, more_spans = self.queue.get_nowait()
+                    more, more_spans = self._take()
                     batch = batch + more
                     spans = spans + more_spans
+                # What was prepared ahead is this batch's; the rest it does itself.
+                self._stop_ahead()
+                self._busy = True
+                self._start_ahead()
                 try:
                     await self.stage.process(batch)
                 finally:
+                    self._busy = False
                     for hook in self.after_batch:
-                        hook()
+                        hook(batch)
                 cast(BatchConsumer, self.app.consumer).processed(batch, spans)
         except asyncio.CancelledError:
+            self._stop_ahead()
             raise
         except Exception as exc:  # noqa: BLE001 - any crash must stop the worker
+            self._stop_ahead()
             # Nothing of the failed batch was acknowledged: it is processed again after a
             # restart. Stop the worker rather than carry on past it.
             log.error("stage %s crashed: %r", self.name, exc)

@@ -781,8 +781,7 @@ def register(
     )
     topic = bytes_topic(app, *sorted(stage.topics))
     runner = attach(app, runners, topic, STAGE, stage, settings)
-    if decoder.release not in runner.after_batch:
-        runner.after_batch.append(decoder.release)
+    decoder.attach(runner)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def judge_waiting_deals() -> None:

@@ -187,5 +187,5 @@ def register(
     sink = Sink(topology, sink_entities(topology), target, output, registry, retry, decoder)
     topic = bytes_topic(app, *sink.topics)
     runner = batch_stage(app, runners, topic, f"sink-{PostgresSink.name}", sink, settings)
-    runner.after_batch.append(decoder.release)
+    decoder.attach(runner)
     return sink

@@ -119,8 +119,135 @@ def test_stages_of_one_runner_decode_each_record_once_per_batch() -> None:
     assert counting.calls == 3
     assert sink.records == deal.records == [{"v": "r0"}, {"v": "r1"}, {"v": "r2"}]
     assert sink.records[0] is deal.records[0]  # shared, read-only
-    shared.release()
+    shared.release(cast(Any, batch))
     asyncio.run(fan.process(cast(Any, batch[:1])))
     assert counting.calls == 4  # a released batch is decoded again
     with pytest.raises(SerdeError, match="tombstone"):
         shared.decode(cast(Any, batch[3]))
+
+
+def test_release_forgets_its_batch_and_keeps_what_was_decoded_ahead() -> None:
+    counting = CountingDecoder()
+    shared = SharedDecoder(cast(Any, counting))
+    now = [Record("canonical.opportunity", i, f"r{i}".encode()) for i in range(3)]
+    later = [Record("canonical.opportunity", i, f"r{i}".encode()) for i in range(3, 6)]
+    later.append(Record("canonical.opportunity", 6, None))
+    for m in now:
+        shared.decode(cast(Any, m))
+    asyncio.run(shared.ahead(cast(Any, later)))
+    assert counting.calls == 6  # the tombstone has nothing to decode
+    shared.release(cast(Any, now))
+    assert [shared.decode(cast(Any, m)) for m in later[:3]] == [
+        {"v": "r3"},
+        {"v": "r4"},
+        {"v": "r5"},
+    ]
+    assert counting.calls == 6
+    shared.decode(cast(Any, now[0]))
+    assert counting.calls == 7  # released: decoded again
+
+
+class FailingDecoder(CountingDecoder):
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if data == b"poison":
+            raise SerdeError("not Avro")
+        return super().decode(data)
+
+
+def test_a_record_that_fails_ahead_is_left_to_its_stage() -> None:
+    shared = SharedDecoder(cast(Any, FailingDecoder()))
+    batch = [
+        Record("canonical.opportunity", 0, b"poison"),
+        Record("canonical.opportunity", 1, b"ok"),
+    ]
+    asyncio.run(shared.ahead(cast(Any, batch)))
+    with pytest.raises(SerdeError, match="not Avro"):
+        shared.decode(cast(Any, batch[0]))
+    assert shared.decode(cast(Any, batch[1])) == {"v": "ok"}
+
+
+class GatedReader(Reader):
+    """Reads its batches, then waits on its target: the first batch until the gate opens."""
+
+    def __init__(self, shared: SharedDecoder, counting: CountingDecoder) -> None:
+        super().__init__(shared)
+        self.counting = counting
+        self.gate = asyncio.Event()
+        self.batches: list[list[int]] = []
+        self.decoded_before: list[int] = []  # records decoded when each batch began
+
+    async def process(self, messages: Sequence[Any]) -> None:
+        self.batches.append([m.offset for m in messages])
+        self.decoded_before.append(self.counting.calls)
+        self.records += [self.shared.decode(m) for m in messages if m.value is not None]
+        if len(self.batches) == 1:
+            await self.gate.wait()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.done: list[list[int]] = []
+
+    def processed(self, messages: Sequence[Any], spans: Sequence[Any]) -> None:
+        self.done.append([m.offset for m in messages])
+
+
+async def _settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("batch_size", [3, 1000])
+def test_the_runner_decodes_the_next_fetch_while_a_batch_waits_and_only_that_one(
+    batch_size: int,
+) -> None:
+    async def scenario() -> tuple[GatedReader, CountingDecoder, SharedDecoder, Acks]:
+        counting = CountingDecoder()
+        shared = SharedDecoder(cast(Any, counting))
+        reader = GatedReader(shared, counting)
+        app = faust.App("ahead-test", autodiscover=False)
+        acks = Acks()
+        app.consumer = cast(Any, acks)
+        runners: dict[str, Any] = {}
+        settings = Settings(batch_size=batch_size)
+        topic = bytes_topic(app, "canonical.opportunity")
+        runner = batch_stage(app, runners, topic, "sink", reader, settings)
+        shared.attach(runner)
+        shared.attach(runner)  # once per runner, however many stages share it
+        assert runner.ahead == [shared.ahead]
+
+        def fetch(first: int) -> list[Record]:
+            return [
+                Record("canonical.opportunity", i, f"r{i}".encode())
+                for i in range(first, first + 3)
+            ]
+
+        task = asyncio.ensure_future(runner._run(runner))
+        await runner.deliver(cast(Any, fetch(0)), [])
+        await _settle()
+        assert reader.batches == [[0, 1, 2]] and counting.calls == 3  # waiting at the gate
+        await runner.deliver(cast(Any, fetch(3)), [])
+        await _settle()
+        assert counting.calls == 6  # the next fetch, decoded while the batch waits
+        await runner.deliver(cast(Any, fetch(6)), [])
+        await _settle()
+        assert counting.calls == 6  # one fetch ahead, no more
+        reader.gate.set()
+        await _settle()
+        task.cancel()
+        return reader, counting, shared, acks
+
+    reader, counting, shared, acks = asyncio.run(scenario())
+    if batch_size == 3:
+        assert reader.batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+        # The third fetch was decoded while the second batch waited on its target.
+        assert reader.decoded_before == [0, 6, 9]
+    else:
+        assert reader.batches == [[0, 1, 2], [3, 4, 5, 6, 7, 8]]
+        assert reader.decoded_before == [0, 6]
+    assert counting.calls == 9  # every record decoded once
+    assert reader.records == [{"v": f"r{i}"} for i in range(9)]
+    assert acks.done == reader.batches
+    assert shared._records == {}  # every batch released
