@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, cast
 
 import faust
@@ -251,12 +251,13 @@ class BatchConsumer(AIOKafkaConsumer):
             sought = progress.take_sought()
             chunks: dict[TP, list[Message]] = {}
             last: dict[TP, int] = {}
-            async for tp, message in self.getmany(timeout=1.0):
-                offset = message.offset
-                if message.topic in runners:
-                    chunks.setdefault(tp, []).append(message)
+            async for tp, fetched in self._fetched(timeout=1.0):
+                if tp.topic in runners:
+                    chunks[tp] = fetched
                     continue
                 # Faust's own topics (table changelogs): its per-record path, unchanged.
+                message = fetched[0]
+                offset = message.offset
                 known = last.get(tp, read_offset.get(tp))
                 if known is not None and offset < known:
                     continue
@@ -320,6 +321,42 @@ class BatchConsumer(AIOKafkaConsumer):
             elif self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
+
+    async def _fetched(self, timeout: float) -> AsyncIterator[tuple[TP, list[Message]]]:
+        """What one poll returned, a partition at a time: Faust's `getmany` without its
+        per-record bookkeeping for stage topics, whose records come as one list (the
+        partition's highwater read once, not per record). Records of Faust's own topics
+        still come one at a time. As in `getmany`, the rest of a poll is dropped when flow
+        stops or the group generation changes in between (the progress fetches it again).
+        """
+        records, active = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:
+            try:
+                await self.perform_seek()  # flow stopped while polling: back to the commits
+            except Exception as exc:  # noqa: BLE001 - as Faust: the next poll tries again
+                log.warning("seek after a poll without flow failed: %r", exc)
+            return
+        app = self.app
+        generation = app.consumer_generation_id
+        to_message = self._to_message
+        track_end = app.monitor.track_tp_end_offset
+        buffered = self._buffered_partitions
+        for tp, batch in records.items():
+            if active is not None and tp not in active and tp not in buffered:
+                continue
+            if tp.topic in self.runners:
+                if not self.flow_active or app.consumer_generation_id != generation:
+                    return
+                track_end(tp, self.highwater(tp))
+                yield tp, [to_message(tp, record) for record in batch]
+                continue
+            for record in batch:
+                if not self.flow_active or app.consumer_generation_id != generation:
+                    return
+                track_end(tp, self.highwater(tp))
+                yield tp, [to_message(tp, record)]
 
     async def _refetch_lost_tails(self) -> None:
         # Idle: records lost at the very end of a partition show no jump until more arrive.

@@ -1,0 +1,138 @@
+"""The batch path's poll: stage topics a partition at a time, Faust's own topics per record."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from faust.types import TP
+
+from streams.agents.batching import BatchConsumer
+
+STAGE = "canonical.opportunity"
+CHANGELOG = "app-dedupe-positions-changelog"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Monitor:
+    ends: list[tuple[TP, int]] = field(default_factory=list)
+
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        self.ends.append((tp, offset))
+
+
+@dataclass
+class App:
+    monitor: Monitor
+    consumer_generation_id: int = 1
+
+
+class Poll:
+    """Just what `_fetched` reads of a consumer, with one poll's records."""
+
+    def __init__(self, records: dict[TP, list[Record]], active: set[TP] | None = None) -> None:
+        self.runners = {STAGE: object()}
+        self.records = records
+        self.active = active
+        self.app = App(Monitor())
+        self.flow_active = True
+        self.should_stop = False
+        self._buffered_partitions: set[TP] = set()
+        self.seeks = 0
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:
+        return self.records, self.active
+
+    async def perform_seek(self) -> None:
+        self.seeks += 1
+
+    def highwater(self, tp: TP) -> int:
+        return 100
+
+    def _to_message(self, tp: TP, record: Record) -> tuple[str, int, int, int]:
+        return (tp.topic, tp.partition, record.offset, self.app.consumer_generation_id)
+
+
+def fetched(poll: Poll, on_each: Any = None) -> list[tuple[TP, list[Any]]]:
+    async def run() -> list[tuple[TP, list[Any]]]:
+        out = []
+        async for tp, messages in BatchConsumer._fetched(cast(Any, poll), 1.0):
+            out.append((tp, messages))
+            if on_each is not None:
+                on_each(poll, tp)
+        return out
+
+    return asyncio.run(run())
+
+
+def records(topic: str, partition: int, *offsets: int) -> list[Record]:
+    return [Record(topic, partition, o) for o in offsets]
+
+
+def test_a_stage_partition_comes_as_one_list_and_a_changelog_record_by_record() -> None:
+    stage0, stage1, log0 = TP(STAGE, 0), TP(STAGE, 1), TP(CHANGELOG, 0)
+    poll = Poll(
+        {
+            stage0: records(STAGE, 0, 5, 6, 7),
+            log0: records(CHANGELOG, 0, 1, 2),
+            stage1: records(STAGE, 1, 9),
+        }
+    )
+    got = fetched(poll)
+    assert got == [
+        (stage0, [(STAGE, 0, 5, 1), (STAGE, 0, 6, 1), (STAGE, 0, 7, 1)]),
+        (log0, [(CHANGELOG, 0, 1, 1)]),
+        (log0, [(CHANGELOG, 0, 2, 1)]),
+        (stage1, [(STAGE, 1, 9, 1)]),
+    ]
+    # The end offset is tracked once per stage partition, per record otherwise.
+    assert poll.app.monitor.ends == [(stage0, 100), (log0, 100), (log0, 100), (stage1, 100)]
+
+
+def test_the_rest_of_a_poll_is_dropped_when_the_generation_changes_in_between() -> None:
+    log0, stage0 = TP(CHANGELOG, 0), TP(STAGE, 0)
+    poll = Poll({log0: records(CHANGELOG, 0, 1, 2), stage0: records(STAGE, 0, 5, 6)})
+
+    def rebalance(p: Poll, tp: TP) -> None:
+        p.app.consumer_generation_id += 1  # while the changelog record was applied
+
+    assert fetched(poll, rebalance) == [(log0, [(CHANGELOG, 0, 1, 1)])]
+
+
+def test_the_rest_of_a_poll_is_dropped_when_flow_stops_in_between() -> None:
+    stage0, stage1 = TP(STAGE, 0), TP(STAGE, 1)
+    poll = Poll({stage0: records(STAGE, 0, 5), stage1: records(STAGE, 1, 9)})
+
+    def stop(p: Poll, tp: TP) -> None:
+        p.flow_active = False
+
+    assert fetched(poll, stop) == [(stage0, [(STAGE, 0, 5, 1)])]
+
+
+def test_partitions_no_longer_active_are_skipped_unless_buffered() -> None:
+    stage0, stage1, stage2 = TP(STAGE, 0), TP(STAGE, 1), TP(STAGE, 2)
+    poll = Poll(
+        {
+            stage0: records(STAGE, 0, 1),
+            stage1: records(STAGE, 1, 2),
+            stage2: records(STAGE, 2, 3),
+        },
+        active={stage0},
+    )
+    poll._buffered_partitions = {stage2}
+    assert [tp for tp, _ in fetched(poll)] == [stage0, stage2]
+
+
+def test_a_poll_that_returns_after_flow_stopped_seeks_back_and_yields_nothing() -> None:
+    poll = Poll({TP(STAGE, 0): records(STAGE, 0, 1)})
+    poll.flow_active = False
+    assert fetched(poll) == []
+    assert poll.seeks == 1
