@@ -37,6 +37,7 @@ from tables.deals import deal_tables
 from tables.dedupe import Positions, dedupe_table
 from tables.expenses import expense_table
 from tables.invoices import invoice_tables
+from tables.store import bound_store_memory, rocksdb_options
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,11 @@ def create_app(settings: Settings) -> faust.App:
         registry,
         expense_table(app, settings.partitions, output),
     )
+    if settings.store == "rocksdb":
+        bound_store_memory(
+            app,
+            rocksdb_options(settings.rocksdb_write_buffer_mb, settings.rocksdb_block_cache_mb),
+        )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])

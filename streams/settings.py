@@ -361,6 +361,10 @@ class Settings:
     web_bind: str = "127.0.0.1"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     store: Store = "rocksdb"
+    # RocksDB memory per table partition (tables/store.py): each write buffer (two), and the
+    # block cache that keeps read blocks.
+    rocksdb_write_buffer_mb: int = 16
+    rocksdb_block_cache_mb: int = 64
     # Where the local stack keeps its PostgreSQL cluster; None: chosen by the stack (see
     # docker/local/stack.py), outside the clone when it must run as the postgres user.
     pg_data_dir: Path | None = None
@@ -468,6 +472,8 @@ class Settings:
             web_bind=_str(e, "PSSYNC_WEB_BIND", "127.0.0.1"),
             data_dir=Path(_str(e, "PSSYNC_DATA_DIR", str(stack_dir / "worker"))),
             store=_store(e, "PSSYNC_STORE", "rocksdb"),
+            rocksdb_write_buffer_mb=_int(e, "PSSYNC_ROCKSDB_WRITE_BUFFER_MB", 16),
+            rocksdb_block_cache_mb=_int(e, "PSSYNC_ROCKSDB_BLOCK_CACHE_MB", 64),
             pg_data_dir=Path(e["PSSYNC_PG_DATA_DIR"]) if e.get("PSSYNC_PG_DATA_DIR") else None,
             analytics_policy=_str(e, "PSSYNC_ANALYTICS_POLICY", ""),
             analytics_prefix=_str(e, "PSSYNC_ANALYTICS_TOPIC_PREFIX", "analytics"),
@@ -502,6 +508,12 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.rocksdb_write_buffer_mb < 1 or self.rocksdb_block_cache_mb < 1:
+            raise ConfigError(
+                f"PSSYNC_ROCKSDB_WRITE_BUFFER_MB={self.rocksdb_write_buffer_mb} and "
+                f"PSSYNC_ROCKSDB_BLOCK_CACHE_MB={self.rocksdb_block_cache_mb}: MiB per table "
+                "partition, at least 1 each (defaults 16 and 64)"
+            )
         if self.fetch_max_bytes < 1024 * 1024:
             raise ConfigError(
                 f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
