@@ -1,10 +1,10 @@
 """Memory of the RocksDB stores that hold table state.
 
 Faust opens every table partition's RocksDB with 64 MiB write buffers (three of them) and a
-2 GiB block cache. A cold restore writes the whole changelog at once and kept it in those
-write buffers: 307 MiB peak for a million dedupe keys against 141 MiB once the files exist.
-pssync bounds both per store, as Kafka Streams does (16 MiB buffers, a small block cache);
-the restore then flushes to files as it goes.
+2 GiB block cache. A cold restore writes the whole changelog at once, and those write
+buffers held it: 307 MiB peak for a million dedupe keys against 141 MiB once the files
+exist. pssync bounds both per store, as Kafka Streams bounds its stores (16 MiB buffers, a
+small block cache); a restore then flushes to files as it goes.
 """
 
 from __future__ import annotations
