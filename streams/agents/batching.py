@@ -179,6 +179,16 @@ class BatchConsumer(AIOKafkaConsumer):
                 self.resume_partitions({tp for tp in tps if tp in assigned})
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        if cast(Service, self._thread).should_stop:
+            # A crash stops the consumer's thread at once, and a call queued to a stopped
+            # thread is never answered: the last commit on the way down would hang the
+            # worker's exit. Nothing is lost by not committing; what was processed since
+            # the last commit is processed again after the restart.
+            log.warning(
+                "offsets not committed: the Kafka consumer has already stopped; "
+                "records since the last commit will be processed again after a restart"
+            )
+            return False
         for hook in self.before_commit:
             await hook()
         committed: bool = await super()._commit(offsets)

@@ -136,3 +136,23 @@ def test_a_poll_that_returns_after_flow_stopped_seeks_back_and_yields_nothing() 
     poll.flow_active = False
     assert fetched(poll) == []
     assert poll.seeks == 1
+
+
+def test_no_commit_is_queued_to_a_consumer_thread_that_has_stopped() -> None:
+    # A crash stops the consumer's thread first; a call queued to it then is never answered
+    # and the worker would never exit. The commit is skipped (records are processed again).
+    hooks: list[str] = []
+
+    async def hook() -> None:
+        hooks.append("flushed")
+
+    class Stopped:
+        should_stop = True
+
+    class Consumer:
+        _thread = Stopped()
+        before_commit = (hook,)
+
+    tp = TP(STAGE, 0)
+    done = asyncio.run(BatchConsumer._commit(cast(Any, Consumer()), {tp: 10}))
+    assert done is False and hooks == []
