@@ -21,6 +21,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from faust.worker import Worker
 
+    from streams.stopping import EXIT_CRASHED, BoundedStop, one_line
+
+    class PssyncWorker(BoundedStop, Worker):
+        pass
+
     # A crash in a native library (librdkafka, RocksDB) prints every thread's Python stack.
     faulthandler.enable(all_threads=True)
 
@@ -34,14 +39,19 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     tune_gc(settings)
     # quiet: no banner or spinner when logs go to a file.
-    worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
+    worker = PssyncWorker(
+        app,
+        loglevel=args.loglevel,
+        quiet=not sys.stdout.isatty(),
+        stop_timeout=settings.stop_timeout,
+    )
     try:
         worker.execute_from_commandline()
     except SystemExit as exit_:
         reason = worker.crash_reason
         if reason is not None:
             # The traceback is in the log above; operators and supervisors need one line.
-            print(f"pssync worker stopped: {_one_line(reason)}", file=sys.stderr, flush=True)
+            print(f"pssync worker stopped: {one_line(reason)}", file=sys.stderr, flush=True)
             return EXIT_CRASHED
         return exit_.code if isinstance(exit_.code, int) else 1
     return 0
@@ -78,15 +88,6 @@ def _prepare_state_dir(settings: Settings) -> None:
         ) from exc
     if settings.store == "rocksdb":
         check_local_state(settings)
-
-
-# A worker that stopped on an error it could not handle (the reason is its last line).
-EXIT_CRASHED = 3
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -340,6 +340,9 @@ class Settings:
     invoice_sync_slo: float = 900.0
     # How long a starting worker waits for Kafka (a broker restarting) before giving up.
     startup_wait: float = 120.0
+    # Seconds a stopping worker (signal or crash) may take before it exits without a clean
+    # stop, printing its stacks: a hung stop would keep a supervisor from restarting it.
+    stop_timeout: float = 180.0
     # Seconds without a heartbeat before the group gives a silent worker's partitions away:
     # how long a killed worker's partitions wait (Faust's default is 60).
     session_timeout: float = 20.0
@@ -460,6 +463,7 @@ class Settings:
             monitor_interval=_float(e, "PSSYNC_MONITOR_INTERVAL", 15.0),
             invoice_sync_slo=_float(e, "PSSYNC_INVOICE_SYNC_SLO", 900.0),
             startup_wait=_float(e, "PSSYNC_STARTUP_WAIT", 120.0),
+            stop_timeout=_float(e, "PSSYNC_STOP_TIMEOUT", 180.0),
             session_timeout=_float(e, "PSSYNC_SESSION_TIMEOUT", 20.0),
             command_retry_for=_float(e, "PSSYNC_COMMAND_RETRY_FOR", 600.0),
             erp_commands=CommandLimits.from_env(e, "erp", DEFAULT_COMMAND_LIMITS["erp"]),
@@ -562,6 +566,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_INVOICE_SYNC_SLO={self.invoice_sync_slo}: seconds from an invoice's ERP "
                 "commit to the CRM update must be positive, e.g. 900"
+            )
+        if self.stop_timeout <= 0:
+            raise ConfigError(
+                f"PSSYNC_STOP_TIMEOUT={self.stop_timeout}: seconds a stopping worker may take "
+                "must be positive, e.g. 180"
             )
         if self.monitor_interval <= 0:
             raise ConfigError(
