@@ -112,12 +112,14 @@ class Window:
     steady_seconds: float
     cpu: float
     rss_mb: float
+    busy: float = float("nan")  # CPU seconds the whole machine was busy in the window
 
 
 def watch(target: Target, rows: int, version_sum: int, pid: int | None,
           timeout: float, alive: Callable[[], bool] = lambda: True) -> Window:
     """Poll the target until it holds `rows` rows at the final versions (or `timeout`)."""
     cpu0 = cpu_seconds(pid) if pid else 0.0
+    busy0 = machine_busy_seconds()
     start = time.monotonic()
     first: float | None = None
     done = False
@@ -135,7 +137,8 @@ def watch(target: Target, rows: int, version_sum: int, pid: int | None,
     end = time.monotonic()
     cpu = (cpu_seconds(pid) - cpu0) if pid else float("nan")
     rss = peak_rss_mb(pid) if pid else float("nan")
-    return Window(done, end - start, end - (first or start), cpu, rss)
+    busy = machine_busy_seconds() - busy0
+    return Window(done, end - start, end - (first or start), cpu, rss, busy)
 
 
 def distinct_canonical(settings: Settings, topic: str, decoder: Decoder,

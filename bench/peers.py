@@ -90,6 +90,11 @@ class Result:
     def cpu_per_k(self) -> float:
         return self.window.cpu / self.events * 1000
 
+    @property
+    def busy_cores(self) -> float:
+        # How much of the machine the run used, the peer and the stack it shares it with.
+        return self.window.busy / self.window.seconds if self.window.seconds else float("nan")
+
 
 @dataclass
 class Peer:
@@ -362,7 +367,7 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
           f"{exp.checksum[:8]}, {exp.canonical:,} distinct canonical records "
           f"({exp.duplicates:,} duplicates dropped)")
     head = (f"{'peer':<44} {'ev/s':>8} {'steady':>8} {'CPU s/1k':>9} {'RSS MB':>7} "
-            f"{'÷ceiling':>8}  {'ok':<2} {'runs ev/s':<24}")
+            f"{'÷ceiling':>8} {'busy':>5}  {'ok':<2} {'runs ev/s':<24}")
 
     def line(label: str, peer: Peer) -> None:
         rs = peer.results
@@ -371,9 +376,10 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
         runs = " ".join(f"{r.rate:,.0f}" for r in rs)
         rate, steady = med([r.rate for r in rs]), med([r.steady for r in rs])
         cpu, rss = med([r.cpu_per_k for r in rs]), med([r.window.rss_mb for r in rs])
+        busy = med([r.busy_cores for r in rs])
         steady_text = f"{steady:>8,.0f}" if steady == steady else f"{'-':>8}"
         print(f"{label:<44} {rate:>8,.0f} {steady_text} {cpu:>9.3f} {rss:>7.0f} "
-              f"{ratio:>8.2f}  {'✓' if ok else '✗':<2} {runs:<24}")
+              f"{ratio:>8.2f} {busy:>5.2f}  {'✓' if ok else '✗':<2} {runs:<24}")
         for r in rs:
             if not bench.ok(r):
                 print(f"    ✗ rows {r.rows:,}, checksum {r.checksum[:8] or '-'}, canonical "
@@ -386,6 +392,8 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
               "Quix Streams 3 (RocksDB state, Avro serdes)"]
     for label, peer in zip(labels, full, strict=True):
         line(label, peer)
+    print(f"(busy: cores of the machine's {os.cpu_count()} busy during the run, the peer and "
+          "the stack it shares them with)")
     print("(the worker also writes one audit.sink record per target write before each commit; "
           "the ceiling and Quix peers call the same PostgresSink.apply without audit)")
     print("\nsink half: normalized input -> target (÷ceiling against the whole job's ceiling)")

@@ -19,11 +19,12 @@ log = logging.getLogger("pssync")
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faulthandler
 
-    from faust.worker import Worker
+    from faust.worker import Worker as FaustWorker
 
     from streams.stopping import EXIT_CRASHED, BoundedStop, one_line
 
-    class PssyncWorker(BoundedStop, Worker):
+    # Named Worker: its log lines ("[^Worker]: Ready") are what supervisors and tools wait on.
+    class Worker(BoundedStop, FaustWorker):
         pass
 
     # A crash in a native library (librdkafka, RocksDB) prints every thread's Python stack.
@@ -39,7 +40,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     tune_gc(settings)
     # quiet: no banner or spinner when logs go to a file.
-    worker = PssyncWorker(
+    worker = Worker(
         app,
         loglevel=args.loglevel,
         quiet=not sys.stdout.isatty(),
