@@ -14,6 +14,12 @@ a fetch made while the consumer's flow is stopped is fetched again. What may be 
 is the batch path's own bookkeeping (streams/agents/progress.py): only offsets a stage has
 processed, without a hole. Unlike Faust's stream queues, the stage queues are never
 cleared: a record is processed or fetched again, never dropped.
+
+A stopping worker does not work through its queues: batches not started are left for the
+next run (uncommitted, so fetched again), and so is the batch in progress of a stage that
+applies it item by item to a slow application (`interruptible`); the others finish theirs.
+A backlog of commands behind an application's rate limit would otherwise hold a stop for
+minutes.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ Span = tuple[TP, int, int]
 
 
 class BatchStage(Protocol):
+    # A stage may declare `interruptible = True` when a batch cut short is safe to process
+    # again from its start (each item is applied idempotently): a stop then cancels it.
     async def prepare(self) -> None: ...
 
     async def process(self, messages: Sequence[Message]) -> None: ...
@@ -88,7 +96,25 @@ class StageRunner(Service):
         self._busy = False
         self._ahead_task: asyncio.Future[Any] | None = None
         self._queued: deque[list[Message]] = deque()  # the queue's records, in its order
+        self._current: tuple[asyncio.Future[None], list[Message]] | None = None
+        self._stopping = False
         super().__init__()
+
+    def stop_taking(self) -> list[Message]:
+        """The worker is stopping: start no other batch, and cancel the one in progress if the
+        stage is interruptible. Returns the records left unprocessed (not acknowledged, not
+        committed: the next run fetches them again)."""
+        self._stopping = True
+        self._stop_ahead()
+        left: list[Message] = []
+        while not self.queue.empty():
+            left += self.queue.get_nowait()[0]
+        self._queued.clear()
+        if self._current is not None and getattr(self.stage, "interruptible", False):
+            task, batch = self._current
+            task.cancel()
+            left += batch
+        return left
 
     async def deliver(self, messages: list[Message], spans: list[Span]) -> None:
         await self.queue.put((messages, spans))
@@ -117,7 +143,7 @@ class StageRunner(Service):
     async def _run(self) -> None:
         try:
             await self.stage.prepare()
-            while not self.should_stop:
+            while not (self.should_stop or self._stopping):
                 batch, spans = await self.queue.get()
                 self._queued.popleft()
                 # Take whatever else is already waiting, up to the batch size: a batch closes
@@ -130,9 +156,17 @@ class StageRunner(Service):
                 self._stop_ahead()
                 self._busy = True
                 self._start_ahead()
+                task = asyncio.ensure_future(self.stage.process(batch))
+                self._current = (task, batch)
                 try:
-                    await self.stage.process(batch)
+                    await task
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # the runner itself is cancelled
+                    return  # interrupted by stop_taking: nothing of the batch acknowledged
                 finally:
+                    self._current = None
                     self._busy = False
                     for hook in self.after_batch:
                         hook(batch)
@@ -177,6 +211,22 @@ class BatchConsumer(AIOKafkaConsumer):
                 del self._deferred[runner]
                 assigned = {ensure_TP(tp) for tp in self.assignment()}
                 self.resume_partitions({tp for tp in tps if tp in assigned})
+
+    async def wait_empty(self) -> None:
+        if cast(Service, self.app).should_stop:  # the worker stops (not a rebalance)
+            left = 0
+            for runner in {id(r): r for r in self.runners.values()}.values():
+                unprocessed = runner.stop_taking()
+                for message in unprocessed:
+                    self._unacked_messages.discard(message)
+                left += len(unprocessed)
+            if left:
+                log.info(
+                    "stopping: %d fetched records left unprocessed and uncommitted; "
+                    "the next run fetches them again",
+                    left,
+                )
+        await super().wait_empty()
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         if cast(Service, self._thread).should_stop:

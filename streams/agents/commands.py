@@ -143,6 +143,11 @@ class _Command:
 
 
 class CommandStage:
+    # A stop cancels a batch in progress: its commands are applied again after the restart,
+    # which every port operation allows (see above), instead of a stop waiting out a backlog
+    # at the application's rate.
+    interruptible = True
+
     def __init__(
         self,
         target: CommandTarget,
