@@ -96,8 +96,10 @@ class StageRunner(Service):
         self._busy = False
         self._ahead_task: asyncio.Future[Any] | None = None
         self._queued: deque[list[Message]] = deque()  # the queue's records, in its order
-        self._current: tuple[asyncio.Future[None], list[Message]] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the one running _run
+        self._in_batch: list[Message] | None = None  # the batch the stage is on
         self._stopping = False
+        self._interrupted = False
         super().__init__()
 
     def stop_taking(self) -> list[Message]:
@@ -110,8 +112,9 @@ class StageRunner(Service):
         while not self.queue.empty():
             left += self.queue.get_nowait()[0]
         self._queued.clear()
-        if self._current is not None and getattr(self.stage, "interruptible", False):
-            task, batch = self._current
+        batch, task = self._in_batch, self._task
+        if batch is not None and task is not None and getattr(self.stage, "interruptible", False):
+            self._interrupted = True
             task.cancel()
             left += batch
         return left
@@ -141,6 +144,7 @@ class StageRunner(Service):
 
     @Service.task
     async def _run(self) -> None:
+        self._task = asyncio.current_task()
         try:
             await self.stage.prepare()
             while not (self.should_stop or self._stopping):
@@ -156,23 +160,20 @@ class StageRunner(Service):
                 self._stop_ahead()
                 self._busy = True
                 self._start_ahead()
-                task = asyncio.ensure_future(self.stage.process(batch))
-                self._current = (task, batch)
+                self._in_batch = batch
                 try:
-                    await task
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise  # the runner itself is cancelled
-                    return  # interrupted by stop_taking: nothing of the batch acknowledged
+                    await self.stage.process(batch)
                 finally:
-                    self._current = None
+                    self._in_batch = None
                     self._busy = False
                     for hook in self.after_batch:
                         hook(batch)
                 cast(BatchConsumer, self.app.consumer).processed(batch, spans)
         except asyncio.CancelledError:
             self._stop_ahead()
+            if self._interrupted:  # by stop_taking: nothing of the batch acknowledged
+                cast(asyncio.Task[Any], self._task).uncancel()
+                return
             raise
         except Exception as exc:  # noqa: BLE001 - any crash must stop the worker
             self._stop_ahead()
