@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-saga bench-close bench-invoices soak clean
+.PHONY: install up down status demo test unit integration lint bench bench-quick bench-scale bench-slice bench-restart bench-stop bench-saga bench-close bench-invoices soak clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,10 @@ bench-close: up
 bench-restart: install
 	$(BIN)/python docker/local/stack.py up --only $(BENCH_STACK)
 	$(BIN)/python bench/restart_bench.py
+
+# SIGTERM to exit with a backlog of saga commands behind the CRM's rate limit.
+bench-stop: up
+	$(BIN)/python bench/stop_time.py $(STOP_ARGS)
 
 # Fault soak on this clone's stack (kills its Kafka and Connect): SOAK_PROFILE=short|long,
 # SOAK_SEED=<n> repeats a run.
