@@ -25,10 +25,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import psycopg
 from confluent_kafka.admin import AdminClient
 from peer_input import generate, produce
+from restart_bench import free_port
 
+from connectors.sql import server_execute
 from schemas.conventions import raw_topic
 from streams.admin import delete_topics
 from streams.security import kafka_config
@@ -39,15 +40,10 @@ LEFT = re.compile(r"stopping: (\d+) fetched records left unprocessed")
 APPLIED = re.compile(r'^pssync_commands_total\{[^}]*target="crm"[^}]*\} ([0-9.e+]+)$', re.M)
 
 
-def admin_sql(base: Settings, sql: str) -> None:
-    dsn = f"postgresql://postgres:postgres@127.0.0.1:{base.ports.postgres}/postgres"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def one_run(base: Settings, tag: str, run_for: float, port: int) -> tuple[float, int, int, int]:
+def one_run(base: Settings, tag: str, run_for: float) -> tuple[float, int, int, int]:
     """(stop seconds, exit code, CRM commands applied, records left) of one worker."""
-    admin_sql(base, f'CREATE DATABASE "{tag}"')
+    server_execute(base.crm_db, f'CREATE DATABASE "{tag}"')
+    port = free_port()
     data_dir = tempfile.mkdtemp(prefix=f"pssync-{tag}-")
     env = {
         **os.environ,
@@ -80,7 +76,7 @@ def one_run(base: Settings, tag: str, run_for: float, port: int) -> tuple[float,
             proc.kill()
             proc.wait(10)
         shutil.rmtree(data_dir, ignore_errors=True)
-        admin_sql(base, f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
+        server_execute(base.crm_db, f'DROP DATABASE IF EXISTS "{tag}" WITH (FORCE)')
     found = LEFT.search(log_path.read_text(errors="replace"))
     return took, code, applied, int(found.group(1)) if found else 0
 
@@ -102,7 +98,7 @@ def main() -> int:
             rid = f"{tag}r{run}"
             changes, _ = generate(args.events, max(1, args.events // 5))
             produce(base, raw_topic(rid, "sales", "opportunity"), changes)
-            took, code, applied, left = one_run(base, rid, args.run_for, base.web_port + 30)
+            took, code, applied, left = one_run(base, rid, args.run_for)
             times.append(took)
             print(f"run {run + 1}: stop {took:.1f}s, exit {code}, {applied:,} CRM commands "
                   f"applied before the signal, {left:,} fetched records left for the next run")

@@ -12,7 +12,6 @@ processed again after the restart.
 from __future__ import annotations
 
 import faulthandler
-import logging
 import os
 import sys
 import threading
@@ -20,8 +19,6 @@ from typing import Any
 
 from mode import Worker
 from mode.utils.logging import cry
-
-log = logging.getLogger(__name__)
 
 # A worker that stopped on an error it could not handle (the reason is its last line).
 EXIT_CRASHED = 3
