@@ -764,6 +764,10 @@ def register(
     views = open_views(settings, registry)
     reader = ViewReader(settings, views.values())
 
+    # The partitions owned as of the timer's last tick, which is where `owns` is asked:
+    # the consumer's assignment is read once a tick, not once a deal.
+    owned: frozenset[int] = frozenset()
+
     def assigned() -> frozenset[int]:
         tps: set[TP] = app.consumer.assignment()
         return frozenset(tp.partition for tp in tps if tp.topic == stage.opportunity_topic)
@@ -776,7 +780,7 @@ def register(
         tables,
         views,
         reader,
-        owns=lambda p: p in assigned(),
+        owns=lambda p: p in owned,
         decoder=decoder,
     )
     topic = bytes_topic(app, *sorted(stage.topics))
@@ -787,7 +791,9 @@ def register(
     async def judge_waiting_deals() -> None:
         if app.rebalancing or app.in_recovery:
             return  # the tables are being restored: nothing to judge against yet
-        await stage.tick(assigned())
+        nonlocal owned
+        owned = assigned()
+        await stage.tick(owned)
 
     reader.stop_on_shutdown(app)
 

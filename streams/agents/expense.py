@@ -401,6 +401,10 @@ def register(
     users = sources.user_view(settings)
     reader = ViewReader(settings, [projects, fields, users])
 
+    # The partitions owned as of the timer's last tick, which is where `owns` is asked:
+    # the consumer's assignment is read once a tick, not once a deal.
+    owned: frozenset[int] = frozenset()
+
     def assigned() -> frozenset[int]:
         tps: set[TP] = app.consumer.assignment()
         return frozenset(tp.partition for tp in tps if tp.topic == stage.issue_topic)
@@ -415,7 +419,7 @@ def register(
         fields,
         users,
         reader,
-        owns=lambda p: p in assigned(),
+        owns=lambda p: p in owned,
     )
     # Its PSA inputs join the runner of the sink (which reads every canonical topic), the
     # posting results that of any other stage reading them (the time entries'): two
@@ -429,7 +433,9 @@ def register(
     async def decide_waiting_expenses() -> None:
         if app.rebalancing or app.in_recovery:
             return
-        await stage.tick(assigned())
+        nonlocal owned
+        owned = assigned()
+        await stage.tick(owned)
 
     reader.stop_on_shutdown(app)
     return stage
