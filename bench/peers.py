@@ -6,11 +6,13 @@ canonical opportunity, Avro encode (Confluent wire format, registered schema id)
 a canonical topic, decode and upsert into a PostgreSQL table guarded by version.
 
   ceiling     bench/peer_ceiling.py: one hand-written confluent-kafka loop, per batch
-  pssync      `python -m streams.cli worker`, a black box configured by its environment
+  pssync      `python -m streams.cli worker`, a black box configured by its environment:
+              PSSYNC_STAGES=normalize,sink (the job), then all stages (the deal saga too)
   quix        bench/peer_quix.py: Quix Streams, RocksDB state, its Avro serializer
 and, the sink half only (the input already normalized):
   jdbc        Debezium JDBC sink connector: raw topic (JSON with schemas) -> table
-  pssync sink the pssync worker consuming a canonical topic filled beforehand
+  pssync sink the pssync worker (PSSYNC_STAGES=sink) consuming a canonical topic filled
+              beforehand
 
 Each peer has its own consumer group or input topic, output topic and target database. The
 measured window runs from the peer's ready mark (the worker's `[^Worker]: Ready`, READY from
@@ -64,6 +66,9 @@ from streams.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = ROOT / ".venv-quix" / "bin" / "python"
 WORKER_READY = "[^Worker]: Ready"
+# The stages doing the peers' job; with all of them the worker also runs the deal saga on
+# every closed-won opportunity of the input (each key's last version is closed-won).
+JOB_STAGES = "normalize,sink"
 
 
 @dataclass
@@ -177,9 +182,11 @@ class Bench:
                 proc.kill()
                 proc.wait(10)
 
-    def worker_env(self, run: str, prefix: str, target_url: str) -> dict[str, str]:
+    def worker_env(self, run: str, prefix: str, target_url: str,
+                   stages: str = "all") -> dict[str, str]:
         return {
             **os.environ,
+            "PSSYNC_STAGES": stages,
             "PSSYNC_APP_ID": f"{run}-app",
             "PSSYNC_TOPIC_NAMESPACE": run,
             "PSSYNC_CRM_TOPIC_PREFIX": prefix,
@@ -201,14 +208,19 @@ class Bench:
         window, error = self.process(f"{run}-ceiling", cmd, dict(os.environ), "READY", target)
         return self.check(target, window, canonical, error), canonical
 
-    def worker(self, run: str) -> Result:
-        url, dsn = self.database(f"{run}_worker")
-        env = self.worker_env(f"{run}w", self.tag, url)
+    def worker(self, run: str, stages: str = JOB_STAGES) -> Result:
+        """The worker running `stages`: the job's own (normalize, sink), or all of them."""
+        tag = "w" if stages == JOB_STAGES else "a"
+        url, dsn = self.database(f"{run}_worker{tag}")
+        env = self.worker_env(f"{run}{tag}", self.tag, url, stages)
         target = Target(dsn, PSSYNC_TABLE)
         cmd = [sys.executable, "-m", "streams.cli", "worker"]
-        window, error = self.process(f"{run}-worker", cmd, env, WORKER_READY, target)
+        window, error = self.process(f"{run}-worker{tag}", cmd, env, WORKER_READY, target)
         shutil.rmtree(env["PSSYNC_DATA_DIR"], ignore_errors=True)
-        return self.check(target, window, canonical_topic("opportunity", f"{run}w"), error)
+        return self.check(target, window, canonical_topic("opportunity", f"{run}{tag}"), error)
+
+    def worker_all(self, run: str) -> Result:
+        return self.worker(run, "all")
 
     def quix(self, run: str) -> Result:
         if not QUIX_PYTHON.exists():
@@ -253,7 +265,7 @@ class Bench:
                     p.poll(0.05)
         p.flush(60)
         url, dsn = self.database(f"{run}_sink")
-        env = self.worker_env(f"{run}s", f"{run}s", url)
+        env = self.worker_env(f"{run}s", f"{run}s", url, "sink")
         target = Target(dsn, PSSYNC_TABLE)
         cmd = [sys.executable, "-m", "streams.cli", "worker"]
         window, error = self.process(f"{run}-sink", cmd, env, WORKER_READY, target)
@@ -388,18 +400,22 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
 
     print(f"\nthe whole job: {len(bench.changes):,} raw events -> canonical topic -> target")
     print(head)
-    labels = ["ceiling: hand-written confluent-kafka loop", "pssync worker",
+    labels = ["ceiling: hand-written confluent-kafka loop",
+              f"pssync worker ({JOB_STAGES})",
+              "pssync worker, all stages (+ deal saga)",
               "Quix Streams 3 (RocksDB state, Avro serdes)"]
     for label, peer in zip(labels, full, strict=True):
         line(label, peer)
     print(f"(busy: cores of the machine's {os.cpu_count()} busy during the run, the peer and "
           "the stack it shares them with)")
     print("(the worker also writes one audit.sink record per target write before each commit; "
-          "the ceiling and Quix peers call the same PostgresSink.apply without audit)")
+          "the ceiling and Quix peers call the same PostgresSink.apply without audit. With all "
+          "stages it also runs the deal saga on each closed-won opportunity: a business "
+          "exception and a CRM notice command each, as their accounts are unknown)")
     print("\nsink half: normalized input -> target (÷ceiling against the whole job's ceiling)")
     print(head)
     line("Debezium JDBC sink 3.5 (raw JSON+schema)", sink[0])
-    line("pssync worker, sink stage only (canonical)", sink[1])
+    line("pssync worker, PSSYNC_STAGES=sink", sink[1])
     j, s = med([r.rate for r in sink[0].results]), med([r.rate for r in sink[1].results])
     print(f"JDBC sink / pssync sink stage: {j / s:.2f} (events/s of each one's input: the JDBC "
           f"sink reads the {len(bench.changes):,} raw events with duplicates, the worker the "
@@ -428,7 +444,7 @@ def main() -> int:
     print(f"peer benchmark: {events:,} events over {exp.rows:,} keys, {runs} run(s), "
           f"{os.cpu_count()} cores, Kafka {base.kafka_bootstrap}, {load()}")
     bench = Bench(base, tag, changes, exp, base.stack_dir / "logs")
-    full = [Peer("ceiling"), Peer("pssync"), Peer("quix")]
+    full = [Peer("ceiling"), Peer("pssync"), Peer("pssync-all"), Peer("quix")]
     sink = [Peer("jdbc"), Peer("pssync-sink")]
     try:
         started = time.monotonic()
@@ -436,7 +452,10 @@ def main() -> int:
         produce(base, bench.jdbc_raw, changes, with_schema=True)
         print(f"input written in {time.monotonic() - started:.1f}s")
         steps: list[tuple[str, Callable[[str], Result]]] = [
-            ("pssync", bench.worker), ("quix", bench.quix), ("jdbc", bench.jdbc)]
+            ("pssync", bench.worker), ("pssync all stages", bench.worker_all),
+            ("quix", bench.quix), ("jdbc", bench.jdbc)]
+        into = {"pssync": full[1], "pssync all stages": full[2], "quix": full[3],
+                "jdbc": sink[0]}
         for run in range(runs):
             rid = f"{tag}r{run}"
             res, canonical = bench.ceiling(rid)
@@ -444,8 +463,7 @@ def main() -> int:
             print(f"run {run + 1}: ceiling {res.rate:,.0f} ev/s", end="", flush=True)
             for name, step in steps:
                 r = step(rid)
-                (full[1] if name == "pssync" else full[2] if name == "quix" else sink[0]) \
-                    .results.append(r)
+                into[name].results.append(r)
                 print(f", {name} {r.rate:,.0f}", end="", flush=True)
             _, records = distinct_canonical(base, canonical, bench.decoder)
             r = bench.pssync_sink(rid, records)
@@ -454,7 +472,8 @@ def main() -> int:
                   f"({time.monotonic() - started:.0f}s so far)", flush=True)
             for db in [d for d in bench.dbs if d.startswith(rid)]:
                 bench.drop(db)
-        capacity = med([r.rate for r in full[1].results])
+        # The latency run is the worker with all its stages, as deployed: so is its capacity.
+        capacity = med([r.rate for r in full[2].results])
         half = capacity / 2 if capacity == capacity else args.latency_rate
         lat = bench.latency([(args.latency_rate, seconds), (half, seconds)])
         labels = [f"{args.latency_rate:,.0f} ev/s for {seconds:.0f}s",

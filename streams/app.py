@@ -80,53 +80,40 @@ def create_app(settings: Settings) -> faust.App:
     topo = topology(settings)
     output = Output(settings, client_id=settings.app_id)
     registry = Registry(settings)
-    positions = Positions(dedupe_table(app, settings.partitions), output)
     runners: dict[str, StageRunner] = {}
-    analytics = analytics_copies(settings, topo, output, registry)
-    normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
-    target = PostgresTarget(settings.target_url)
+    on = settings.stages
+    # Any stage registered after another on one of its topics joins that stage's runner
+    # (streams/agents/fanout.py): the deal stage the sink's, for canonical.opportunity, the
+    # expense stage the sink's PSA inputs. A stage registered later on one of them must join
+    # through fanout.attach too, or it takes the topic over.
+    if "normalize" in on:
+        positions = Positions(dedupe_table(app, settings.partitions), output)
+        analytics = analytics_copies(settings, topo, output, registry)
+        normalize.register(app, runners, settings, topo, output, registry, positions, analytics)
     # The sink and the deal stage decode each canonical opportunity once between them.
     decoded = SharedDecoder.of(registry)
-    sink.register(app, runners, settings, topo, output, registry, target, decoded)
+    if "sink" in on:
+        target = PostgresTarget(settings.target_url)
+        sink.register(app, runners, settings, topo, output, registry, target, decoded)
     ports = port_factories(settings)
     # One ERP throttle for the saga's ERP commands and the postings: one rate for the ERP.
     throttles = {"erp": commands.throttle_for(settings, "erp")}
-    commands.register(app, runners, settings, topo, output, registry, ports, throttles)
-    postings.register(app, runners, settings, output, registry, ports, throttles["erp"])
-    # The deal stage shares the runner of any stage registered before it on one of its topics
-    # (the sink's, for canonical.opportunity; streams/agents/fanout.py). A stage registered
-    # later on one of them must join through fanout.attach too, or it takes the topic over.
-    deal.register(
-        app,
-        runners,
-        settings,
-        topo,
-        output,
-        registry,
-        deal_tables(app, settings.partitions, output),
-        decoded,
-    )
-    invoices.register(
-        app,
-        runners,
-        settings,
-        topo,
-        output,
-        registry,
-        invoice_tables(app, settings.partitions, output),
-    )
-    # Joins postings.results through fanout: a stage of another posting kind may read it too.
-    timesheets.register(app, runners, settings, output, registry)
-    # Joins fanout.attach too: the sink reads its PSA inputs.
-    expense.register(
-        app,
-        runners,
-        settings,
-        topo,
-        output,
-        registry,
-        expense_table(app, settings.partitions, output),
-    )
+    if "command" in on:
+        commands.register(app, runners, settings, topo, output, registry, ports, throttles)
+    if "posting" in on:
+        postings.register(app, runners, settings, output, registry, ports, throttles["erp"])
+    if "deal" in on:
+        tables = deal_tables(app, settings.partitions, output)
+        deal.register(app, runners, settings, topo, output, registry, tables, decoded)
+    if "invoice" in on:
+        invoice_state = invoice_tables(app, settings.partitions, output)
+        invoices.register(app, runners, settings, topo, output, registry, invoice_state)
+    if "time_entry" in on:
+        # Joins postings.results through fanout: a stage of another posting kind may read it.
+        timesheets.register(app, runners, settings, output, registry)
+    if "expense" in on:
+        expense_state = expense_table(app, settings.partitions, output)
+        expense.register(app, runners, settings, topo, output, registry, expense_state)
     if settings.store == "rocksdb":
         bound_store_memory(
             app,
@@ -136,7 +123,8 @@ def create_app(settings: Settings) -> faust.App:
     # in Kafka before the offsets that skip those changes are committed.
     install_batch_path(app, runners, before_commit=[output.flush])
 
-    lag_topics = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.emitted]
+    emitted = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.emitted]
+    lag_topics = [t for t in emitted if t in runners]  # those this worker's stages read
 
     # Committed-offset lag, as a Kafka exporter would report it for this group: one admin
     # client for the worker's life, not one per report.

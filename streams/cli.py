@@ -39,6 +39,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     _wait_for_kafka(settings, lambda: _prepare_state_dir(settings))
     app = create_app(settings)
     tune_gc(settings)
+    print(
+        f"pssync worker: stages {settings.describe()['stages']}, consumer group {settings.app_id}",
+        file=sys.stderr,
+        flush=True,
+    )
     # quiet: no banner or spinner when logs go to a file.
     worker = Worker(
         app,

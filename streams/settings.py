@@ -43,6 +43,45 @@ def _str(env: Mapping[str, str], name: str, default: str) -> str:
     return default if raw is None or raw == "" else raw
 
 
+# The worker's stages, by the names their metrics and dead letters carry. A worker runs all
+# of them unless PSSYNC_STAGES names some: the sink apart from the saga, say, scaled on its
+# own and without application credentials, or left running while an application is down.
+STAGES: tuple[str, ...] = (
+    "normalize",
+    "sink",
+    "deal",
+    "command",
+    "posting",
+    "invoice",
+    "time_entry",
+    "expense",
+)
+
+
+def _stages(env: Mapping[str, str], name: str) -> frozenset[str]:
+    raw = _str(env, name, "all").strip().lower()
+    if raw == "all":
+        return frozenset(STAGES)
+    picked = {part.strip() for part in raw.split(",") if part.strip()}
+    unknown = sorted(picked - set(STAGES))
+    if unknown or not picked:
+        what = f"unknown stage {', '.join(unknown)}" if unknown else "no stage"
+        raise ConfigError(
+            f"{name}={env.get(name)!r}: {what}; set it to all or to a comma-separated list "
+            f"of {', '.join(STAGES)}"
+        )
+    return frozenset(picked)
+
+
+def stage_app_id(app_id: str, stages: frozenset[str]) -> str:
+    """The app id of a worker running `stages`: `app_id` itself for all of them, else
+    `<app_id>.<stage>...`. Workers of one app id form one consumer group and share table
+    changelogs, so they must all read the same topics; a subset is its own group."""
+    if stages >= set(STAGES):
+        return app_id
+    return ".".join([app_id, *(s for s in STAGES if s in stages)])
+
+
 # Where Faust keeps table state: RocksDB files under the data dir (survive restarts, so a
 # restart only reads the changelog written since), or memory (rebuilt from the whole
 # changelog on every start).
@@ -303,8 +342,10 @@ class Settings:
     connect_secrets_file: str = str(REPO_ROOT / ".stack" / "secrets" / "connect.properties")
     # SQLAlchemy URL of the target database the sink applies canonical events to.
     target_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/target"
-    # Faust application id: consumer group and prefix of table changelog topics.
+    # Faust application id: consumer group and prefix of table changelog topics (with the
+    # stages appended when the worker runs only some: stage_app_id).
     app_id: str = "pssync"
+    stages: frozenset[str] = frozenset(STAGES)
     # Prepended to every topic pssync owns (canonical, dlq); lets environments share a cluster.
     topic_namespace: str = ""
     partitions: int = 1
@@ -447,7 +488,8 @@ class Settings:
                 "PSSYNC_TARGET_URL",
                 f"postgresql+psycopg://postgres@{pg_host}:{ports.postgres}/target",
             ),
-            app_id=_str(e, "PSSYNC_APP_ID", "pssync"),
+            app_id=stage_app_id(_str(e, "PSSYNC_APP_ID", "pssync"), _stages(e, "PSSYNC_STAGES")),
+            stages=_stages(e, "PSSYNC_STAGES"),
             topic_namespace=_str(e, "PSSYNC_TOPIC_NAMESPACE", ""),
             partitions=_int(e, "PSSYNC_PARTITIONS", 1),
             replication=_int(e, "PSSYNC_REPLICATION", 1),
@@ -676,6 +718,8 @@ def _describe(obj: Any, prefix: str) -> dict[str, str]:
             out.update(_describe(value, f"{name}."))
         elif f.metadata.get("secret") or "password" in f.name:
             out[name] = "***" if value else ""
+        elif isinstance(value, frozenset):
+            out[name] = ",".join(s for s in STAGES if s in value)
         else:
             text = str(value)
             out[name] = redact_url(text) if "://" in text else text

@@ -33,13 +33,15 @@ MARKER = "changelog-topic-ids.json"
 
 
 def changelog_specs(settings: Settings) -> list[TopicSpec]:
-    # As Faust would create it on first start; created here first so its id is known.
-    names = [
-        changelog_topic(settings.app_id),
-        *deal_changelogs(settings.app_id),
-        *invoice_changelogs(settings.app_id),
-        *time_entry_changelogs(settings.app_id),
-    ]
+    # As Faust would create it on first start; created here first so its id is known. Only
+    # the tables of the stages this worker runs.
+    by_stage = {
+        "normalize": [changelog_topic(settings.app_id)],
+        "deal": deal_changelogs(settings.app_id),
+        "invoice": invoice_changelogs(settings.app_id),
+        "time_entry": time_entry_changelogs(settings.app_id),
+    }
+    names = [name for stage, held in by_stage.items() if stage in settings.stages for name in held]
     return [
         TopicSpec(name, settings.partitions, settings.replication, {"cleanup.policy": "compact"})
         for name in names
