@@ -38,6 +38,11 @@ def parse(schema: dict[str, Any] | str) -> Any:
 
 
 @lru_cache(maxsize=1024)
+def encode_header(schema_id: int) -> bytes:
+    """The 5-byte Confluent wire-format header of `schema_id`."""
+    return _header(schema_id)
+
+
 def _header(schema_id: int) -> bytes:
     if not 0 <= schema_id <= MAX_SCHEMA_ID:
         raise SerdeError(f"schema id {schema_id} does not fit the 4-byte wire-format header")

@@ -4,8 +4,9 @@ on `audit.command`; one Avro record each."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from connectors.sinks.base import Write
 from schemas.conventions import value_subject
 from schemas.registry import Registry
-from schemas.serde import encode, parse
+from schemas.serde import encode, encode_header, parse
 from streams.ids import name_id
 from streams.output import Output
 
@@ -26,10 +27,13 @@ def schema_str() -> str:
     return SCHEMA_FILE.read_text()
 
 
+def _audit_id(target: str, write: Write) -> str:
+    return name_id(_NS, f"{target}|{write.key}|{write.event_id}|{write.op}|{write.version_after}")
+
+
 def audit_record(target: str, entity: str, write: Write) -> dict[str, Any]:
-    token = f"{target}|{write.key}|{write.event_id}|{write.op}|{write.version_after}"
     return {
-        "audit_id": name_id(_NS, token),
+        "audit_id": _audit_id(target, write),
         "target": target,
         "entity": entity,
         "key": write.key,
@@ -40,6 +44,87 @@ def audit_record(target: str, entity: str, write: Write) -> dict[str, Any]:
         "correlation_id": write.correlation_id,
         "applied_at": write.applied_at,
     }
+
+
+# The SinkWrite fields in the order SinkWriteEncoder writes them.
+FIELDS = (
+    "audit_id",
+    "target",
+    "entity",
+    "key",
+    "op",
+    "version_before",
+    "version_after",
+    "event_id",
+    "correlation_id",
+    "applied_at",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SMALL = [bytes([n << 1]) for n in range(64)]  # zigzag varints of 0..63: one byte each
+
+
+def _long(n: int) -> bytes:
+    """Avro long: zigzag, then a little-endian base-128 varint."""
+    if 0 <= n < 64:
+        return _SMALL[n]
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return _long(len(raw)) + raw
+
+
+class SinkWriteEncoder:
+    """SinkWrite records straight from Writes, the bytes fastavro writes for audit_record(), at
+    a fraction of its cost: one is written per target write. Anything else than the shape it
+    knows (a changed schema, an op it has no symbol for, a naive time) takes fastavro's way."""
+
+    def __init__(self, schema_id: int, schema: str, target: str, entity: str) -> None:
+        self.schema_id, self.target, self.entity = schema_id, target, entity
+        self._parsed = parse(schema)
+        fields = json.loads(schema).get("fields", [])
+        op: dict[str, Any] = next((f["type"] for f in fields if f["name"] == "op"), {})
+        self._ops = {sym: _long(i) for i, sym in enumerate(op.get("symbols", []))}
+        self._known = tuple(f["name"] for f in fields) == FIELDS
+        self._head = encode_header(schema_id)
+        self._fixed = _text(target) + _text(entity)
+        self._at: tuple[datetime, bytes] | None = None
+
+    def _millis(self, at: datetime) -> bytes:
+        held = self._at
+        if held is not None and held[0] is at:
+            return held[1]
+        delta = at - _EPOCH  # fastavro's arithmetic for timestamp-millis
+        ms = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
+        self._at = (at, _long(ms))
+        return self._at[1]
+
+    def encode(self, w: Write) -> bytes:
+        op = self._ops.get(w.op)
+        if not self._known or op is None or w.applied_at.tzinfo is None:
+            return encode(self.schema_id, self._parsed, audit_record(self.target, self.entity, w))
+        before = b"\x00" if w.version_before is None else b"\x02" + _long(w.version_before)
+        return b"".join(
+            (
+                self._head,
+                _text(_audit_id(self.target, w)),
+                self._fixed,
+                _text(w.key),
+                op,
+                before,
+                _long(w.version_after),
+                _text(w.event_id),
+                _text(w.correlation_id),
+                self._millis(w.applied_at),
+            )
+        )
 
 
 class SinkAudit:
@@ -53,19 +138,19 @@ class SinkAudit:
         self.topic = topic
         self.target = target
         self.entity = entity
-        self.schema_id: int | None = None
+        self.encoder: SinkWriteEncoder | None = None
 
     async def prepare(self) -> None:
-        self.schema_id = await asyncio.to_thread(
+        schema_id = await asyncio.to_thread(
             self.registry.register, value_subject(self.topic), schema_str()
         )
+        self.encoder = SinkWriteEncoder(schema_id, schema_str(), self.target, self.entity)
 
     async def __call__(self, writes: list[Write]) -> None:
-        assert self.schema_id is not None, "prepare() first"
-        parsed = parse(schema_str())
+        assert self.encoder is not None, "prepare() first"
+        encode_write, send, topic = self.encoder.encode, self.output.send, self.topic
         for w in writes:
-            value = encode(self.schema_id, parsed, audit_record(self.target, self.entity, w))
-            self.output.send(self.topic, w.key.encode(), value)
+            send(topic, w.key.encode(), encode_write(w))
         await self.output.flush()
 
 
