@@ -46,19 +46,29 @@ def audit_record(target: str, entity: str, write: Write) -> dict[str, Any]:
     }
 
 
-# The SinkWrite fields in the order SinkWriteEncoder writes them.
-FIELDS = (
-    "audit_id",
-    "target",
-    "entity",
-    "key",
-    "op",
-    "version_before",
-    "version_after",
-    "event_id",
-    "correlation_id",
-    "applied_at",
+# The SinkWrite fields and types SinkWriteEncoder writes, in order (enums by kind only: their
+# symbols are read from the schema).
+FIELDS: tuple[tuple[str, Any], ...] = (
+    ("audit_id", "string"),
+    ("target", "string"),
+    ("entity", "string"),
+    ("key", "string"),
+    ("op", "enum"),
+    ("version_before", ["null", "long"]),
+    ("version_after", "long"),
+    ("event_id", "string"),
+    ("correlation_id", "string"),
+    ("applied_at", {"type": "long", "logicalType": "timestamp-millis"}),
 )
+
+
+def _shape(field: dict[str, Any]) -> tuple[str, Any]:
+    kind = field["type"]
+    if isinstance(kind, dict) and kind.get("type") == "enum":
+        kind = "enum"
+    return field["name"], kind
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SMALL = [bytes([n << 1]) for n in range(64)]  # zigzag varints of 0..63: one byte each
 
@@ -92,7 +102,7 @@ class SinkWriteEncoder:
         fields = json.loads(schema).get("fields", [])
         op: dict[str, Any] = next((f["type"] for f in fields if f["name"] == "op"), {})
         self._ops = {sym: _long(i) for i, sym in enumerate(op.get("symbols", []))}
-        self._known = tuple(f["name"] for f in fields) == FIELDS
+        self._known = tuple(_shape(f) for f in fields) == FIELDS
         self._head = encode_header(schema_id)
         self._fixed = _text(target) + _text(entity)
         self._at: tuple[datetime, bytes] | None = None
