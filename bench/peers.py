@@ -417,9 +417,10 @@ def report(bench: Bench, full: list[Peer], sink: list[Peer],
     line("Debezium JDBC sink 3.5 (raw JSON+schema)", sink[0])
     line("pssync worker, PSSYNC_STAGES=sink", sink[1])
     j, s = med([r.rate for r in sink[0].results]), med([r.rate for r in sink[1].results])
-    print(f"JDBC sink / pssync sink stage: {j / s:.2f} (events/s of each one's input: the JDBC "
-          f"sink reads the {len(bench.changes):,} raw events with duplicates, the worker the "
-          f"{bench.exp.canonical:,} canonical ones; JDBC CPU and RSS are the whole Connect JVM)")
+    print(f"pssync sink-only worker / JDBC sink: {s / j:.2f}x (events/s of each one's input: "
+          f"the JDBC sink reads the {len(bench.changes):,} raw events with duplicates, the "
+          f"worker the {bench.exp.canonical:,} canonical ones; JDBC CPU and RSS are the whole "
+          "Connect JVM)")
     print("\npssync worker: source commit -> applied in the target")
     print(f"{'offered load':<34} {'events':>7} {'p50 ms':>8} {'p99 ms':>8}")
     for label, (p50, p99, count, note) in latency:

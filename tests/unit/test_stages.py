@@ -58,9 +58,22 @@ def test_changelogs_only_of_the_stages_run() -> None:
     assert len(every) > 1 and all(name.startswith("a-") for name in every)
 
 
+class Offline:
+    """Stands in for the app's Kafka clients (producer, lag admin), which connect when built:
+    these tests only compose apps."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 @pytest.fixture
 def runners(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The topic -> stage runner map each create_app call builds."""
+    monkeypatch.setattr(app_module, "Output", Offline)
+    monkeypatch.setattr(app_module, "Replayer", Offline)
     seen: dict[str, Any] = {}
     real = install_batch_path
 
