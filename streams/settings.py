@@ -444,6 +444,7 @@ class Settings:
         stack_dir = Path(_str(e, "PSSYNC_STACK_DIR", str(REPO_ROOT / ".stack")))
         pg_host = _str(e, "PSSYNC_PG_HOST", "127.0.0.1")
         secrets = stack_dir / "secrets"
+        stages = _stages(e, "PSSYNC_STAGES")
         settings = cls(
             ports=ports,
             stack_dir=stack_dir,
@@ -488,8 +489,8 @@ class Settings:
                 "PSSYNC_TARGET_URL",
                 f"postgresql+psycopg://postgres@{pg_host}:{ports.postgres}/target",
             ),
-            app_id=stage_app_id(_str(e, "PSSYNC_APP_ID", "pssync"), _stages(e, "PSSYNC_STAGES")),
-            stages=_stages(e, "PSSYNC_STAGES"),
+            app_id=stage_app_id(_str(e, "PSSYNC_APP_ID", "pssync"), stages),
+            stages=stages,
             topic_namespace=_str(e, "PSSYNC_TOPIC_NAMESPACE", ""),
             partitions=_int(e, "PSSYNC_PARTITIONS", 1),
             replication=_int(e, "PSSYNC_REPLICATION", 1),

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import TP, Message
+from faust.types import Message
 
 from connectors.ports import CrmWriteBack, ErpAmendmentSpec, PsaAmendmentSpec, from_json, to_json
 from connectors.psa.redmine import psa_identifier
@@ -34,6 +34,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
+from streams.agents.owned import Owned, every
 from streams.agents.shared_decode import SharedDecoder
 from streams.deals import amendments as amend
 from streams.deals import canonical, plan
@@ -764,14 +765,7 @@ def register(
     views = open_views(settings, registry)
     reader = ViewReader(settings, views.values())
 
-    # The partitions owned as of the timer's last tick, which is where `owns` is asked:
-    # the consumer's assignment is read once a tick, not once a deal.
-    owned: frozenset[int] = frozenset()
-
-    def assigned() -> frozenset[int]:
-        tps: set[TP] = app.consumer.assignment()
-        return frozenset(tp.partition for tp in tps if tp.topic == stage.opportunity_topic)
-
+    owned = Owned()
     stage = DealStage(
         settings,
         topology,
@@ -780,21 +774,14 @@ def register(
         tables,
         views,
         reader,
-        owns=lambda p: p in owned,
+        owns=owned,
         decoder=decoder,
     )
     topic = bytes_topic(app, *sorted(stage.topics))
     runner = attach(app, runners, topic, STAGE, stage, settings)
     decoder.attach(runner)
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def judge_waiting_deals() -> None:
-        if app.rebalancing or app.in_recovery:
-            return  # the tables are being restored: nothing to judge against yet
-        nonlocal owned
-        owned = assigned()
-        await stage.tick(owned)
-
+    every(app, "judge_waiting_deals", 1.0, lambda: stage.opportunity_topic, owned, stage.tick)
     reader.stop_on_shutdown(app)
 
     return stage

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import TP, Message
+from faust.types import Message
 
 from connectors.ports import POST, REVERSE
 from schemas import contracts
@@ -34,6 +34,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
+from streams.agents.owned import Owned, every
 from streams.deals.records import Encoders
 from streams.dlq import send_to_dlq
 from streams.errors import BadEventError
@@ -401,14 +402,7 @@ def register(
     users = sources.user_view(settings)
     reader = ViewReader(settings, [projects, fields, users])
 
-    # The partitions owned as of the timer's last tick, which is where `owns` is asked:
-    # the consumer's assignment is read once a tick, not once a deal.
-    owned: frozenset[int] = frozenset()
-
-    def assigned() -> frozenset[int]:
-        tps: set[TP] = app.consumer.assignment()
-        return frozenset(tp.partition for tp in tps if tp.topic == stage.issue_topic)
-
+    owned = Owned()
     stage = ExpenseStage(
         settings,
         topology,
@@ -419,7 +413,7 @@ def register(
         fields,
         users,
         reader,
-        owns=lambda p: p in owned,
+        owns=owned,
     )
     # Its PSA inputs join the runner of the sink (which reads every canonical topic), the
     # posting results that of any other stage reading them (the time entries'): two
@@ -429,13 +423,7 @@ def register(
     answers = bytes_topic(app, stage.results_topic, stage.control_topic)
     attach(app, runners, answers, f"{STAGE}-results", stage, settings)
 
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
-    async def decide_waiting_expenses() -> None:
-        if app.rebalancing or app.in_recovery:
-            return
-        nonlocal owned
-        owned = assigned()
-        await stage.tick(owned)
+    every(app, "decide_waiting_expenses", 2.0, lambda: stage.issue_topic, owned, stage.tick)
 
     reader.stop_on_shutdown(app)
     return stage
