@@ -3,6 +3,8 @@
 Events are contract-valid sample records (schemas/samples.py) of one entity: creates of
 N/2 keys, then an update of each, so half the rows are inserts and half guarded updates.
 Prints rows/s per run and the median; each run has its own target database, dropped after.
+Rows go through binary COPY (the sink's choice for contract types) and, in runs alternated
+with those, through text COPY, printed side by side.
 
 Usage: python bench/sink_apply_bench.py [--entity opportunity] [--events 20000] [--runs 3]
 """
@@ -44,7 +46,7 @@ def events(entity: str, n: int) -> list[dict[str, Any]]:
 
 
 def run_once(
-    settings: Settings, entity: str, records: list[dict[str, Any]], run: int
+    settings: Settings, entity: str, records: list[dict[str, Any]], run: int, binary: bool
 ) -> tuple[float, float]:
     """(rows/s, this process's CPU seconds per 1,000 rows) of one run."""
     db = f"bench_sink_{uuid.uuid4().hex[:8]}_{run}"
@@ -54,6 +56,8 @@ def run_once(
     async def go() -> tuple[float, float]:
         sink = PostgresSink(url, entity)
         await sink.ensure_schema()
+        if not binary:
+            sink.statements.copy_types = []  # text COPY
         now = datetime.now(UTC)
         started, cpu = time.perf_counter(), time.process_time()
         for i in range(0, len(records), BATCH):
@@ -77,14 +81,25 @@ def main() -> int:
     args = ap.parse_args()
     settings = Settings.from_env()
     records = events(args.entity, args.events)
-    results = [run_once(settings, args.entity, records, run) for run in range(args.runs)]
-    rates = [rate for rate, _ in results]
-    runs = " ".join(f"{r:,.0f}" for r in rates)
-    cpu = statistics.median(c for _, c in results)
+    results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for run in range(args.runs):
+        for binary in (True, False):
+            results[binary].append(run_once(settings, args.entity, records, run, binary))
+    medians = {}
+    for binary, got in results.items():
+        rates = [rate for rate, _ in got]
+        runs = " ".join(f"{r:,.0f}" for r in rates)
+        cpu = statistics.median(c for _, c in got)
+        medians[binary] = (statistics.median(rates), cpu)
+        print(
+            f"PostgresSink.apply {args.entity}, batches of {BATCH}, "
+            f"{'binary' if binary else 'text'} COPY: "
+            f"median {medians[binary][0]:,.0f} rows/s (runs: {runs}), "
+            f"client CPU {cpu:.3f} s per 1,000 rows"
+        )
     print(
-        f"PostgresSink.apply {args.entity}, batches of {BATCH}: "
-        f"median {statistics.median(rates):,.0f} rows/s (runs: {runs}), "
-        f"client CPU {cpu:.3f} s per 1,000 rows"
+        f"binary / text COPY: {medians[True][0] / medians[False][0]:.2f}x rows/s, "
+        f"{medians[True][1] / medians[False][1]:.2f}x client CPU per row"
     )
     return 0
 

@@ -39,6 +39,24 @@ from streams.errors import SchemaError, SinkError
 
 log = logging.getLogger(__name__)
 
+# Column types binary COPY sends (numeric(p,s) too): those whose Python values, as decoded
+# from Avro, psycopg dumps in the type's binary form. About 40% less formatting than text.
+BINARY_TYPES = frozenset(
+    {
+        "text",
+        "boolean",
+        "integer",
+        "bigint",
+        "real",
+        "double precision",
+        "date",
+        "timestamp with time zone",
+        "jsonb",
+        "text[]",
+    }
+)
+BYTEA_OID = 17
+
 
 class Statements:
     """What one table spec needs at run time, built once: SQL texts and the row builder."""
@@ -66,6 +84,18 @@ class Statements:
             f"(LIKE {self.table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         self.copy = f"COPY {self.stage} ({', '.join(map(quote, self.names))}) FROM STDIN"
+        self.copy_binary = f"{self.copy} (FORMAT BINARY)"
+        # The type oids binary COPY sends the columns as, [] for text COPY, None until the
+        # staging table's columns were read (binary_types).
+        self.copy_types: list[int] | None = None
+        # Columns whose values are JSON text: sent in jsonb's binary form (see binary_row).
+        self.jsonb_at = [i + 1 for i in self.json_at]  # + 1: the key comes first
+        # The type each column has when pssync created it, as format_type() spells it.
+        self.expected = [
+            "text",
+            *(c.sql_type for c in spec.columns),
+            *(ddl.split(" NOT NULL")[0].split(" DEFAULT")[0] for _, ddl in BOOKKEEPING),
+        ]
         self.upsert = self._upsert_sql()
         # A tombstone of unknown version deletes what the row holds now, at the row's version.
         self.blind_delete = (
@@ -109,6 +139,31 @@ class Statements:
             str(env["event_id"]),
             now,
         ]
+
+    def binary_types(self, columns: dict[str, tuple[str, int]]) -> list[int]:
+        """The oids binary COPY sends, given the staging table's columns (name -> type as
+        format_type() spells it, oid); [] when text COPY must be used.
+
+        Binary COPY is exact about types: each value must already be what the column holds.
+        The decoded values are, by construction, for the types the contract gives the
+        columns; a column the target has retyped (pssync keeps it as it is), or a type not
+        listed here, is sent as text, which PostgreSQL converts.
+        """
+        oids = []
+        for name, want in zip(self.names, self.expected, strict=True):
+            have, oid = columns.get(name, ("", 0))
+            if have != want or not (want in BINARY_TYPES or want.startswith("numeric")):
+                return []
+            # jsonb goes out as bytes already in its binary form (version 1 + the text),
+            # through the bytea dumper: the jsonb dumper would encode the text again.
+            oids.append(BYTEA_OID if want == "jsonb" else oid)
+        return oids
+
+    def binary_row(self, row: list[Any]) -> list[Any]:
+        for i in self.jsonb_at:
+            if row[i] is not None:
+                row[i] = b"\x01" + row[i].encode()
+        return row
 
     def row_dict(self, image: KeyImage, now: datetime) -> dict[str, Any]:
         return dict(zip(self.names, self.row(image, now), strict=True))
@@ -318,6 +373,20 @@ class PostgresSink:
         if not events:
             return []
         now = now or datetime.now(UTC)
+        try:
+            return await self._apply(events, now)
+        except BinaryCopyFault as fault:
+            # Values binary COPY could not send (a type the check let through): this table
+            # uses text COPY from now on, and the batch is applied again, whole.
+            log.warning(
+                "sink: %s: binary COPY failed (%r); using text COPY for this table",
+                self.spec.table,
+                fault.cause,
+            )
+            self.statements.copy_types = []
+            return await self._apply(events, now)
+
+    async def _apply(self, events: Sequence[dict[str, Any]], now: datetime) -> list[Write]:
         st = self.statements
         returned: list[tuple[Any, ...]] = []
         async with self.engine.begin() as conn:
@@ -410,11 +479,41 @@ async def _copy_upsert(
     await cur.execute(st.create_stage)
     # A batch may hold several waves: each starts from an empty staging table.
     await cur.execute(f"TRUNCATE {st.stage}")
-    async with cur.copy(st.copy) as copy:
-        for row in rows:
-            await copy.write_row(row)
+    if st.copy_types is None:
+        await cur.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), atttypid FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (st.stage,),
+        )
+        found = {str(name): (str(kind), int(oid)) for name, kind, oid in await cur.fetchall()}
+        st.copy_types = st.binary_types(found)
+    if st.copy_types:
+        try:
+            async with cur.copy(st.copy_binary) as copy:
+                copy.set_types(st.copy_types)
+                for row in rows:
+                    await copy.write_row(st.binary_row(row))
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+            psycopg.errors.InvalidBinaryRepresentation,
+        ) as exc:
+            raise BinaryCopyFault(exc) from exc
+    else:
+        async with cur.copy(st.copy) as copy:
+            for row in rows:
+                await copy.write_row(row)
     await cur.execute(st.upsert)
     return await cur.fetchall()
+
+
+class BinaryCopyFault(Exception):
+    """Binary COPY could not send a batch's values; text COPY may (PostgresSink.apply)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _sqlstate(exc: BaseException) -> str:

@@ -220,3 +220,68 @@ def test_workers_starting_together_create_each_table_once(db: Db) -> None:
 
     db.run(start_all())  # without the lock: "duplicate key value violates ... pg_type"
     assert "project_id" in db.columns("project")
+
+
+# -- binary COPY ---------------------------------------------------------------------------
+
+
+def table_rows(db: Db, name: str, key: str) -> list[dict[str, Any]]:
+    return db.sql(f'SELECT * FROM "{name}" ORDER BY "{key}"')
+
+
+def test_binary_copy_writes_every_contract_exactly_as_text_copy(db: Db) -> None:
+    """Every field type of every contract, nulls and deletes too: the rows binary COPY writes
+    are the rows text COPY writes."""
+    for name in contracts.entities():
+        spec = compile_spec(name, contracts.schema(name), contracts.is_reference(name))
+        batch = samples(name, 25)
+        batch += [{"key": batch[0]["key"], "envelope": {"entity_version": -1}, "data": None}]
+        text_sink = PostgresSink(db.url, name)
+        db.run(text_sink.ensure_schema())
+        text_sink.statements.copy_types = []  # text COPY
+        text_writes = db.run(text_sink.apply(batch, now=NOW))
+        want = table_rows(db, name, spec.key)
+        db.sql(f'TRUNCATE "{name}"')
+        db.run(text_sink.close())
+
+        binary_sink = PostgresSink(db.url, name)
+        writes = db.run(binary_sink.apply(batch, now=NOW))
+        assert binary_sink.statements.copy_types, f"{name} fell back to text COPY"
+        assert writes == text_writes, name
+        assert table_rows(db, name, spec.key) == want, name
+        db.run(binary_sink.close())
+
+
+def test_a_column_the_target_retyped_is_written_through_text_copy(db: Db) -> None:
+    sink = PostgresSink(db.url, "opportunity")
+    db.run(sink.ensure_schema())
+    db.sql('ALTER TABLE opportunity ALTER COLUMN "amount" TYPE double precision')
+    batch = samples("opportunity", 5)
+    db.run(sink.apply(batch, now=NOW))
+    assert sink.statements.copy_types == []
+    key = sink.spec.key
+    rows = {r[key]: r for r in table_rows(db, "opportunity", key)}
+    assert set(rows) == {ev["key"] for ev in batch}
+    for ev in batch:
+        amount = ev["data"]["amount"]
+        assert rows[ev["key"]]["amount"] == (None if amount is None else float(amount))
+
+
+def test_values_binary_copy_cannot_send_fall_back_to_text_copy_and_land(
+    db: Db, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A naive time in a timestamptz column: text COPY lets PostgreSQL read it in the
+    # session's zone (UTC here), binary COPY refuses it.
+    batch = samples("opportunity", 3)
+    naive = batch[1]["data"]["last_modified_at"] = NOW.replace(tzinfo=None)
+    sink = PostgresSink(db.url, "opportunity")
+    db.run(sink.ensure_schema())
+    writes = db.run(sink.apply(batch, now=NOW))
+    assert len(writes) == 3
+    assert sink.statements.copy_types == []
+    assert "using text COPY for this table" in caplog.text
+    row = db.sql(
+        f'SELECT last_modified_at FROM opportunity WHERE "{sink.spec.key}" = :k',
+        {"k": batch[1]["key"]},
+    )
+    assert row[0]["last_modified_at"] == naive.replace(tzinfo=NOW.tzinfo)
