@@ -53,6 +53,7 @@ BINARY_TYPES = frozenset(
         "timestamp with time zone",
         "jsonb",
         "text[]",
+        "numeric",
     }
 )
 BYTEA_OID = 17
@@ -140,9 +141,9 @@ class Statements:
             now,
         ]
 
-    def binary_types(self, columns: dict[str, tuple[str, int]]) -> list[int]:
-        """The oids binary COPY sends, given the staging table's columns (name -> type as
-        format_type() spells it, oid); [] when text COPY must be used.
+    def binary_types(self, columns: dict[str, str]) -> list[int]:
+        """The oids binary COPY sends, given the target table's columns (name -> type as
+        format_type() spells it; the staging table is LIKE it); [] when text COPY must be used.
 
         Binary COPY is exact about types: each value must already be what the column holds.
         The decoded values are, by construction, for the types the contract gives the
@@ -151,12 +152,12 @@ class Statements:
         """
         oids = []
         for name, want in zip(self.names, self.expected, strict=True):
-            have, oid = columns.get(name, ("", 0))
-            if have != want or not (want in BINARY_TYPES or want.startswith("numeric")):
+            base = "numeric" if want.startswith("numeric(") else want
+            if columns.get(name) != want or base not in BINARY_TYPES:
                 return []
             # jsonb goes out as bytes already in its binary form (version 1 + the text),
             # through the bytea dumper: the jsonb dumper would encode the text again.
-            oids.append(BYTEA_OID if want == "jsonb" else oid)
+            oids.append(BYTEA_OID if base == "jsonb" else psycopg.adapters.types.get_oid(base))
         return oids
 
     def binary_row(self, row: list[Any]) -> list[Any]:
@@ -390,6 +391,12 @@ class PostgresSink:
         st = self.statements
         returned: list[tuple[Any, ...]] = []
         async with self.engine.begin() as conn:
+            if st.copy_types is None:
+                # The staging table is LIKE the target: the target's column types are its.
+                # Decided once the table exists (until then, text COPY).
+                columns = await _columns(conn, st.spec.table)
+                if columns:
+                    st.copy_types = st.binary_types(columns)
             raw = await conn.get_raw_connection()
             pg: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
             async with pg.cursor() as cur:
@@ -479,20 +486,14 @@ async def _copy_upsert(
     await cur.execute(st.create_stage)
     # A batch may hold several waves: each starts from an empty staging table.
     await cur.execute(f"TRUNCATE {st.stage}")
-    if st.copy_types is None:
-        await cur.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), atttypid FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (st.stage,),
-        )
-        found = {str(name): (str(kind), int(oid)) for name, kind, oid in await cur.fetchall()}
-        st.copy_types = st.binary_types(found)
     if st.copy_types:
         try:
             async with cur.copy(st.copy_binary) as copy:
                 copy.set_types(st.copy_types)
+                if st.jsonb_at:
+                    rows = [st.binary_row(row) for row in rows]
                 for row in rows:
-                    await copy.write_row(st.binary_row(row))
+                    await copy.write_row(row)
         except (
             TypeError,
             ValueError,
