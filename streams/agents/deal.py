@@ -284,15 +284,7 @@ class DealStage:
             if opp is not None and opp.amends:
                 self._forward_change_order(deal, opp.amends, now)
             elif self._saga(work, deal.correlation_id) is None:
-                saga, effects = machine.begin(
-                    deal.key,
-                    deal.correlation_id,
-                    self._problems(deal, now),
-                    now,
-                    deal.closed_won_at or now,
-                    (deal.closed_won_at or now) + self.settings.saga_deadline,
-                )
-                self._apply(work, deal, saga, effects, now)
+                self._begin(work, deal, now)
         else:
             work.deals[deal.key] = deal
             if signal is Signal.CHANGED and opp is not None and opp.amends:
@@ -308,6 +300,17 @@ class DealStage:
             self.waiting[deal.key] = min(deal.wait_until, settle or deal.wait_until)
         else:
             self.waiting.pop(deal.key, None)
+
+    def _begin(self, work: Work, deal: Deal, now: float) -> None:
+        saga, effects = machine.begin(
+            deal.key,
+            deal.correlation_id,
+            self._problems(deal, now),
+            now,
+            deal.closed_won_at or now,
+            (deal.closed_won_at or now) + self.settings.saga_deadline,
+        )
+        self._apply(work, deal, saga, effects, now)
 
     def _change_order_settles_at(self, deal: Deal) -> float | None:
         """When a closed-won change order may be applied: CHANGE_ORDER_SETTLE seconds after
@@ -654,9 +657,10 @@ class DealStage:
             return
         async with self.lock:
             now = self.clock()
-            if assignment != self._assignment:
-                self._rescan(assignment)
             work = Work()
+            if assignment != self._assignment:
+                for unbegun in self._rescan(assignment):
+                    self._begin(work, unbegun, now)
             versions = tuple(v.version for v in self.views.values())
             moved = versions != self._view_versions
             self._view_versions = versions
@@ -698,21 +702,34 @@ class DealStage:
         if updated != saga:
             self._apply(work, deal, updated, effects, now)
 
-    def _rescan(self, assignment: frozenset[int]) -> None:
+    def _rescan(self, assignment: frozenset[int]) -> list[Deal]:
+        """Rebuild the in-memory registers from the owned tables; returns the fired deals
+        whose saga is missing. A batch's table records reach their changelogs as separate
+        sends, so a worker killed in between can leave a fired deal without its saga, and
+        neither a replayed input nor the timer would begin it again (the deal no longer
+        changes or waits). Beginning it anew repeats the first command under the same id,
+        which the command stage applies once."""
         self._assignment = assignment
         self.waiting.clear()
         self.parked.clear()
+        self.amend_waiting.clear()
+        unbegun: list[Deal] = []
         for deal in self.tables.deals():
-            if deal.waiting() and deal.wait_until is not None and deal.partition in assignment:
+            if deal.partition not in assignment:
+                continue
+            if deal.waiting() and deal.wait_until is not None:
                 self.waiting[deal.key] = deal.wait_until
+            until = amend.waiting_until(deal.amendments) if deal.amendments else None
+            if until is not None:
+                self.amend_waiting[deal.key] = until
+            opp = deal.opportunity
+            fired = deal.fired and opp is not None and not opp.amends
+            if fired and self.tables.saga(deal.correlation_id) is None:
+                unbegun.append(deal)
         for saga in self.tables.sagas_owned():
             if saga.status == machine.PARKED and saga.step == machine.VALIDATE:
                 self.parked.add(saga.correlation_id)
-        self.amend_waiting.clear()
-        for deal in self.tables.deals():
-            until = amend.waiting_until(deal.amendments) if deal.amendments else None
-            if until is not None and deal.partition in assignment:
-                self.amend_waiting[deal.key] = until
+        return unbegun
 
     def _gauges(self, now: float) -> None:
         m = metrics()

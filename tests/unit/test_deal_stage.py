@@ -286,6 +286,37 @@ def test_complete_deal_fires_once_and_advances_on_the_awaited_result_only() -> N
     assert [c["step"] for c in h.commands("erp")] == ["erp_customer", "erp_project"]
 
 
+def test_a_fired_deal_whose_saga_state_was_lost_begins_again_on_the_next_assignment() -> None:
+    # A kill between the changelog sends of one batch: the fired deal landed, its saga not.
+    h = Harness()
+    reference(h)
+    h.feed(h.line("l1", "ARCH"), h.opportunity())
+    [first] = h.commands("erp")
+    tables = h.stage.tables
+    cast(Any, tables.sagas).data.clear()
+    restarted = DealStage(
+        h.settings,
+        h.topo,
+        cast(Any, h.output),
+        cast(Any, h.registry),
+        tables,
+        h.views,
+        clock=h.clock,
+    )
+    asyncio.run(restarted.prepare())
+    h.stage = restarted
+    h.feed(h.opportunity(name="Acme platform"))  # the replayed input changes nothing
+    assert len(h.commands("erp")) == 1
+    h.tick()  # the restarted worker's first tick sees its assignment
+    again = h.commands("erp")[1:]
+    assert [c["command_id"] for c in again] == [first["command_id"]]
+    done = h.result(first, "done", to_json(ErpCustomer(5, "crm:account:001A")))
+    h.feed(done)
+    assert [c["step"] for c in h.commands("erp")][-1] == "erp_project"
+    h.tick()
+    assert [c["step"] for c in h.commands("erp")][-1] == "erp_project"  # begun once
+
+
 def test_waiting_deal_is_judged_by_the_timer_and_a_late_customer_resumes_it() -> None:
     h = Harness(wait=10)
     reference(h)
