@@ -9,7 +9,7 @@ from (streams/agents/invoices.py):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import faust
@@ -42,6 +42,11 @@ class InvoiceTables:
     def invoice(self, key: str) -> Invoice | None:
         raw = self.assembly.get(key)
         return None if raw is None else decode(Invoice, raw)
+
+    def invoices(self) -> Iterator[Invoice]:
+        """The invoices of the partitions this worker owns."""
+        for _, raw in self.assembly.items():
+            yield decode(Invoice, raw)
 
     def ledger(self, code: str) -> Ledger | None:
         raw = self.ledgers.get(code)

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from faust.types import TP, Message
+from faust.types import Message
 
 from connectors.ports import CrmInvoiceStatus, PsaProjectFinancials, to_json
 from schemas import contracts
@@ -50,6 +50,7 @@ from schemas.registry import Registry
 from schemas.serde import Decoder, Encoder
 from streams.agents.batching import StageRunner, bytes_topic
 from streams.agents.fanout import attach
+from streams.agents.owned import Owned, every
 from streams.changes import parse
 from streams.deals.records import Encoders
 from streams.dlq import send_to_dlq
@@ -152,7 +153,9 @@ class InvoiceStage:
         self.canonical: dict[str, Encoder] = {}
         self.lock = asyncio.Lock()
         # Counted invoices with a line of unknown project: key -> (partition, look until).
+        # In memory, rebuilt from the table whenever the assignment moves.
         self.pending: dict[str, tuple[int, float]] = {}
+        self._assignment: frozenset[int] | None = None
 
     async def prepare(self) -> None:
         if self.reader is not None:
@@ -210,26 +213,44 @@ class InvoiceStage:
 
     async def tick(self, owned: frozenset[int]) -> None:
         """Look again at counted invoices whose lines' projects were unknown."""
-        if not self.pending:
+        if owned == self._assignment and not self.pending:
             return
         async with self.lock:
+            if owned != self._assignment:
+                self._rescan(owned)
             batch = Batch()
             now = self.clock()
             for key, (partition, until) in list(self.pending.items()):
-                if partition not in owned or now > until:
-                    if now > until:
-                        metrics().dropped.labels(STAGE, "invoice_line", "unknown_project").inc()
-                    self.pending.pop(key, None)
-                    continue
-                invoice = self.tables.invoice(key)
+                invoice = self.tables.invoice(key) if partition in owned else None
                 if invoice is None:
                     self.pending.pop(key, None)
+                    continue
+                if now > until:
+                    metrics().dropped.labels(STAGE, "invoice_line", "unknown_project").inc()
+                    self.pending.pop(key, None)
+                    batch.invoices[key] = dataclasses.replace(invoice, look_until=None)
                     continue
                 batch.invoices[key] = invoice
                 batch.dirty_invoices.add(key)
             self._settle(batch, now, recheck=True)
             await self._finish(batch)
         metrics().invoices_unresolved.set(len(self.pending))
+
+    def _rescan(self, owned: frozenset[int]) -> None:
+        """Pending invoices of the owned partitions, from the table: a restarted worker or a
+        new owner would otherwise never look at them again (their input is committed)."""
+        self._assignment = owned
+        self.pending.clear()
+        for invoice in self.tables.invoices():
+            if invoice.partition in owned and invoice.look_until is not None:
+                self.pending[invoice.key] = (invoice.partition, invoice.look_until)
+
+    def _resolve(self, invoice: Invoice) -> records.Resolved:
+        resolved: records.Resolved = {}
+        for line_id, row in invoice.billed_lines():
+            code = self.lookups.project_code(line_id, row)
+            resolved[line_id] = self.lookups.project(code) if code else None
+        return resolved
 
     def _settle(self, batch: Batch, now: float, recheck: bool = False) -> None:
         for key in sorted(batch.dirty_invoices):
@@ -316,15 +337,14 @@ class InvoiceStage:
         invoice = batch.invoices[key]
         if not invoice.customer_invoice():
             return  # a supplier invoice, or lines whose header has not come yet
-        resolved: records.Resolved = {}
-        for line_id, row in invoice.billed_lines():
-            code = self.lookups.project_code(line_id, row)
-            resolved[line_id] = self.lookups.project(code) if code else None
+        resolved = self._resolve(invoice)
+        until = invoice.look_until
         if invoice.status() in COUNTED and None in resolved.values():
-            if not recheck:  # a change of the invoice starts a new wait
-                wait = self.settings.invoice_project_wait
-                self.pending[key] = (invoice.partition, now + wait)
+            if not recheck or until is None:  # a change of the invoice starts a new wait
+                until = now + self.settings.invoice_project_wait
+            self.pending[key] = (invoice.partition, until)
         else:
+            until = None
             self.pending.pop(key, None)
         emitted = dict(invoice.emitted)
         data = records.invoice_data(invoice, resolved)
@@ -348,8 +368,8 @@ class InvoiceStage:
                     json.dumps(encode(fact), sort_keys=True).encode(),
                 )
                 emitted[code] = fact_signature
-        if emitted != invoice.emitted:
-            batch.invoices[key] = dataclasses.replace(invoice, emitted=emitted)
+        if emitted != invoice.emitted or until != invoice.look_until:
+            batch.invoices[key] = dataclasses.replace(invoice, emitted=emitted, look_until=until)
 
     def _send(self, entity: str, key: str, record: dict[str, Any]) -> None:
         self.output.send(
@@ -482,15 +502,13 @@ def register(
     topic = bytes_topic(app, *sorted(stage.topics))
     attach(app, runners, topic, STAGE, stage, settings)
 
-    def assigned() -> frozenset[int]:
-        tps: set[TP] = app.consumer.assignment()
-        return frozenset(tp.partition for tp in tps if tp.topic == topology.invoice_changes)
-
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def recheck_unresolved_invoices() -> None:
-        if app.rebalancing or app.in_recovery:
-            return
-        await stage.tick(assigned())
-
+    every(
+        app,
+        "recheck_unresolved_invoices",
+        1.0,
+        lambda: topology.invoice_changes,
+        Owned(),
+        stage.tick,
+    )
     reader.stop_on_shutdown(app)
     return stage

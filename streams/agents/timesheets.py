@@ -19,6 +19,7 @@ postings (same ids); the ERP adapter finds their lines by key, so nothing posts 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -256,8 +257,11 @@ class TimeEntryStage:
 
     def _evaluate(self, state: TimeEntry, now: float) -> TimeEntry:
         field = self.views.approved_field()
-        if field is None and state.values:
+        unknown = field is None and bool(state.values)
+        if unknown:
             self.unjudged.add(state.key)  # the "Approved" field is not known yet
+        if unknown != state.field_unknown:
+            state = dataclasses.replace(state, field_unknown=unknown)
         approved = state.approved(field)
         enriched = self.views.enrich(state) if approved else None
         updated, effects = decide(state, approved, enriched, now, self.wait)
@@ -408,7 +412,12 @@ class TimeEntryStage:
         async with self.lock:
             if now - self._scanned_at > 30:
                 self._scanned_at = now
-                self.waiting = {s.key for s in self.table.owned() if s.waiting_since is not None}
+                self.waiting.clear()
+                for held in self.table.owned():
+                    if held.waiting_since is not None:
+                        self.waiting.add(held.key)
+                    if held.field_unknown:
+                        self.unjudged.add(held.key)
             versions = self.views.version()
             moved = versions != self._versions
             self._versions = versions

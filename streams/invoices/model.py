@@ -112,6 +112,8 @@ class Invoice:
     lines: dict[str, Part] = field(default_factory=dict)
     # What was last published: "invoice" -> signature, project code -> signature of its fact.
     emitted: dict[str, str] = field(default_factory=dict)
+    # Counted with a billed line of unknown project: until when the stage looks again.
+    look_until: float | None = None
 
     @property
     def version(self) -> int:

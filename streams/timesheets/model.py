@@ -89,6 +89,9 @@ class TimeEntry:
     problem: Problem | None = None
     correlation_id: str | None = None
     project_code: str | None = None
+    # Has field values, but the "Approved" field was not known when last judged: judged
+    # again once it is (kept here so a restarted worker or a new owner knows).
+    field_unknown: bool = False
 
     def approved(self, field_id: str | None) -> bool:
         if self.entry is None or field_id is None:

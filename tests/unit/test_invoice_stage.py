@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -91,15 +92,19 @@ class Tables:
 
     def __init__(self) -> None:
         self.owners: dict[str, str] = {}
-        self.invoices: dict[str, dict[str, Any]] = {}
+        self.assembly: dict[str, dict[str, Any]] = {}
         self.ledgers: dict[str, dict[str, Any]] = {}
 
     def owner(self, line: str) -> str | None:
         return self.owners.get(line)
 
     def invoice(self, key: str) -> Invoice | None:
-        raw = self.invoices.get(key)
+        raw = self.assembly.get(key)
         return None if raw is None else decode(Invoice, raw)
+
+    def invoices(self) -> Iterator[Invoice]:
+        for raw in list(self.assembly.values()):
+            yield decode(Invoice, raw)
 
     def ledger(self, code: str) -> Ledger | None:
         raw = self.ledgers.get(code)
@@ -109,7 +114,7 @@ class Tables:
         for _, line, inv in owners:
             self.owners[line] = inv
         for i in invoices:
-            self.invoices[i.key] = encode(i)
+            self.assembly[i.key] = encode(i)
         for g in ledgers:
             self.ledgers[g.project] = encode(g)
 
@@ -297,7 +302,8 @@ def test_lines_invoiced_on_progress_find_their_project_whichever_comes_first(
     """Invoiced on progress: each line bills a task through the work's invoiced progress
     (stored unlinked, then linked to the line), which the view may take before or after the
     stage sees the invoice, its posting or its lines; the timer looks again at posted
-    invoices it could not place. The CRM ends with every counted invoice's amount."""
+    invoices it could not place, also after the worker restarted between batches (its
+    in-memory list of them is gone). The CRM ends with every counted invoice's amount."""
     lsn = iter(range(1, 10_000))
     raw: list[list[Msg]] = []  # per row: its changes in order
     views: list[list[bytes]] = []  # per invoiced progress row: its changes in order
@@ -323,17 +329,22 @@ def test_lines_invoiced_on_progress_find_their_project_whichever_comes_first(
 
     progress: View[Billed] = View("ip", raw_row, billed_of, billed_aliases)
     lookups = _lookups(lines, (Via("progress", progress),))
-    stage = InvoiceStage(
-        SETTINGS,
-        TOPO,
-        Out(),
-        Registry(),
-        Tables(),  # type: ignore[arg-type]
-        lookups,
-        clock=lambda: 0.0,  # the wait for a line's project never runs out here
-    )
-    asyncio.run(stage.prepare())
-    out: Out = stage.output  # type: ignore[assignment]
+    out, registry, tables = Out(), Registry(), Tables()
+
+    def start() -> InvoiceStage:
+        started = InvoiceStage(
+            SETTINGS,
+            TOPO,
+            out,  # type: ignore[arg-type]
+            registry,  # type: ignore[arg-type]
+            tables,  # type: ignore[arg-type]
+            lookups,
+            clock=lambda: 0.0,  # the wait for a line's project never runs out here
+        )
+        asyncio.run(started.prepare())
+        return started
+
+    stage = start()
     own: list[Msg] = []  # the stage's own topics, delivered back in the order sent
     seen = 0
 
@@ -361,6 +372,8 @@ def test_lines_invoiced_on_progress_find_their_project_whichever_comes_first(
             progress.apply(json.dumps({"id": json.loads(value)["after"]["id"]}), value)
         if rnd.random() < 0.3:
             asyncio.run(stage.tick(frozenset({0})))
+        if rnd.random() < 0.1:
+            stage = start()  # a restart after the batch was committed
         collect()
     for _ in range(3):  # the timer's later ticks, each result delivered back
         asyncio.run(stage.tick(frozenset({0})))
