@@ -1,10 +1,16 @@
 """A Faust table of JSON values, written per batch the way tables/dedupe.py writes positions.
 
-Writes bypass the table's per-key changelog send: a batch's values go to the local store at
-once and to the changelog through pssync's producer, encoded once, exactly as Faust encodes them,
-on the partition of the records they derive from, so Faust's recovery reads them back
-unchanged. The changelog records are flushed before the offsets that depend on them are
-committed (streams/app.py).
+Writes bypass the table's per-key changelog send: a batch's values go to the changelog
+through pssync's producer, encoded once, exactly as Faust encodes them, on the partition of
+the records they derive from, so Faust's recovery reads them back unchanged. The changelog
+records are flushed before the offsets that depend on them are committed (streams/app.py).
+
+A RocksDB store takes a value only once its changelog record is acknowledged; until then the
+value is read from memory. The store so never holds what the changelog lacks. A worker
+killed before the acknowledgement restarts from the changelog's state and processes the
+input again, writing the value again; had the store kept it, the replay would find nothing
+to do, and the changelog would stay without it: a partition's next owner would miss it.
+(The memory store is rebuilt from the changelog on every start and is written at once.)
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -90,9 +97,12 @@ class JsonTable:
         self.changelog = table.changelog_topic.get_topic_name()
         self._json_keys: bool | None = None  # known once the store exists (first use)
         self._dumps = json_codec()
-        # Newest changelog offset acknowledged per partition, noted from the producer's
-        # delivery thread and handed to the store on the event loop.
-        self._acked: dict[int, int] = {}
+        # RocksDB: values written but not yet acknowledged by the changelog, store key ->
+        # [its records on the way, newest value bytes]; and the acknowledged records
+        # (partition, offset, key, value), noted on the producer's delivery thread, for the
+        # store on the event loop.
+        self._unacked: dict[bytes, list[Any]] = {}
+        self._delivered: list[tuple[int, int, bytes, bytes]] = []
         self._lock = threading.Lock()
 
     def encode(self, key: str, value: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -118,8 +128,12 @@ class JsonTable:
     def get(self, key: str) -> dict[str, Any] | None:
         store = self.table.data
         if isinstance(store, SerializedStore):
+            if self._delivered:
+                self._settle()
+            raw_key = self._key(key)
+            held = self._unacked.get(raw_key)
             # The store's raw read and one json decode, without Faust's serializer layers.
-            raw = store._get(self._key(key))
+            raw = held[1] if held is not None else store._get(raw_key)
             value = None if raw is None else faust_json.loads(want_str(raw))
         else:  # the memory store holds values, not bytes
             value = store.get(key)
@@ -127,49 +141,92 @@ class JsonTable:
 
     def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every key of the partitions this worker owns."""
-        for key, value in self.table.data.items():
+        store = self.table.data
+        pending: dict[str, Any] = {}
+        if isinstance(store, SerializedStore):
+            self._settle()
+            for raw_key, (_, raw) in self._unacked.items():
+                pending[store._decode_key(raw_key)] = faust_json.loads(want_str(raw))
+        for key, value in pending.items():
             if isinstance(value, dict):
+                yield key, value
+        for key, value in list(store.items()):
+            if key not in pending and isinstance(value, dict):
                 yield key, value
 
     def write(self, values: Iterable[tuple[int, str, dict[str, Any]]]) -> None:
-        """Record (partition, key, value) triples: in the local store now, in the changelog
-        with the next flush of the producer."""
-        self._persist_acked_offsets()
-        # Encoded once, for the changelog and the store alike.
+        """Record (partition, key, value) triples: in the changelog with the next flush of
+        the producer, readable here at once."""
         store = self.table.data
-        raw_store = isinstance(store, SerializedStore)
-        by_partition: dict[int, list[tuple[Any, Any]]] = {}
+        if isinstance(store, SerializedStore):
+            self._settle()
+            unacked, send, topic = self._unacked, self.output.send, self.changelog
+            for partition, key, value in values:
+                # Encoded once, for the changelog and the store alike.
+                raw_key, raw_value = self.encode(key, value)
+                held = unacked.get(raw_key)
+                if held is None:
+                    unacked[raw_key] = [1, raw_value]
+                else:
+                    held[0] += 1
+                    held[1] = raw_value
+                send(topic, raw_key, raw_value, partition=partition, on_delivery=self._noted)
+            return
+        by_partition: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         for partition, key, value in values:
             raw_key, raw_value = self.encode(key, value)
-            held = (raw_key, raw_value) if raw_store else (key, value)
-            by_partition.setdefault(partition, []).append(held)
-            self.output.send(
-                self.changelog, raw_key, raw_value, partition=partition, on_delivery=self._noted
-            )
+            by_partition.setdefault(partition, []).append((key, value))
+            self.output.send(self.changelog, raw_key, raw_value, partition=partition)
         for partition, items in by_partition.items():
-            origin = _Origin(_Partition(partition))
-            _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
-            try:
+            with _on_partition(partition):
                 for k, v in items:
-                    if raw_store:
-                        store._set(k, v)
-                    else:  # the memory store holds values, not bytes
-                        store[k] = v
-            finally:
-                _current_event.set(None)
+                    store[k] = v  # the memory store holds values, not bytes
 
     def _noted(self, msg: KafkaMessage) -> None:
-        partition, offset = msg.partition(), msg.offset()
-        if partition is None or offset is None:
+        partition, offset, key, value = msg.partition(), msg.offset(), msg.key(), msg.value()
+        if partition is None or offset is None or key is None or value is None:
             return
         with self._lock:
-            if offset > self._acked.get(partition, -1):
-                self._acked[partition] = offset
+            self._delivered.append((partition, offset, key, value))
 
-    def _persist_acked_offsets(self) -> None:
-        # What a Faust table does per changelog send: a RocksDB store then knows, after a
-        # restart, from where the changelog still has to be read.
+    def _settle(self) -> None:
+        """Hand acknowledged values to the store, with the changelog offsets they are at: what
+        a Faust table does per changelog send. After a restart, recovery reads the changelog
+        from there."""
         with self._lock:
-            acked, self._acked = self._acked, {}
-        for partition, offset in acked.items():
-            self.table.data.set_persisted_offset(TP(self.changelog, partition), offset)
+            done, self._delivered = self._delivered, []
+        if not done:
+            return
+        store = self.table.data
+        unacked = self._unacked
+        by_partition: dict[int, list[tuple[int, bytes, bytes]]] = {}
+        for partition, offset, key, value in done:
+            by_partition.setdefault(partition, []).append((offset, key, value))
+            held = unacked.get(key)
+            if held is not None:
+                held[0] -= 1
+                if not held[0]:  # the newest value of the key was acknowledged
+                    del unacked[key]
+        for partition, records in by_partition.items():
+            tp = TP(self.changelog, partition)
+            # A partition given away and back meanwhile was restored from the changelog,
+            # maybe with later values by its other owner: those stay.
+            restored = store.persisted_offset(tp)
+            fresh = [r for r in records if restored is None or r[0] > restored]
+            if not fresh:
+                continue
+            with _on_partition(partition):
+                for _, k, v in fresh:
+                    store._set(k, v)
+            store.set_persisted_offset(tp, max(r[0] for r in fresh))
+
+
+@contextmanager
+def _on_partition(partition: int) -> Iterator[None]:
+    """Store writes go to `partition`: Faust's stores read it from the current event."""
+    origin = _Origin(_Partition(partition))
+    _current_event.set(weakref.ref(origin))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.set(None)
