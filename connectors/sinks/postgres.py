@@ -95,7 +95,7 @@ class Statements:
         self.expected = [
             "text",
             *(c.sql_type for c in spec.columns),
-            *(ddl.split(" NOT NULL")[0].split(" DEFAULT")[0] for _, ddl in BOOKKEEPING),
+            *(b.type for b in BOOKKEEPING),
         ]
         self.upsert = self._upsert_sql()
         # A tombstone of unknown version deletes what the row holds now, at the row's version.
@@ -225,19 +225,19 @@ def evolution(spec: TableSpec, existing: dict[str, str]) -> list[sql.Composable]
     """
     table = sql.Identifier(spec.table)
     out: list[sql.Composable] = []
-    missing_bookkeeping = [(n, d) for n, d in BOOKKEEPING if n not in existing]
-    for name, ddl in missing_bookkeeping:
-        if "NOT NULL" in ddl and "DEFAULT" not in ddl:
+    missing_bookkeeping = [b for b in BOOKKEEPING if b.name not in existing]
+    for kept in missing_bookkeeping:
+        if kept.required and kept.default is None:
             raise SchemaError(
-                f"table {spec.table} has no column {name}: it was not created by pssync's sink; "
-                f"point PSSYNC_TARGET_URL at another database or rename that table"
+                f"table {spec.table} has no column {kept.name}: it was not created by "
+                "pssync's sink; point PSSYNC_TARGET_URL at another database or rename that table"
             )
         out.append(
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                table, sql.Identifier(name), sql.SQL(ddl)
+                table, sql.Identifier(kept.name), sql.SQL(kept.ddl)
             )
         )
-    if {"data_version", "deleted_version"} <= {n for n, _ in missing_bookkeeping}:
+    if {"data_version", "deleted_version"} <= {b.name for b in missing_bookkeeping}:
         # Rows written before the sink kept both versions: their one version is their live
         # or their delete version.
         out.append(

@@ -36,23 +36,40 @@ from uuid import UUID
 from schemas.compat import TypeIndex
 from streams.errors import SchemaError
 
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """A column the sink keeps beside the data: its type as PostgreSQL's format_type() spells
+    it, whether every row has a value, and what rows written before it existed get."""
+
+    name: str
+    type: str
+    required: bool = False
+    default: str | None = None
+
+    @property
+    def ddl(self) -> str:
+        """The column's definition after its name (CREATE TABLE, ADD COLUMN)."""
+        out = self.type + (" NOT NULL" if self.required else "")
+        return out if self.default is None else f"{out} DEFAULT {self.default}"
+
+
 # Bookkeeping that makes writes idempotent and traceable, after the data columns, in this
-# order (the order of the hand-written table these specs replaced). Types as PostgreSQL's
-# format_type() spells them; "NOT NULL" where every row has a value.
-BOOKKEEPING: tuple[tuple[str, str], ...] = (
-    ("is_deleted", "boolean NOT NULL DEFAULT false"),
-    ("deleted_at", "timestamp with time zone"),
-    ("entity_version", "bigint NOT NULL"),
+# order (the order of the hand-written table these specs replaced).
+BOOKKEEPING: tuple[Bookkeeping, ...] = (
+    Bookkeeping("is_deleted", "boolean", required=True, default="false"),
+    Bookkeeping("deleted_at", "timestamp with time zone"),
+    Bookkeeping("entity_version", "bigint", required=True),
     # Version of the live image the data came from, and of the newest delete seen: the row is
     # deleted while deleted_version >= data_version (see connectors/sinks/plan.py).
-    ("data_version", "bigint"),
-    ("deleted_version", "bigint"),
-    ("source_position", "text"),
-    ("correlation_id", "text"),
-    ("last_event_id", "text"),
-    ("applied_at", "timestamp with time zone NOT NULL"),
+    Bookkeeping("data_version", "bigint"),
+    Bookkeeping("deleted_version", "bigint"),
+    Bookkeeping("source_position", "text"),
+    Bookkeeping("correlation_id", "text"),
+    Bookkeeping("last_event_id", "text"),
+    Bookkeeping("applied_at", "timestamp with time zone", required=True),
 )
-BOOKKEEPING_NAMES = frozenset(name for name, _ in BOOKKEEPING)
+BOOKKEEPING_NAMES = frozenset(b.name for b in BOOKKEEPING)
 # PostgreSQL truncates longer identifiers, which would make two fields one column.
 MAX_IDENTIFIER = 63
 JSONB = "jsonb"
@@ -127,7 +144,7 @@ class TableSpec:
     @property
     def names(self) -> list[str]:
         """Every column the sink writes, in table order: key, data, bookkeeping."""
-        return [self.key, *self.data_columns, *(name for name, _ in BOOKKEEPING)]
+        return [self.key, *self.data_columns, *(b.name for b in BOOKKEEPING)]
 
     def column(self, name: str) -> Column:
         return self._by_name[name]
@@ -149,7 +166,7 @@ class TableSpec:
     def create_sql(self) -> str:
         cols = [f"{quote(self.key)} text PRIMARY KEY"]
         cols += [column_ddl(c) for c in self.columns]
-        cols += [f"{quote(name)} {ddl}" for name, ddl in BOOKKEEPING]
+        cols += [f"{quote(b.name)} {b.ddl}" for b in BOOKKEEPING]
         return f"CREATE TABLE IF NOT EXISTS {quote(self.table)} ({', '.join(cols)})"
 
 

@@ -158,7 +158,7 @@ def test_columns_are_in_contract_order_then_bookkeeping() -> None:
     ]  # fmt: skip
     assert [n for n in spec.names if n in hand_written] == hand_written
     assert "billing_milestones" in spec.data_columns
-    assert [n for n, _ in BOOKKEEPING] == spec.names[-len(BOOKKEEPING) :]
+    assert [b.name for b in BOOKKEEPING] == spec.names[-len(BOOKKEEPING) :]
 
 
 @pytest.mark.parametrize("name", contracts.entities())
