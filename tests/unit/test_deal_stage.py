@@ -138,8 +138,16 @@ class Harness:
             name: View(src.topic(""), json.loads, src.adapt, src.aliases)
             for name, src in VIEWS.items()
         }
-        tables = DealTables(*(cast(JsonTable, Table()) for _ in range(3)))
-        self.stage = stage(
+        self.decoder = Decoder(self.registry.schema_by_id)
+        self.version = 0
+        for view in self.views.values():
+            view.ready.set()
+        self.stage_class = stage
+        self.stage = self.start(DealTables(*(cast(JsonTable, Table()) for _ in range(3))))
+
+    def start(self, tables: DealTables) -> DealStage:
+        """A stage on `tables`, prepared: a restarted worker has only what they hold."""
+        stage = self.stage_class(
             self.settings,
             self.topo,
             cast(Any, self.output),
@@ -148,11 +156,8 @@ class Harness:
             self.views,
             clock=self.clock,
         )
-        self.decoder = Decoder(self.registry.schema_by_id)
-        self.version = 0
-        for view in self.views.values():
-            view.ready.set()
-        asyncio.run(self.stage.prepare())
+        asyncio.run(stage.prepare())
+        return stage
 
     def encode(self, schema: str, record: dict[str, Any]) -> bytes:
         return Encoder(self.registry.register, "s", schema).encode(record)
@@ -294,17 +299,7 @@ def test_a_fired_deal_whose_saga_state_was_lost_begins_again_on_the_next_assignm
     [first] = h.commands("erp")
     tables = h.stage.tables
     cast(Any, tables.sagas).data.clear()
-    restarted = DealStage(
-        h.settings,
-        h.topo,
-        cast(Any, h.output),
-        cast(Any, h.registry),
-        tables,
-        h.views,
-        clock=h.clock,
-    )
-    asyncio.run(restarted.prepare())
-    h.stage = restarted
+    h.stage = h.start(tables)
     h.feed(h.opportunity(name="Acme platform"))  # the replayed input changes nothing
     assert len(h.commands("erp")) == 1
     h.tick()  # the restarted worker's first tick sees its assignment
