@@ -16,11 +16,14 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
+from schemas.compiled_reader import Reader, compile_reader
 from streams.errors import SchemaError, SerdeError
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
 MAX_SCHEMA_ID = 2**32 - 1
+# What a compiled reader raises for a body that is not what its schema says.
+_MALFORMED = (EOFError, ValueError, IndexError, TypeError, ArithmeticError)
 
 
 @lru_cache(maxsize=256)
@@ -163,6 +166,9 @@ class Decoder:
         self._adapt: Callable[[Any], Any] = without_uuid_type if uuid_text else (lambda s: s)
         self._reader = parse(self._adapt(reader_schema)) if reader_schema else None
         self._writers: dict[int, Any] = {}
+        # Writer schema id -> its compiled reader, or None where fastavro reads (a reader
+        # schema to resolve against, or a writer schema that is not a record).
+        self._compiled: dict[int, Reader | None] = {}
 
     def _writer(self, schema_id: int) -> Any:
         writer = self._writers.get(schema_id)
@@ -170,8 +176,27 @@ class Decoder:
             writer = self._writers[schema_id] = parse(self._adapt(self._fetch(schema_id)))
         return writer
 
+    def _compile(self, schema_id: int) -> Reader | None:
+        writer = self._writer(schema_id)
+        read: Reader | None = None
+        if self._reader is None and isinstance(writer, dict) and writer.get("type") == "record":
+            try:
+                read = compile_reader(writer)
+            except (ValueError, KeyError, TypeError):  # a shape it does not know: fastavro's
+                read = None
+        self._compiled[schema_id] = read
+        return read
+
     def decode(self, data: bytes) -> dict[str, Any]:
         schema_id, body = split(data)
+        read = (
+            self._compiled[schema_id] if schema_id in self._compiled else self._compile(schema_id)
+        )
+        if read is not None:
+            try:
+                return read(data if type(data) is bytes else bytes(data), HEADER.size)
+            except _MALFORMED as exc:
+                raise self._malformed(schema_id, body, exc) from exc
         writer = self._writer(schema_id)
         try:
             record: Any = schemaless_reader(io.BytesIO(body), writer, self._reader)
@@ -181,15 +206,19 @@ class Decoder:
                 f"contract: {exc}; it belongs to another topic or an incompatible schema"
             ) from exc
         except (EOFError, ValueError, IndexError, StopIteration, KeyError, TypeError) as exc:
-            raise SerdeError(
-                f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "
-                f"{exc!r}; the payload is truncated or was not written with that schema"
-            ) from exc
+            raise self._malformed(schema_id, body, exc) from exc
         if not isinstance(record, dict):
             raise SerdeError(
                 f"schema id {schema_id} is not a record schema; pssync topics carry records"
             )
         return record
+
+    @staticmethod
+    def _malformed(schema_id: int, body: memoryview, exc: Exception) -> SerdeError:
+        return SerdeError(
+            f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "
+            f"{exc!r}; the payload is truncated or was not written with that schema"
+        )
 
 
 class Encoder:
