@@ -45,13 +45,35 @@ class Truncated(EOFError):
 def _varint(b: bytes, p: int, x: int) -> tuple[int, int]:
     """The rest of a varint whose first byte `x` (already read) had its high bit set;
     returns the still-zigzagged value and the offset after it."""
-    x &= 0x7F
-    shift = 7
+    # Unrolled to six bytes in all (millisecond timestamps, the longest common values):
+    # half the time of the loop, which takes the rest.
+    c = b[p]
+    x = (x & 0x7F) | (c & 0x7F) << 7
+    if c < 0x80:
+        return x, p + 1
+    c = b[p + 1]
+    x |= (c & 0x7F) << 14
+    if c < 0x80:
+        return x, p + 2
+    c = b[p + 2]
+    x |= (c & 0x7F) << 21
+    if c < 0x80:
+        return x, p + 3
+    c = b[p + 3]
+    x |= (c & 0x7F) << 28
+    if c < 0x80:
+        return x, p + 4
+    c = b[p + 4]
+    x |= (c & 0x7F) << 35
+    if c < 0x80:
+        return x, p + 5
+    p += 5
+    shift = 42
     while True:
         c = b[p]
         p += 1
         x |= (c & 0x7F) << shift
-        if not c & 0x80:
+        if c < 0x80:
             return x, p
         shift += 7
         if shift > 63:
