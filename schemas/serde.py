@@ -179,7 +179,9 @@ class Decoder:
     def _compile(self, schema_id: int) -> Reader | None:
         writer = self._writer(schema_id)
         read: Reader | None = None
-        if self._reader is None and isinstance(writer, dict) and writer.get("type") == "record":
+        # A reader schema equal to the writer's resolves nothing (fastavro skips it too).
+        same = self._reader is None or writer == self._reader
+        if same and isinstance(writer, dict) and writer.get("type") == "record":
             try:
                 read = compile_reader(writer)
             except (ValueError, KeyError, TypeError):  # a shape it does not know: fastavro's

@@ -253,3 +253,10 @@ def test_the_decoder_resolves_against_a_reader_schema_with_fastavro() -> None:
     reader = {**writer, "fields": [*writer["fields"], {"name": "b", "type": "long", "default": 7}]}
     decoder = Decoder(lambda _id: writer, reader)
     assert decoder.decode(encode_header(1) + bytes([4])) == {"a": 2, "b": 7}
+
+
+def test_the_decoder_compiles_when_the_reader_schema_is_the_writers() -> None:
+    schema = {"type": "record", "name": "S", "fields": [{"name": "a", "type": "long"}]}
+    decoder = Decoder(lambda _id: schema, schema)
+    assert decoder.decode(encode_header(1) + bytes([4])) == {"a": 2}
+    assert decoder._compiled[1] is not None
