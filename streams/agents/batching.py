@@ -43,6 +43,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Queued records a runner prepares ahead at most (see StageRunner.ahead_records): about one
+# and a half 8 MiB fetches of canonical events.
+AHEAD_RECORDS = 32_768
+
 # (partition, first offset, offset after the last): the part of a partition's log a delivered
 # batch covers. The first offset is where the fetch began, which a compacted log may not hold.
 Span = tuple[TP, int, int]
@@ -93,6 +97,10 @@ class StageRunner(Service):
         # Work a stage may do on the next fetch while the current batch waits on its target
         # or on Kafka (decoding ahead): it only prepares, the batch itself still decides.
         self.ahead: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
+        # How many queued records may be prepared ahead: enough to fill a batch's waits on
+        # its target with the next fetch and part of the one after, while holding at most
+        # this many decoded records besides the batch's own.
+        self.ahead_records = AHEAD_RECORDS
         self._busy = False
         self._ahead_task: asyncio.Future[Any] | None = None
         self._queued: deque[list[Message]] = deque()  # the queue's records, in its order
@@ -129,13 +137,23 @@ class StageRunner(Service):
         return self.queue.get_nowait()
 
     def _start_ahead(self) -> None:
-        # Only the fetch next in line: more would hold several batches decoded at once.
         if self.ahead and self._busy and self._ahead_task is None and self._queued:
-            self._ahead_task = asyncio.ensure_future(self._prepare_ahead(self._queued[0]))
+            self._ahead_task = asyncio.ensure_future(self._prepare_ahead())
 
-    async def _prepare_ahead(self, messages: Sequence[Message]) -> None:
-        for work in self.ahead:
-            await work(messages)
+    async def _prepare_ahead(self) -> None:
+        # The queued records in order, up to `ahead_records` of them; what is already
+        # prepared is skipped by the work itself (cheaply), so this starts over whenever a
+        # fetch arrives.
+        budget = self.ahead_records
+        for messages in list(self._queued):
+            if budget <= 0:
+                break
+            part = messages[:budget]
+            for work in self.ahead:
+                await work(part)
+            budget -= len(part)
+        if self._ahead_task is asyncio.current_task():
+            self._ahead_task = None
 
     def _stop_ahead(self) -> None:
         if self._ahead_task is not None:

@@ -200,7 +200,7 @@ async def _settle() -> None:
 
 
 @pytest.mark.parametrize("batch_size", [3, 1000])
-def test_the_runner_decodes_the_next_fetch_while_a_batch_waits_and_only_that_one(
+def test_the_runner_decodes_queued_fetches_while_a_batch_waits_up_to_its_budget(
     batch_size: int,
 ) -> None:
     async def scenario() -> tuple[GatedReader, CountingDecoder, SharedDecoder, Acks]:
@@ -217,6 +217,7 @@ def test_the_runner_decodes_the_next_fetch_while_a_batch_waits_and_only_that_one
         shared.attach(runner)
         shared.attach(runner)  # once per runner, however many stages share it
         assert runner.ahead == [shared.ahead]
+        runner.ahead_records = 5  # a fetch and two thirds of the next
 
         def fetch(first: int) -> list[Record]:
             return [
@@ -233,21 +234,25 @@ def test_the_runner_decodes_the_next_fetch_while_a_batch_waits_and_only_that_one
         assert counting.calls == 6  # the next fetch, decoded while the batch waits
         await runner.deliver(cast(Any, fetch(6)), [])
         await _settle()
-        assert counting.calls == 6  # one fetch ahead, no more
+        assert counting.calls == 8  # and the one after, up to the budget of 5 records
+        await runner.deliver(cast(Any, fetch(9)), [])
+        await _settle()
+        assert counting.calls == 8  # no more
         reader.gate.set()
+        await _settle()
         await _settle()
         task.cancel()
         return reader, counting, shared, acks
 
     reader, counting, shared, acks = asyncio.run(scenario())
     if batch_size == 3:
-        assert reader.batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-        # The third fetch was decoded while the second batch waited on its target.
-        assert reader.decoded_before == [0, 6, 9]
+        assert reader.batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+        # Each batch's wait decoded what followed it, up to the budget.
+        assert reader.decoded_before == [0, 8, 11, 12]
     else:
-        assert reader.batches == [[0, 1, 2], [3, 4, 5, 6, 7, 8]]
-        assert reader.decoded_before == [0, 6]
-    assert counting.calls == 9  # every record decoded once
-    assert reader.records == [{"v": f"r{i}"} for i in range(9)]
+        assert reader.batches == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9, 10, 11]]
+        assert reader.decoded_before == [0, 8]
+    assert counting.calls == 12  # every record decoded once
+    assert reader.records == [{"v": f"r{i}"} for i in range(12)]
     assert acks.done == reader.batches
     assert shared._records == {}  # every batch released
