@@ -98,7 +98,8 @@ class _Writer:
 
     def __init__(self) -> None:
         self.named: dict[str, Any] = {}
-        self.functions: dict[str, list[str]] = {}
+        self.functions: dict[str, list[str]] = {}  # full name -> source lines
+        self.function_names: dict[str, str] = {}  # full name -> its function's name
         self.constants: dict[str, Any] = {}
         self.counter = 0
 
@@ -114,10 +115,12 @@ class _Writer:
     def function(self, schema: dict[str, Any]) -> str:
         """The generated function reading the record `schema`, written once per name."""
         full = schema["name"]
-        fn = "_rec_" + "".join(c if c.isalnum() else "_" for c in full)
-        if full in self.functions:
-            return fn
-        self.functions[full] = []  # before the fields: a field may refer to this record
+        if full in self.function_names:
+            return self.function_names[full]
+        # Numbered: names that differ only in their dots and underscores stay apart.
+        fn = self.fresh("_rec_" + "".join(c if c.isalnum() else "_" for c in full) + "_")
+        # Named before its fields are written: a field may refer to this record.
+        self.function_names[full] = fn
         lines = [f"def {fn}(b, p):"]
         names = []
         for field in schema["fields"]:
@@ -263,7 +266,10 @@ def compile_reader(parsed_schema: dict[str, Any]) -> Reader:
         raise ValueError("only record schemas compile")
     writer = _Writer()
     writer.named.update(parsed_schema.get("__named_schemas", {}))
-    top = writer.function(parsed_schema)
+    try:
+        top = writer.function(parsed_schema)
+    except RecursionError as exc:
+        raise ValueError(f"schema {parsed_schema['name']} nests too deeply to compile") from exc
     source = "\n\n".join("\n".join(lines) for lines in writer.functions.values())
     source += f"""
 
@@ -290,6 +296,10 @@ def read(b, p):
         "_from_ordinal": date.fromordinal,
         **writer.constants,
     }
-    exec(compile(source, f"<avro reader {parsed_schema['name']}>", "exec"), scope)
+    try:
+        code = compile(source, f"<avro reader {parsed_schema['name']}>", "exec")
+    except (SyntaxError, RecursionError) as exc:  # nested deeper than Python's blocks go
+        raise ValueError(f"schema {parsed_schema['name']} nests too deeply to compile") from exc
+    exec(code, scope)
     read: Reader = scope["read"]
     return read

@@ -352,6 +352,10 @@ class Settings:
     replication: int = 1
     batch_size: int = 1000
     batch_within: float = 0.2
+    # Queued records a stage prepares (decodes) ahead while its batch waits on the target or
+    # Kafka: the next fetch and part of the one after fill those waits; each held record
+    # costs memory (a few KiB decoded). 0: nothing ahead.
+    ahead_records: int = 32_768
     # Most bytes one fetch returns per partition (Faust's consumer_max_fetch_size, 1 MiB by
     # default): with a backlog, each fetch becomes one batch of each stage, and every fetch
     # costs a hop to the consumer's thread and a wait behind the stages' work.
@@ -496,6 +500,7 @@ class Settings:
             replication=_int(e, "PSSYNC_REPLICATION", 1),
             batch_size=_int(e, "PSSYNC_BATCH_SIZE", 1000),
             batch_within=_float(e, "PSSYNC_BATCH_WITHIN", 0.2),
+            ahead_records=_int(e, "PSSYNC_AHEAD_RECORDS", 32_768),
             fetch_max_bytes=_int(e, "PSSYNC_FETCH_MAX_BYTES", 8 * 1024 * 1024),
             gc_threshold=_int(e, "PSSYNC_GC_THRESHOLD", 100_000),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
@@ -555,6 +560,11 @@ class Settings:
             raise ConfigError("PSSYNC_PARTITIONS must be at least 1")
         if self.batch_size < 1:
             raise ConfigError("PSSYNC_BATCH_SIZE must be at least 1")
+        if self.ahead_records < 0:
+            raise ConfigError(
+                f"PSSYNC_AHEAD_RECORDS={self.ahead_records}: use 0 (prepare nothing ahead) or "
+                "a number of records"
+            )
         if self.rocksdb_write_buffer_mb < 1 or self.rocksdb_block_cache_mb < 1:
             raise ConfigError(
                 f"PSSYNC_ROCKSDB_WRITE_BUFFER_MB={self.rocksdb_write_buffer_mb} and "

@@ -43,10 +43,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Queued records a runner prepares ahead at most (see StageRunner.ahead_records): about one
-# and a half 8 MiB fetches of canonical events.
-AHEAD_RECORDS = 32_768
-
 # (partition, first offset, offset after the last): the part of a partition's log a delivered
 # batch covers. The first offset is where the fetch began, which a compacted log may not hold.
 Span = tuple[TP, int, int]
@@ -97,10 +93,8 @@ class StageRunner(Service):
         # Work a stage may do on the next fetch while the current batch waits on its target
         # or on Kafka (decoding ahead): it only prepares, the batch itself still decides.
         self.ahead: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
-        # How many queued records may be prepared ahead: enough to fill a batch's waits on
-        # its target with the next fetch and part of the one after, while holding at most
-        # this many decoded records besides the batch's own.
-        self.ahead_records = AHEAD_RECORDS
+        # How many queued records may be prepared ahead (PSSYNC_AHEAD_RECORDS).
+        self.ahead_records = settings.ahead_records
         self._busy = False
         self._ahead_task: asyncio.Future[Any] | None = None
         self._queued: deque[list[Message]] = deque()  # the queue's records, in its order
@@ -137,7 +131,13 @@ class StageRunner(Service):
         return self.queue.get_nowait()
 
     def _start_ahead(self) -> None:
-        if self.ahead and self._busy and self._ahead_task is None and self._queued:
+        if (
+            self.ahead_records
+            and self.ahead
+            and self._busy
+            and self._ahead_task is None
+            and self._queued
+        ):
             self._ahead_task = asyncio.ensure_future(self._prepare_ahead())
 
     async def _prepare_ahead(self) -> None:

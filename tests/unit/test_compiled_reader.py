@@ -260,3 +260,29 @@ def test_the_decoder_compiles_when_the_reader_schema_is_the_writers() -> None:
     decoder = Decoder(lambda _id: schema, schema)
     assert decoder.decode(encode_header(1) + bytes([4])) == {"a": 2}
     assert decoder._compiled[1] is not None
+
+
+def test_record_names_that_differ_only_in_dots_and_underscores_stay_apart() -> None:
+    schema = parse_schema({"type": "record", "name": "a.b_c", "fields": [
+        {"name": "x", "type": {"type": "record", "name": "a_b.c", "fields": [
+            {"name": "y", "type": "long"}]}},
+        {"name": "z", "type": "string"},
+    ]})  # fmt: skip
+    body = written(schema, {"x": {"y": 5}, "z": "t"})
+    assert compile_reader(schema)(body, 0) == {"x": {"y": 5}, "z": "t"}
+
+
+def test_a_schema_nested_deeper_than_python_compiles_is_read_by_fastavro() -> None:
+    kind: Any = "long"
+    for _ in range(30):
+        kind = {"type": "array", "items": kind}
+    schema = {"type": "record", "name": "Deep", "fields": [{"name": "v", "type": kind}]}
+    with pytest.raises(ValueError, match="nests too deeply"):
+        compile_reader(parse_schema(schema))
+    value: Any = 7
+    for _ in range(30):
+        value = [value]
+    decoder = Decoder(lambda _id: schema)
+    body = encode_header(2) + written(parse_schema(schema), {"v": value})
+    assert decoder.decode(body) == {"v": value}
+    assert decoder._compiled[2] is None

@@ -211,13 +211,12 @@ def test_the_runner_decodes_queued_fetches_while_a_batch_waits_up_to_its_budget(
         acks = Acks()
         app.consumer = cast(Any, acks)
         runners: dict[str, Any] = {}
-        settings = Settings(batch_size=batch_size)
+        settings = Settings(batch_size=batch_size, ahead_records=5)
         topic = bytes_topic(app, "canonical.opportunity")
         runner = batch_stage(app, runners, topic, "sink", reader, settings)
         shared.attach(runner)
         shared.attach(runner)  # once per runner, however many stages share it
-        assert runner.ahead == [shared.ahead]
-        runner.ahead_records = 5  # a fetch and two thirds of the next
+        assert runner.ahead == [shared.ahead]  # 5 records ahead: a fetch, 2/3 of the next
 
         def fetch(first: int) -> list[Record]:
             return [

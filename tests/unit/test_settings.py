@@ -59,6 +59,13 @@ def test_fetch_size_defaults_to_8_mib_and_refuses_less_than_a_record_may_need() 
         Settings.from_env({"PSSYNC_FETCH_MAX_BYTES": "4096"})
 
 
+def test_records_prepared_ahead_default_to_32768_and_zero_turns_it_off() -> None:
+    assert Settings.from_env({}).ahead_records == 32_768
+    assert Settings.from_env({"PSSYNC_AHEAD_RECORDS": "0"}).ahead_records == 0
+    with pytest.raises(ConfigError, match="PSSYNC_AHEAD_RECORDS=-1"):
+        Settings.from_env({"PSSYNC_AHEAD_RECORDS": "-1"})
+
+
 def test_table_state_is_kept_per_app_id() -> None:
     s = Settings.from_env({"PSSYNC_DATA_DIR": "/srv/pssync", "PSSYNC_APP_ID": "staging"})
     assert s.state_dir == Path("/srv/pssync/staging")
