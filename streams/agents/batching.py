@@ -141,17 +141,17 @@ class StageRunner(Service):
             self._ahead_task = asyncio.ensure_future(self._prepare_ahead())
 
     async def _prepare_ahead(self) -> None:
-        # The queued records in order, up to `ahead_records` of them; what is already
-        # prepared is skipped by the work itself (cheaply), so this starts over whenever a
-        # fetch arrives.
-        budget = self.ahead_records
-        for messages in list(self._queued):
-            if budget <= 0:
-                break
-            part = messages[:budget]
+        # The queued records in order, up to `ahead_records` of them, fetches that arrive
+        # meanwhile included; the work itself skips what it prepared already (cheaply), so
+        # a fetch arriving after this ended starts it over. The queue is not taken from while
+        # this runs: a batch stops it first, with no await in between (_run).
+        budget, i = self.ahead_records, 0
+        while budget > 0 and i < len(self._queued):
+            part = self._queued[i][:budget]
             for work in self.ahead:
                 await work(part)
             budget -= len(part)
+            i += 1
         if self._ahead_task is asyncio.current_task():
             self._ahead_task = None
 

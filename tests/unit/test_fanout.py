@@ -9,6 +9,8 @@ from typing import Any, cast
 
 import faust
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.agents.batching import batch_stage, bytes_topic
 from streams.agents.fanout import Fanout, attach
@@ -255,3 +257,57 @@ def test_the_runner_decodes_queued_fetches_while_a_batch_waits_up_to_its_budget(
     assert reader.records == [{"v": f"r{i}"} for i in range(12)]
     assert acks.done == reader.batches
     assert shared._records == {}  # every batch released
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    budget=st.integers(1, 900),
+    fetches=st.lists(st.tuples(st.integers(1, 700), st.integers(0, 3)), min_size=2, max_size=5),
+)
+def test_records_decoded_ahead_fill_the_budget_whenever_their_fetches_arrive(
+    budget: int, fetches: list[tuple[int, int]]
+) -> None:
+    """Fetches delivered at any point of a pass ahead (decoding yields every 256 records)
+    are decoded ahead too, up to the budget; each record is decoded once, batches in order."""
+
+    async def scenario() -> tuple[GatedReader, CountingDecoder, SharedDecoder, Acks, int]:
+        counting = CountingDecoder()
+        shared = SharedDecoder(cast(Any, counting))
+        reader = GatedReader(shared, counting)
+        app = faust.App("ahead-budget-test", autodiscover=False)
+        acks = Acks()
+        app.consumer = cast(Any, acks)
+        runners: dict[str, Any] = {}
+        config = Settings(batch_size=1, ahead_records=budget)  # a batch per fetch
+        topic = bytes_topic(app, "canonical.opportunity")
+        runner = batch_stage(app, runners, topic, "sink", reader, config)
+        shared.attach(runner)
+        task = asyncio.ensure_future(runner._run(runner))
+        first = 0
+        for size, steps in fetches:
+            batch = [
+                Record("canonical.opportunity", i, f"r{i}".encode())
+                for i in range(first, first + size)
+            ]
+            await runner.deliver(cast(Any, batch), [])
+            first += size
+            for _ in range(steps):
+                await asyncio.sleep(0)
+        for _ in range(40):
+            await asyncio.sleep(0)
+        ahead = counting.calls - fetches[0][0]  # the first batch waits at its gate
+        reader.gate.set()
+        for _ in range(1000):
+            if len(acks.done) == len(fetches):
+                break
+            await asyncio.sleep(0)
+        task.cancel()
+        return reader, counting, shared, acks, ahead
+
+    reader, counting, shared, acks, ahead = asyncio.run(scenario())
+    total = sum(size for size, _ in fetches)
+    assert ahead == min(budget, total - fetches[0][0])
+    assert counting.calls == total
+    assert reader.records == [{"v": f"r{i}"} for i in range(total)]
+    assert acks.done == reader.batches
+    assert shared._records == {}
