@@ -163,10 +163,8 @@ class _Writer:
         if isinstance(kind, (dict, list)):
             return self.value(kind, var, ind)
         if kind == "record" or kind == "error":
-            self.named[schema["name"]] = schema
             return [f"{ind}{var}, p = {self.function(schema)}(b, p)"]
         if kind == "enum":
-            self.named[schema["name"]] = schema
             symbols = self.constant("symbols", tuple(schema["symbols"]))
             count = len(schema["symbols"])
             return [
@@ -176,7 +174,6 @@ class _Writer:
                 f"{ind}{var} = {symbols}[{var}]",
             ]
         if kind == "fixed":
-            self.named[schema["name"]] = schema
             lines = [f"{ind}{var} = b[p:p + {int(schema['size'])}]", f"{ind}p += {schema['size']}"]
         elif kind == "array":
             lines = self.blocks(var, ind, schema["items"], keyed=False)

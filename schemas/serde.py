@@ -123,6 +123,11 @@ def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
 
 def split(data: bytes) -> tuple[int, memoryview]:
     """Schema id and Avro body of a wire-format payload."""
+    return schema_id_of(data), memoryview(data)[HEADER.size :]
+
+
+def schema_id_of(data: bytes) -> int:
+    """The schema id of a wire-format payload, its header checked."""
     if data is None or len(data) < HEADER.size:
         raise SerdeError(
             f"payload of {0 if data is None else len(data)} bytes is too short for the "
@@ -131,7 +136,7 @@ def split(data: bytes) -> tuple[int, memoryview]:
     magic, schema_id = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise SerdeError(f"unknown magic byte {magic} (expected 0): not Confluent wire-format Avro")
-    return schema_id, memoryview(data)[HEADER.size :]
+    return int(schema_id)
 
 
 def without_uuid_type(schema: Any) -> Any:
@@ -190,7 +195,7 @@ class Decoder:
         return read
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        schema_id, body = split(data)
+        schema_id = schema_id_of(data)
         read = (
             self._compiled[schema_id] if schema_id in self._compiled else self._compile(schema_id)
         )
@@ -198,7 +203,8 @@ class Decoder:
             try:
                 return read(data if type(data) is bytes else bytes(data), HEADER.size)
             except _MALFORMED as exc:
-                raise self._malformed(schema_id, body, exc) from exc
+                raise self._malformed(schema_id, data, exc) from exc
+        body = memoryview(data)[HEADER.size :]
         writer = self._writer(schema_id)
         try:
             record: Any = schemaless_reader(io.BytesIO(body), writer, self._reader)
@@ -208,7 +214,7 @@ class Decoder:
                 f"contract: {exc}; it belongs to another topic or an incompatible schema"
             ) from exc
         except (EOFError, ValueError, IndexError, StopIteration, KeyError, TypeError) as exc:
-            raise self._malformed(schema_id, body, exc) from exc
+            raise self._malformed(schema_id, data, exc) from exc
         if not isinstance(record, dict):
             raise SerdeError(
                 f"schema id {schema_id} is not a record schema; pssync topics carry records"
@@ -216,9 +222,10 @@ class Decoder:
         return record
 
     @staticmethod
-    def _malformed(schema_id: int, body: memoryview, exc: Exception) -> SerdeError:
+    def _malformed(schema_id: int, data: bytes, exc: Exception) -> SerdeError:
+        size = len(data) - HEADER.size
         return SerdeError(
-            f"Avro body of {len(body)} bytes does not decode with schema id {schema_id}: "
+            f"Avro body of {size} bytes does not decode with schema id {schema_id}: "
             f"{exc!r}; the payload is truncated or was not written with that schema"
         )
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.agents.batching import batch_stage, bytes_topic
+from streams.agents.batching import StageRunner, batch_stage, bytes_topic
 from streams.agents.fanout import Fanout, attach
 from streams.agents.shared_decode import SharedDecoder
 from streams.errors import ConfigError, SerdeError
@@ -54,7 +54,7 @@ def test_each_stage_gets_the_records_of_its_topics_in_order() -> None:
     assert deal.seen == [
         [("canonical.opportunity", 1), ("saga.results", 7), ("canonical.opportunity", 2)]
     ]
-    asyncio.run(fan.process([Msg("saga.results", 8)]))  # type: ignore[arg-type]
+    asyncio.run(fan.process([Msg("saga.results", 8)]))  # type: ignore[list-item]
     assert len(sink.seen) == 1  # nothing for it: not called
 
 
@@ -196,6 +196,23 @@ class Acks:
         self.done.append([m.offset for m in messages])
 
 
+def gated_runner(
+    config: Settings,
+) -> tuple[StageRunner, GatedReader, CountingDecoder, SharedDecoder, Acks]:
+    """A sink runner on canonical.opportunity whose first batch waits at its reader's gate,
+    decoding through a shared, counting decoder attached to it."""
+    counting = CountingDecoder()
+    shared = SharedDecoder(cast(Any, counting))
+    reader = GatedReader(shared, counting)
+    app = faust.App("ahead-test", autodiscover=False)
+    acks = Acks()
+    app.consumer = cast(Any, acks)
+    topic = bytes_topic(app, "canonical.opportunity")
+    runner = batch_stage(app, {}, topic, "sink", reader, config)
+    shared.attach(runner)
+    return runner, reader, counting, shared, acks
+
+
 async def _settle() -> None:
     for _ in range(10):
         await asyncio.sleep(0)
@@ -206,17 +223,9 @@ def test_the_runner_decodes_queued_fetches_while_a_batch_waits_up_to_its_budget(
     batch_size: int,
 ) -> None:
     async def scenario() -> tuple[GatedReader, CountingDecoder, SharedDecoder, Acks]:
-        counting = CountingDecoder()
-        shared = SharedDecoder(cast(Any, counting))
-        reader = GatedReader(shared, counting)
-        app = faust.App("ahead-test", autodiscover=False)
-        acks = Acks()
-        app.consumer = cast(Any, acks)
-        runners: dict[str, Any] = {}
-        settings = Settings(batch_size=batch_size, ahead_records=5)
-        topic = bytes_topic(app, "canonical.opportunity")
-        runner = batch_stage(app, runners, topic, "sink", reader, settings)
-        shared.attach(runner)
+        runner, reader, counting, shared, acks = gated_runner(
+            Settings(batch_size=batch_size, ahead_records=5)
+        )
         shared.attach(runner)  # once per runner, however many stages share it
         assert runner.ahead == [shared.ahead]  # 5 records ahead: a fetch, 2/3 of the next
 
@@ -271,17 +280,9 @@ def test_records_decoded_ahead_fill_the_budget_whenever_their_fetches_arrive(
     are decoded ahead too, up to the budget; each record is decoded once, batches in order."""
 
     async def scenario() -> tuple[GatedReader, CountingDecoder, SharedDecoder, Acks, int]:
-        counting = CountingDecoder()
-        shared = SharedDecoder(cast(Any, counting))
-        reader = GatedReader(shared, counting)
-        app = faust.App("ahead-budget-test", autodiscover=False)
-        acks = Acks()
-        app.consumer = cast(Any, acks)
-        runners: dict[str, Any] = {}
-        config = Settings(batch_size=1, ahead_records=budget)  # a batch per fetch
-        topic = bytes_topic(app, "canonical.opportunity")
-        runner = batch_stage(app, runners, topic, "sink", reader, config)
-        shared.attach(runner)
+        runner, reader, counting, shared, acks = gated_runner(
+            Settings(batch_size=1, ahead_records=budget)  # a batch per fetch
+        )
         task = asyncio.ensure_future(runner._run(runner))
         first = 0
         for size, steps in fetches:
