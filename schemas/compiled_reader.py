@@ -22,6 +22,8 @@ from typing import Any
 
 from fastavro.read import LOGICAL_READERS
 
+from schemas.codegen import PRIMITIVE, Source
+
 # (body, offset of the Avro body) -> record; raises on any malformed body.
 Reader = Callable[[bytes, int], dict[str, Any]]
 
@@ -34,8 +36,6 @@ _INLINE = {
     "long-local-timestamp-micros": "_NAIVE_EPOCH + _delta(0, 0, {v})",
     "int-date": "_from_ordinal({v} + 719163)",
 }
-
-_PRIMITIVE = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
 class Truncated(EOFError):
@@ -93,34 +93,10 @@ def _bad_index(kind: str, index: int, count: int) -> None:
     raise ValueError(f"{kind} index {index} is outside the {count} the schema has")
 
 
-class _Writer:
+class _Reader(Source):
     """Emits the source of one module: a function per named record, then `read`."""
 
-    def __init__(self) -> None:
-        self.named: dict[str, Any] = {}
-        self.functions: dict[str, list[str]] = {}  # full name -> source lines
-        self.function_names: dict[str, str] = {}  # full name -> its function's name
-        self.constants: dict[str, Any] = {}
-        self.counter = 0
-
-    def fresh(self, stem: str) -> str:
-        self.counter += 1
-        return f"{stem}{self.counter}"
-
-    def constant(self, stem: str, value: Any) -> str:
-        name = self.fresh(f"_{stem}")
-        self.constants[name] = value
-        return name
-
-    def function(self, schema: dict[str, Any]) -> str:
-        """The generated function reading the record `schema`, written once per name."""
-        full = schema["name"]
-        if full in self.function_names:
-            return self.function_names[full]
-        # Numbered: names that differ only in their dots and underscores stay apart.
-        fn = self.fresh("_rec_" + "".join(c if c.isalnum() else "_" for c in full) + "_")
-        # Named before its fields are written: a field may refer to this record.
-        self.function_names[full] = fn
+    def record(self, fn: str, schema: dict[str, Any]) -> list[str]:
         lines = [f"def {fn}(b, p):"]
         names = []
         for field in schema["fields"]:
@@ -129,8 +105,7 @@ class _Writer:
             lines += self.value(field["type"], var, "    ")
         items = ", ".join(f"{name!r}: {var}" for name, var in names)
         lines.append(f"    return {{{items}}}, p")
-        self.functions[full] = lines
-        return fn
+        return lines
 
     def long(self, var: str, ind: str) -> list[str]:
         return [
@@ -156,7 +131,7 @@ class _Writer:
         if isinstance(schema, list):
             return self.union(schema, var, ind)
         if isinstance(schema, str):
-            if schema in _PRIMITIVE:
+            if schema in PRIMITIVE:
                 return self.primitive(schema, var, ind)
             return self.value(self.named[schema], var, ind)
         kind = schema["type"]
@@ -179,7 +154,7 @@ class _Writer:
             lines = self.blocks(var, ind, schema["items"], keyed=False)
         elif kind == "map":
             lines = self.blocks(var, ind, schema["values"], keyed=True)
-        elif kind in _PRIMITIVE:
+        elif kind in PRIMITIVE:
             lines = self.primitive(kind, var, ind)
         else:
             return self.value(self.named[kind], var, ind)
@@ -261,16 +236,7 @@ def compile_reader(parsed_schema: dict[str, Any]) -> Reader:
     Raises ValueError for a schema that is not a record."""
     if not (isinstance(parsed_schema, dict) and parsed_schema.get("type") == "record"):
         raise ValueError("only record schemas compile")
-    writer = _Writer()
-    writer.named.update(parsed_schema.get("__named_schemas", {}))
-    try:
-        top = writer.function(parsed_schema)
-    except RecursionError as exc:
-        raise ValueError(f"schema {parsed_schema['name']} nests too deeply to compile") from exc
-    source = "\n\n".join("\n".join(lines) for lines in writer.functions.values())
-    source += f"""
-
-def read(b, p):
+    tail = """def read(b, p):
     try:
         record, p = {top}(b, p)
     except (IndexError, _StructError) as exc:  # a byte or a number read past the end
@@ -279,24 +245,22 @@ def read(b, p):
         raise _Truncated('the record runs past the end of the body')
     return record
 """
-    scope: dict[str, Any] = {
-        "_varint": _varint,
-        "_size": _size,
-        "_bad_index": _bad_index,
-        "_Truncated": Truncated,
-        "_StructError": struct.error,
-        "_float": struct.Struct("<f").unpack_from,
-        "_double": struct.Struct("<d").unpack_from,
-        "_EPOCH": datetime(1970, 1, 1, tzinfo=UTC),
-        "_NAIVE_EPOCH": datetime(1970, 1, 1),
-        "_delta": timedelta,
-        "_from_ordinal": date.fromordinal,
-        **writer.constants,
-    }
-    try:
-        code = compile(source, f"<avro reader {parsed_schema['name']}>", "exec")
-    except (SyntaxError, RecursionError) as exc:  # nested deeper than Python's blocks go
-        raise ValueError(f"schema {parsed_schema['name']} nests too deeply to compile") from exc
-    exec(code, scope)
+    scope = _Reader(parsed_schema).build(
+        parsed_schema,
+        tail,
+        {
+            "_varint": _varint,
+            "_size": _size,
+            "_bad_index": _bad_index,
+            "_Truncated": Truncated,
+            "_StructError": struct.error,
+            "_float": struct.Struct("<f").unpack_from,
+            "_double": struct.Struct("<d").unpack_from,
+            "_EPOCH": datetime(1970, 1, 1, tzinfo=UTC),
+            "_NAIVE_EPOCH": datetime(1970, 1, 1),
+            "_delta": timedelta,
+            "_from_ordinal": date.fromordinal,
+        },
+    )
     read: Reader = scope["read"]
     return read
