@@ -17,6 +17,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from schemas.compiled_reader import Reader, compile_reader
+from schemas.compiled_writer import Writer, compile_writer
 from streams.errors import SchemaError, SerdeError
 
 MAGIC = 0
@@ -55,7 +56,6 @@ def _header(schema_id: int) -> bytes:
 # A record field's plan: the full name of its ["null", record] union's record branch (None
 # if the field is no such union), and the plans of that record's own fields.
 Plan = dict[str, tuple[str | None, "Plan"]]
-_plans: dict[int, tuple[Any, Plan]] = {}
 
 
 def _record_of(schema: Any, named: dict[str, Any]) -> dict[str, Any] | None:
@@ -93,27 +93,48 @@ def _hinted(record: dict[str, Any], plan: Plan) -> dict[str, Any]:
     return out
 
 
-def _union_plan(parsed_schema: Any) -> Plan:
-    held = _plans.get(id(parsed_schema))
-    if held is None or held[0] is not parsed_schema:
-        plan: Plan = {}
+class _Encoding:
+    """How records of one parsed schema are encoded: the compiled writer (None where the
+    schema does not compile), and the union plan fastavro is given for the rest."""
+
+    def __init__(self, parsed_schema: Any) -> None:
+        self.schema = parsed_schema
+        self.plan: Plan = {}
+        self.write: Writer | None = None
         if isinstance(parsed_schema, dict) and parsed_schema.get("type") == "record":
             named = parsed_schema.get("__named_schemas") or {}
-            plan = _plan(parsed_schema, named, frozenset({parsed_schema["name"]}))
-        held = _plans[id(parsed_schema)] = (parsed_schema, plan)
-    return held[1]
+            self.plan = _plan(parsed_schema, named, frozenset({parsed_schema["name"]}))
+            try:
+                self.write = compile_writer(parsed_schema)
+            except (ValueError, KeyError, TypeError):  # a shape it does not know: fastavro's
+                self.write = None
+
+
+_encodings: dict[int, _Encoding] = {}
+
+
+def _encoding(parsed_schema: Any) -> _Encoding:
+    held = _encodings.get(id(parsed_schema))
+    if held is None or held.schema is not parsed_schema:
+        held = _encodings[id(parsed_schema)] = _Encoding(parsed_schema)
+    return held
 
 
 def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
+    how = _encoding(parsed_schema)
+    if how.write is not None:
+        # None: a value the compiled writer leaves to fastavro, which writes it or says why not.
+        data = how.write(record, encode_header(schema_id))
+        if data is not None:
+            return data
     buf = io.BytesIO()
     buf.write(_header(schema_id))
     # fastavro picks the branch of a union by validating the value against each branch, a
     # second walk over a whole nested record. A record value of a ["null", record] union is
     # handed over as (record name, value) instead: fastavro writes that branch directly,
     # the same bytes at about two thirds of the cost. `record` itself is not changed.
-    plan = _union_plan(parsed_schema)
-    if plan and isinstance(record, dict):
-        record = _hinted(record, plan)
+    if how.plan and isinstance(record, dict):
+        record = _hinted(record, how.plan)
     try:
         schemaless_writer(buf, parsed_schema, record)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
