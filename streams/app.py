@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> faust.App:
         store=STORE_URLS[settings.store],
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
+        table_standby_replicas=settings.standby_replicas,
         # Per app id: RocksDB files remember changelog offsets of this app id's topics only.
         datadir=str(settings.state_dir),
         web_port=settings.web_port,

@@ -138,3 +138,10 @@ def test_command_limits_per_application() -> None:
 def test_command_limits_refuse_nonsense(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_tables_keep_no_standby_copies_unless_asked() -> None:
+    assert Settings.from_env({}).standby_replicas == 0
+    assert Settings.from_env({"PSSYNC_STANDBY_REPLICAS": "1"}).standby_replicas == 1
+    with pytest.raises(ConfigError, match="PSSYNC_STANDBY_REPLICAS=-1"):
+        Settings.from_env({"PSSYNC_STANDBY_REPLICAS": "-1"})

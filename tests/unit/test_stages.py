@@ -107,3 +107,9 @@ def test_every_stage_reads_what_the_subsets_read_together(runners: dict[str, Any
         app_module.create_app(Settings.from_env({"PSSYNC_STAGES": stage}))
         parts |= set(runners)
     assert parts == every
+
+
+def test_the_app_keeps_the_standby_copies_asked_for(runners: dict[str, Any]) -> None:
+    assert app_module.create_app(Settings.from_env({})).conf.table_standby_replicas == 0
+    app = app_module.create_app(Settings.from_env({"PSSYNC_STANDBY_REPLICAS": "1"}))
+    assert app.conf.table_standby_replicas == 1
