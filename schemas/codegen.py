@@ -43,6 +43,29 @@ class Source:
     def record(self, fn: str, schema: dict[str, Any]) -> list[str]:
         raise NotImplementedError
 
+    def value(self, schema: Any, var: str, ind: str) -> list[str]:
+        """The lines of one value of `schema` held in `var`: unions, primitives and named
+        types resolved here, every other type by `typed`."""
+        if isinstance(schema, list):
+            return self.union(schema, var, ind)
+        if isinstance(schema, str):
+            if schema in PRIMITIVE:
+                return self.primitive(schema, var, ind)
+            return self.value(self.named[schema], var, ind)
+        kind = schema["type"]
+        if isinstance(kind, (dict, list)):
+            return self.value(kind, var, ind)
+        return self.typed(schema, kind, var, ind)
+
+    def typed(self, schema: dict[str, Any], kind: str, var: str, ind: str) -> list[str]:
+        raise NotImplementedError
+
+    def union(self, branches: list[Any], var: str, ind: str) -> list[str]:
+        raise NotImplementedError
+
+    def primitive(self, kind: str, var: str, ind: str) -> list[str]:
+        raise NotImplementedError
+
     def build(self, parsed_schema: dict[str, Any], tail: str, scope: dict[str, Any]) -> Any:
         """Compile the functions of `parsed_schema` and `tail` (which calls the top record's
         function, named `{top}` in it); returns the module's scope. ValueError for a schema

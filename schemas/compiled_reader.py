@@ -126,17 +126,8 @@ class _Reader(Source):
             f"{ind}    {var} >>= 1",
         ]
 
-    def value(self, schema: Any, var: str, ind: str) -> list[str]:
-        """Lines that read one value of `schema` into `var`, moving `p` past it."""
-        if isinstance(schema, list):
-            return self.union(schema, var, ind)
-        if isinstance(schema, str):
-            if schema in PRIMITIVE:
-                return self.primitive(schema, var, ind)
-            return self.value(self.named[schema], var, ind)
-        kind = schema["type"]
-        if isinstance(kind, (dict, list)):
-            return self.value(kind, var, ind)
+    def typed(self, schema: dict[str, Any], kind: str, var: str, ind: str) -> list[str]:
+        """Lines that read one value of `schema` (of type `kind`) into `var`, moving `p` past it."""
         if kind == "record" or kind == "error":
             return [f"{ind}{var}, p = {self.function(schema)}(b, p)"]
         if kind == "enum":

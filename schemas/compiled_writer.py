@@ -86,17 +86,8 @@ class _Writer(Source):
             f"{ind}    _varint(o, {n} << 1)",
         ]
 
-    def value(self, schema: Any, var: str, ind: str) -> list[str]:
-        """Lines that append one value `var` of `schema` to `o`, or raise."""
-        if isinstance(schema, list):
-            return self.union(schema, var, ind)
-        if isinstance(schema, str):
-            if schema in PRIMITIVE:
-                return self.primitive(schema, var, ind)
-            return self.value(self.named[schema], var, ind)
-        kind = schema["type"]
-        if isinstance(kind, (dict, list)):
-            return self.value(kind, var, ind)
+    def typed(self, schema: dict[str, Any], kind: str, var: str, ind: str) -> list[str]:
+        """Lines that append one value `var` of `schema` (of type `kind`) to `o`, or raise."""
         lines: list[str] = []
         logical = schema.get("logicalType")
         prepare = LOGICAL_WRITERS.get(f"{kind}-{logical}") if logical else None
