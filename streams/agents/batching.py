@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 # (partition, first offset, offset after the last): the part of a partition's log a delivered
 # batch covers. The first offset is where the fetch began, which a compacted log may not hold.
 Span = tuple[TP, int, int]
+# Records of Faust's own topics (table changelogs) handed to its callback at a time, and
+# between yields to the event loop.
+OWN_SLICE = 1024
+YIELD_EVERY = 256
 
 
 class BatchStage(Protocol):
@@ -334,16 +338,22 @@ class BatchConsumer(AIOKafkaConsumer):
                 if tp.topic in runners:
                     chunks[tp] = fetched
                     continue
-                # Faust's own topics (table changelogs): its per-record path, unchanged.
-                message = fetched[0]
-                offset = message.offset
+                # Faust's own topics (table changelogs) go through its callback record by
+                # record, with its offset and gap bookkeeping.
+                own: list[Message] = []
                 known = last.get(tp, read_offset.get(tp))
-                if known is not None and offset < known:
-                    continue
-                if known and offset - known > 1 and acks_enabled_for(message.topic):
-                    await self._add_gap(tp, known + 1, offset)
-                last[tp] = offset
-                await self.wait_first(callback(message), self.suspend_flow.wait())
+                for message in fetched:
+                    offset = message.offset
+                    if known is not None and offset < known:
+                        continue
+                    if known and offset - known > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, known + 1, offset)
+                    known = last[tp] = offset
+                    own.append(message)
+                if own:
+                    # One race against a flow stop per slice, not per record: a rebalance
+                    # cuts the hand-over short; what is left is fetched again after its seek.
+                    await self.wait_first(_hand_over(callback, own), self.suspend_flow.wait())
             read_offset.update(last)
             batches: dict[StageRunner, tuple[list[Message], list[Span]]] = {}
             for tp, chunk in chunks.items():
@@ -404,9 +414,9 @@ class BatchConsumer(AIOKafkaConsumer):
     async def _fetched(self, timeout: float) -> AsyncIterator[tuple[TP, list[Message]]]:
         """What one poll returned, a partition at a time: Faust's `getmany` without its
         per-record bookkeeping for stage topics, whose records come as one list (the
-        partition's highwater read once, not per record). Records of Faust's own topics
-        still come one at a time. As in `getmany`, the rest of a poll is dropped when flow
-        stops or the group generation changes in between (the progress fetches it again).
+        partition's highwater read once, not per record), and Faust's own topics in slices
+        of OWN_SLICE. As in `getmany`, the rest of a poll is dropped when flow stops or the
+        group generation changes in between (the progress fetches it again).
         """
         records, active = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
@@ -431,11 +441,13 @@ class BatchConsumer(AIOKafkaConsumer):
                 track_end(tp, self.highwater(tp))
                 yield tp, [to_message(tp, record) for record in batch]
                 continue
-            for record in batch:
+            # Faust's own topics, in slices: a changelog fetch holds tens of thousands of
+            # small records, and their messages need not all exist at once.
+            for i in range(0, len(batch), OWN_SLICE):
                 if not self.flow_active or app.consumer_generation_id != generation:
                     return
                 track_end(tp, self.highwater(tp))
-                yield tp, [to_message(tp, record)]
+                yield tp, [to_message(tp, record) for record in batch[i : i + OWN_SLICE]]
 
     async def _refetch_lost_tails(self) -> None:
         # Idle: records lost at the very end of a partition show no jump until more arrive.
@@ -471,6 +483,15 @@ class BatchConsumer(AIOKafkaConsumer):
             return True
         put.cancel()
         return False
+
+
+async def _hand_over(callback: Callable[[Message], Awaitable[None]], own: list[Message]) -> None:
+    """Faust's own records to its callback, in fetch order. The callback rarely waits, so
+    the loop yields now and then to let the tasks it feeds (table recovery) run."""
+    for i, message in enumerate(own, 1):
+        await callback(message)
+        if not i % YIELD_EVERY:
+            await asyncio.sleep(0)
 
 
 def install(

@@ -1,13 +1,16 @@
-"""The batch path's poll: stage topics a partition at a time, Faust's own topics per record."""
+"""The batch path's poll: stage topics a partition at a time, Faust's own topics in slices."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import pytest
 from faust.types import TP
 
+from streams.agents import batching
 from streams.agents.batching import BatchConsumer
 
 STAGE = "canonical.opportunity"
@@ -77,27 +80,33 @@ def records(topic: str, partition: int, *offsets: int) -> list[Record]:
     return [Record(topic, partition, o) for o in offsets]
 
 
-def test_a_stage_partition_comes_as_one_list_and_a_changelog_record_by_record() -> None:
+def test_a_stage_partition_comes_as_one_list_and_a_changelog_in_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "OWN_SLICE", 2)
     stage0, stage1, log0 = TP(STAGE, 0), TP(STAGE, 1), TP(CHANGELOG, 0)
     poll = Poll(
         {
             stage0: records(STAGE, 0, 5, 6, 7),
-            log0: records(CHANGELOG, 0, 1, 2),
+            log0: records(CHANGELOG, 0, 1, 2, 3),
             stage1: records(STAGE, 1, 9),
         }
     )
     got = fetched(poll)
     assert got == [
         (stage0, [(STAGE, 0, 5, 1), (STAGE, 0, 6, 1), (STAGE, 0, 7, 1)]),
-        (log0, [(CHANGELOG, 0, 1, 1)]),
-        (log0, [(CHANGELOG, 0, 2, 1)]),
+        (log0, [(CHANGELOG, 0, 1, 1), (CHANGELOG, 0, 2, 1)]),
+        (log0, [(CHANGELOG, 0, 3, 1)]),
         (stage1, [(STAGE, 1, 9, 1)]),
     ]
-    # The end offset is tracked once per stage partition, per record otherwise.
+    # The end offset is tracked once per stage partition, per slice otherwise.
     assert poll.app.monitor.ends == [(stage0, 100), (log0, 100), (log0, 100), (stage1, 100)]
 
 
-def test_the_rest_of_a_poll_is_dropped_when_the_generation_changes_in_between() -> None:
+def test_the_rest_of_a_poll_is_dropped_when_the_generation_changes_in_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "OWN_SLICE", 1)
     log0, stage0 = TP(CHANGELOG, 0), TP(STAGE, 0)
     poll = Poll({log0: records(CHANGELOG, 0, 1, 2), stage0: records(STAGE, 0, 5, 6)})
 
@@ -105,6 +114,34 @@ def test_the_rest_of_a_poll_is_dropped_when_the_generation_changes_in_between() 
         p.app.consumer_generation_id += 1  # while the changelog record was applied
 
     assert fetched(poll, rebalance) == [(log0, [(CHANGELOG, 0, 1, 1)])]
+
+
+def test_a_slice_goes_to_the_callback_in_order_yielding_to_the_loop_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(batching, "YIELD_EVERY", 3)
+    seen: list[tuple[str, int]] = []
+
+    async def callback(message: Any) -> None:
+        seen.append(("record", message))
+
+    async def other() -> None:
+        # Runs whenever the hand-over yields: after every YIELD_EVERY records.
+        while (done := len([s for s in seen if s[0] == "record"])) < 7:
+            seen.append(("loop", done))
+            await asyncio.sleep(0)
+
+    async def run() -> None:
+        side = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        hand: Awaitable[None] = batching._hand_over(callback, cast(Any, list(range(7))))
+        await hand
+        await side
+
+    asyncio.run(run())
+    assert [m for kind, m in seen if kind == "record"] == list(range(7))
+    # The other task ran before the first record and once after each third one.
+    assert [n for kind, n in seen if kind == "loop"] == [0, 3, 6]
 
 
 def test_the_rest_of_a_poll_is_dropped_when_flow_stops_in_between() -> None:
