@@ -348,12 +348,17 @@ class BatchConsumer(AIOKafkaConsumer):
                         continue
                     if known and offset - known > 1 and acks_enabled_for(message.topic):
                         await self._add_gap(tp, known + 1, offset)
-                    known = last[tp] = offset
+                    known = offset
                     own.append(message)
                 if own:
                     # One race against a flow stop per slice, not per record: a rebalance
                     # cuts the hand-over short; what is left is fetched again after its seek.
-                    await self.wait_first(_hand_over(callback, own), self.suspend_flow.wait())
+                    handed: list[Message] = []
+                    await self.wait_first(
+                        _hand_over(callback, own, handed), self.suspend_flow.wait()
+                    )
+                    if handed:  # read up to the last record the callback took
+                        last[tp] = handed[-1].offset
             read_offset.update(last)
             batches: dict[StageRunner, tuple[list[Message], list[Span]]] = {}
             for tp, chunk in chunks.items():
@@ -485,11 +490,15 @@ class BatchConsumer(AIOKafkaConsumer):
         return False
 
 
-async def _hand_over(callback: Callable[[Message], Awaitable[None]], own: list[Message]) -> None:
-    """Faust's own records to its callback, in fetch order. The callback rarely waits, so
-    the loop yields now and then to let the tasks it feeds (table recovery) run."""
+async def _hand_over(
+    callback: Callable[[Message], Awaitable[None]], own: list[Message], handed: list[Message]
+) -> None:
+    """Faust's own records to its callback, in fetch order; `handed` gets each one the
+    callback took, also when a flow stop cancels the rest. The callback rarely waits, so the
+    loop yields now and then to let the tasks it feeds (table recovery) run."""
     for i, message in enumerate(own, 1):
         await callback(message)
+        handed.append(message)
         if not i % YIELD_EVERY:
             await asyncio.sleep(0)
 

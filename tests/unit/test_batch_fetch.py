@@ -134,12 +134,13 @@ def test_a_slice_goes_to_the_callback_in_order_yielding_to_the_loop_between(
     async def run() -> None:
         side = asyncio.ensure_future(other())
         await asyncio.sleep(0)
-        hand: Awaitable[None] = batching._hand_over(callback, cast(Any, list(range(7))))
+        hand: Awaitable[None] = batching._hand_over(callback, cast(Any, list(range(7))), handed)
         await hand
         await side
 
+    handed: list[Any] = []
     asyncio.run(run())
-    assert [m for kind, m in seen if kind == "record"] == list(range(7))
+    assert [m for kind, m in seen if kind == "record"] == list(range(7)) == handed
     # The other task ran before the first record and once after each third one.
     assert [n for kind, n in seen if kind == "loop"] == [0, 3, 6]
 
@@ -193,3 +194,22 @@ def test_no_commit_is_queued_to_a_consumer_thread_that_has_stopped() -> None:
     tp = TP(STAGE, 0)
     done = asyncio.run(BatchConsumer._commit(cast(Any, Consumer()), {tp: 10}))
     assert done is False and hooks == []
+
+
+def test_a_hand_over_cut_short_tells_which_records_the_callback_took() -> None:
+    async def callback(message: Any) -> None:
+        if message == 3:
+            await asyncio.Event().wait()  # a full queue when the flow stops
+
+    async def run() -> list[Any]:
+        handed: list[Any] = []
+        task = asyncio.ensure_future(
+            batching._hand_over(callback, cast(Any, [0, 1, 2, 3, 4]), handed)
+        )
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return handed
+
+    assert asyncio.run(run()) == [0, 1, 2]
