@@ -51,8 +51,9 @@ lint: install
 
 # pssync beside its peers (plain loop, Quix Streams, Debezium JDBC sink), then one worker
 # against two in a group (bench/scale_out.py, 3 alternated runs, medians), then restart and
-# RSS with 1M dedupe keys: ~50 min; BENCH_ARGS e.g. "--events 20000 --runs 1". bench-quick: 1-2 min (peers only).
-# bench-scale: the scale-out part alone. bench-slice: capture, worker, sink.
+# RSS with 1M dedupe keys: ~50 min; BENCH_ARGS e.g. "--events 20000 --runs 1".
+# bench-quick: 1-2 min (peers only). bench-scale: the scale-out part alone. bench-slice:
+# capture, worker, sink.
 # Only what the peers use: an ERP or PSA started for nothing would share the cores.
 BENCH_STACK := postgres,kafka,registry,connect
 bench: install $(QUIX_VENV)/.installed
