@@ -50,6 +50,28 @@ def modern_java_bin() -> str:
     )
 
 
+def _extract(tf: tarfile.TarFile, dest: Path) -> None:
+    """Unpack `tf` into `dest`, refusing members that would land outside it."""
+    if hasattr(tarfile, "data_filter"):  # Python 3.11.4+
+        tf.extractall(dest, filter="data")
+        return
+    # Older Pythons (Debian 12 has 3.11.2) have no extraction filters: check the names and
+    # link targets here, then unpack.
+    root = dest.resolve()
+    for member in tf.getmembers():
+        paths = [root / member.name]
+        if member.issym():
+            paths.append((root / member.name).parent / member.linkname)
+        elif member.islnk():
+            paths.append(root / member.linkname)
+        if member.isdev() or any(not p.resolve().is_relative_to(root) for p in paths):
+            raise StackError(
+                f"archive member {member.name!r} would unpack outside {dest}: the "
+                "downloaded archive is damaged or not the registry's assembly"
+            )
+    tf.extractall(dest)
+
+
 def install_jars(ctx: Context) -> None:
     """Kafka, Connect, Debezium and Apicurio, resolved by Maven; redone when pom.xml changes."""
     stamp = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
@@ -102,7 +124,7 @@ def install_jars(ctx: Context) -> None:
     app_dir.mkdir(parents=True)
     tgz = next(tgz_dir.glob("apicurio-registry-app-*-all.tar.gz"))
     with tarfile.open(tgz) as tf:
-        tf.extractall(app_dir, filter="data")
+        _extract(tf, app_dir)
     tgz.unlink()
     if not list(app_dir.rglob("quarkus-run.jar")):
         raise StackError(f"Apicurio assembly {tgz.name} has no quarkus-run.jar; see {app_dir}")
