@@ -10,8 +10,7 @@
 # (remove it to switch).
 PY_OK  := import sys, ensurepip; ensurepip.version(); sys.exit(sys.version_info < (3, 11))
 ifeq ($(origin PYTHON),undefined)
-PYTHON := $(firstword $(foreach p,/usr/bin/python3,$(shell $(p) -c '$(PY_OK)' 2>/dev/null \
-	&& echo $(p))) python3)
+PYTHON := $(or $(shell /usr/bin/python3 -c '$(PY_OK)' 2>/dev/null && echo /usr/bin/python3),python3)
 endif
 VENV   := .venv
 BIN    := $(VENV)/bin
