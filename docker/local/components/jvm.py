@@ -61,7 +61,7 @@ def _extract(tf: tarfile.TarFile, dest: Path) -> None:
     for member in tf.getmembers():
         paths = [root / member.name]
         if member.issym():
-            paths.append((root / member.name).parent / member.linkname)
+            paths.append(paths[0].parent / member.linkname)
         elif member.islnk():
             paths.append(root / member.linkname)
         if member.isdev() or any(not p.resolve().is_relative_to(root) for p in paths):
