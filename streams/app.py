@@ -122,7 +122,9 @@ def create_app(settings: Settings) -> faust.App:
         )
     # Dedupe positions go to their changelog after their batch is acknowledged; they must be
     # in Kafka before the offsets that skip those changes are committed.
-    install_batch_path(app, runners, before_commit=[output.flush])
+    install_batch_path(
+        app, runners, before_commit=[output.flush], fetch_max_wait_ms=settings.fetch_max_wait_ms
+    )
 
     emitted = [r.raw_topic for r in topo.routes] + [topo.output(e) for e in topo.emitted]
     lag_topics = [t for t in emitted if t in runners]  # those this worker's stages read

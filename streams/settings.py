@@ -366,6 +366,10 @@ class Settings:
     # default): with a backlog, each fetch becomes one batch of each stage, and every fetch
     # costs a hop to the consumer's thread and a wait behind the stages' work.
     fetch_max_bytes: int = 8 * 1024 * 1024
+    # Longest the broker holds a fetch waiting for data (Kafka's fetch.max.wait.ms; Faust
+    # fixes 1.5 s). The busy partitions' next fetch can wait behind it: see
+    # streams/agents/batching.py. An idle worker sends one fetch per this many ms.
+    fetch_max_wait_ms: int = 50
     # Allocations between young-generation garbage collections in the worker (Python's
     # default is 700): a batch holds tens of thousands of decoded records alive, and with the
     # default each batch set off several full collections over the whole heap. 0 keeps 700.
@@ -509,6 +513,7 @@ class Settings:
             ahead_records=_int(e, "PSSYNC_AHEAD_RECORDS", 32_768),
             standby_replicas=_int(e, "PSSYNC_STANDBY_REPLICAS", 0),
             fetch_max_bytes=_int(e, "PSSYNC_FETCH_MAX_BYTES", 8 * 1024 * 1024),
+            fetch_max_wait_ms=_int(e, "PSSYNC_FETCH_MAX_WAIT_MS", 50),
             gc_threshold=_int(e, "PSSYNC_GC_THRESHOLD", 100_000),
             sink_retry_for=_float(e, "PSSYNC_SINK_RETRY_FOR", 600.0),
             deal_line_wait=_float(e, "PSSYNC_DEAL_LINE_WAIT", 30.0),
@@ -587,6 +592,11 @@ class Settings:
             raise ConfigError(
                 f"PSSYNC_FETCH_MAX_BYTES={self.fetch_max_bytes}: a fetch must hold the largest "
                 "record the topics allow; use at least 1048576 (1 MiB), e.g. 8388608"
+            )
+        if not 1 <= self.fetch_max_wait_ms <= 30_000:
+            raise ConfigError(
+                f"PSSYNC_FETCH_MAX_WAIT_MS={self.fetch_max_wait_ms}: milliseconds the broker "
+                "may hold a fetch for data, from 1 to 30000 (default 50)"
             )
         if self.gc_threshold < 0:
             raise ConfigError(

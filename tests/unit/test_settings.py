@@ -59,6 +59,14 @@ def test_fetch_size_defaults_to_8_mib_and_refuses_less_than_a_record_may_need() 
         Settings.from_env({"PSSYNC_FETCH_MAX_BYTES": "4096"})
 
 
+def test_the_broker_holds_a_fetch_50_ms_by_default_and_1_to_30000_ms_when_set() -> None:
+    assert Settings.from_env({}).fetch_max_wait_ms == 50
+    assert Settings.from_env({"PSSYNC_FETCH_MAX_WAIT_MS": "500"}).fetch_max_wait_ms == 500
+    for bad in ("0", "30001"):
+        with pytest.raises(ConfigError, match=f"PSSYNC_FETCH_MAX_WAIT_MS={bad}"):
+            Settings.from_env({"PSSYNC_FETCH_MAX_WAIT_MS": bad})
+
+
 def test_records_prepared_ahead_default_to_32768_and_zero_turns_it_off() -> None:
     assert Settings.from_env({}).ahead_records == 32_768
     assert Settings.from_env({"PSSYNC_AHEAD_RECORDS": "0"}).ahead_records == 0

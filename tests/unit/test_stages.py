@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -113,3 +114,19 @@ def test_the_app_keeps_the_standby_copies_asked_for(runners: dict[str, Any]) -> 
     assert app_module.create_app(Settings.from_env({})).conf.table_standby_replicas == 0
     app = app_module.create_app(Settings.from_env({"PSSYNC_STANDBY_REPLICAS": "1"}))
     assert app.conf.table_standby_replicas == 1
+
+
+def test_the_workers_kafka_consumer_fetches_with_the_configured_broker_wait(
+    runners: dict[str, Any],
+) -> None:
+    # Faust builds its consumer with a fixed 1.5 s; aiokafka reads the value when it starts.
+    async def built() -> int:
+        app = app_module.create_app(Settings.from_env({"PSSYNC_FETCH_MAX_WAIT_MS": "40"}))
+        thread: Any = cast(Any, app.consumer)._thread
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(built()) == 40
