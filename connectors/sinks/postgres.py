@@ -400,10 +400,15 @@ class PostgresSink:
             raw = await conn.get_raw_connection()
             pg: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
             async with pg.cursor() as cur:
+                # Created in every transaction (IF NOT EXISTS): a pooler may hand each one
+                # another server session. ON COMMIT DELETE ROWS: it starts out empty.
+                await cur.execute(st.create_stage)
+                fresh = True
                 for wave in plan_batch(events):
                     if wave.images:
                         rows = [st.row(image, now) for image in wave.images.values()]
-                        returned += await _copy_upsert(cur, st, rows)
+                        returned += await _copy_upsert(cur, st, rows, fresh)
+                        fresh = False
                     if wave.blind:
                         await cur.execute(st.blind_delete, (now, now, wave.blind))
                         returned += await cur.fetchall()
@@ -476,16 +481,17 @@ async def _columns(conn: AsyncConnection, table: str) -> dict[str, str]:
 
 
 async def _copy_upsert(
-    cur: psycopg.AsyncCursor[Any], st: Statements, rows: list[list[Any]]
+    cur: psycopg.AsyncCursor[Any], st: Statements, rows: list[list[Any]], fresh: bool
 ) -> list[tuple[Any, ...]]:
-    """COPY the rows into a session-local staging table, then one guarded upsert.
+    """COPY the rows into the session's staging table, then one guarded upsert; `fresh`:
+    nothing was staged in this transaction yet, so the staging table is empty.
 
     Measured here ~35x faster than a multi-row INSERT .. VALUES built by SQLAlchemy and
     ~8x faster than executemany: the batch crosses the wire once, in COPY's compact form.
     """
-    await cur.execute(st.create_stage)
-    # A batch may hold several waves: each starts from an empty staging table.
-    await cur.execute(f"TRUNCATE {st.stage}")
+    if not fresh:
+        # A batch may hold several waves: each starts from an empty staging table.
+        await cur.execute(f"TRUNCATE {st.stage}")
     if st.copy_types:
         try:
             async with cur.copy(st.copy_binary) as copy:
