@@ -214,7 +214,7 @@ class _FetchThread(AIOKafkaConsumerThread):
         # Faust fixes it at 1.5 s. A partition with fetched records not yet taken is left out
         # of the next fetch, and the one fetch a broker may have in flight then holds only
         # idle partitions: the broker keeps it the whole wait, and the busy partition's next
-        # fetch waits behind it. Under a backlog that idled the worker half of the time.
+        # fetch waits behind it. A worker fallen behind live input idled half of the time.
         # aiokafka reads this when the consumer starts (it builds its fetcher then).
         consumer._fetch_max_wait_ms = cast(BatchConsumer, self.consumer).fetch_max_wait_ms
         return consumer
@@ -237,7 +237,8 @@ class BatchConsumer(AIOKafkaConsumer):
     # (dedupe changelog records) is in Kafka before the offsets that depend on it.
     before_commit: ClassVar[list[Callable[[], Awaitable[None]]]] = []
 
-    # The broker's longest wait for data per fetch (PSSYNC_FETCH_MAX_WAIT_MS).
+    # The broker's longest wait for data per fetch (PSSYNC_FETCH_MAX_WAIT_MS; aiokafka's
+    # own default until install sets it).
     fetch_max_wait_ms: ClassVar[int] = 500
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -528,7 +529,7 @@ def install(
     app: faust.App,
     runners: dict[str, StageRunner],
     before_commit: list[Callable[[], Awaitable[None]]],
-    fetch_max_wait_ms: int = 500,
+    fetch_max_wait_ms: int,
 ) -> None:
     """Make `app` fetch with the batch path; `runners` maps topic names to their stage."""
     consumer_class = type(
