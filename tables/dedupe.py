@@ -13,7 +13,7 @@ partition, so Faust's recovery reads them back unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -22,6 +22,10 @@ from faust.types import TableT
 
 from streams.output import Output
 from tables.json_table import JsonTable
+
+# Most offsets from a delete to its tombstone: Debezium writes the tombstone right after the
+# delete, and a transaction marker may sit between.
+TOMBSTONE_GAP = 2
 
 
 class Verdict(Enum):
@@ -34,34 +38,46 @@ class Verdict(Enum):
 class Position:
     sequence: int | None
     deleted: bool
-    # Offset of the raw record that set this position (its key always lands on one
+    # Offset of the newest raw record that set this position (its key always lands on one
     # partition), to tell a tombstone seen again in a replay from a new one.
     offset: int | None = None
+    # The key is live, and its newest raw record is a delete the connector wrote again (a
+    # replay after its restart) after a newer change: the tombstone that follows belongs to
+    # that old delete, not to a new one.
+    after_delete: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.sequence, "deleted": self.deleted, "off": self.offset}
+        data: dict[str, Any] = {"seq": self.sequence, "deleted": self.deleted, "off": self.offset}
+        if self.after_delete:
+            data["ad"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Position | None:
         if not data:
             return None
-        return cls(data.get("seq"), bool(data.get("deleted")), data.get("off"))
+        return cls(
+            data.get("seq"), bool(data.get("deleted")), data.get("off"), bool(data.get("ad"))
+        )
 
 
 def decide(
     prev: Position | None, sequence: int | None, is_delete: bool, offset: int | None = None
 ) -> tuple[Verdict, Position]:
     """What to do with a change at `sequence` (raw record at `offset`), given the last one
-    applied for its key.
+    applied for its key. A position other than `prev` is to be recorded, also when the
+    change itself is dropped.
 
-    A tombstone (`sequence` None) deletes unless the key is already deleted, or unless the
-    key's live position came from a later raw record: then it is an old tombstone replayed
-    (a restart or an offset reset re-reads it after the row was re-inserted), and deleting
-    would undo the re-insert. It keeps the known sequence, so a later re-insert (e.g. a CRM
-    undelete) still wins.
+    A tombstone (`sequence` None) deletes unless its delete was seen: the key is already
+    deleted, or the delete right before it was a connector's replay of an old change. It is
+    also dropped when the key's position came from a later raw record: then it is an old
+    tombstone re-read (a worker restart or an offset reset) after the row was re-inserted,
+    and deleting would undo the re-insert. It keeps the known sequence, so a later re-insert
+    (e.g. a CRM undelete) still wins. A tombstone alone deletes: a compacted raw topic keeps
+    a delete's tombstone but not the delete.
     """
     if sequence is None:
-        if prev is not None and prev.deleted:
+        if prev is not None and (prev.deleted or _after_replayed_delete(prev, offset)):
             return Verdict.DUPLICATE, prev
         if (
             prev is not None
@@ -71,12 +87,31 @@ def decide(
         ):
             return Verdict.STALE, prev
         return Verdict.EMIT, Position(prev.sequence if prev else None, True, offset)
-    if prev is not None and prev.sequence is not None:
-        if sequence == prev.sequence:
-            return Verdict.DUPLICATE, prev
-        if sequence < prev.sequence:
-            return Verdict.STALE, prev
+    if prev is not None and prev.sequence is not None and sequence <= prev.sequence:
+        verdict = Verdict.DUPLICATE if sequence == prev.sequence else Verdict.STALE
+        if (
+            not prev.deleted
+            and is_delete != prev.after_delete
+            and offset is not None
+            and prev.offset is not None
+            and offset > prev.offset
+        ):
+            # A connector replaying what it wrote before (old changes in new raw records):
+            # note whether the newest one is a delete, whose tombstone comes next.
+            return verdict, replace(prev, offset=offset, after_delete=is_delete)
+        return verdict, prev
     return Verdict.EMIT, Position(sequence, is_delete, offset)
+
+
+def _after_replayed_delete(prev: Position, offset: int | None) -> bool:
+    """Whether a tombstone at `offset` is the one of the replayed delete `prev` noted. One
+    further on follows records that compaction removed: it is a newer delete's."""
+    return (
+        prev.after_delete
+        and offset is not None
+        and prev.offset is not None
+        and prev.offset < offset <= prev.offset + TOMBSTONE_GAP
+    )
 
 
 NAME = "dedupe-positions"

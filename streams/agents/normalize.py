@@ -113,6 +113,8 @@ class Normalizer:
                     prev, change.sequence, change.op == "delete", msg.offset
                 )
                 if verdict is not Verdict.EMIT:
+                    if position is not prev:  # a replayed delete, noted for its tombstone
+                        pending[state_key] = (msg.partition, position)
                     dropped[(route.entity, verdict.value)] += 1
                     continue
                 mapped = route.mapper(change, f"{msg.topic}/{msg.partition}/{msg.offset}")

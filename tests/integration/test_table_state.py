@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from streams.admin import delete_topics
@@ -105,3 +106,39 @@ def test_a_deleted_changelog_resets_the_local_state_like_the_memory_store(
         what="the replayed changes emitted again",
     )
     assert "removed, restoring it from the changelog" in worker.log.read_text()
+
+
+def test_a_connector_replaying_a_delete_does_not_undo_the_re_insert_after_it(
+    slice_env: SliceEnv,
+) -> None:
+    env = slice_env
+    settings = _settings(env)
+    route = topology(settings).routes[0]
+    canonical = topology(settings).canonical("opportunity")
+    worker = env.worker()
+    worker.start()
+    env.crm(INSERT, {"id": "006U1", "name": "Undeleted", "amount": "5.00"})
+    env.crm("DELETE FROM sales.opportunity WHERE id = '006U1'")
+    env.crm(INSERT, {"id": "006U1", "name": "Undeleted", "amount": "6.00"})
+
+    def live_again() -> bool:
+        rows = env.target_rows("opportunity_id = 'crm:opportunity:006U1'")
+        return bool(rows) and not rows[0]["is_deleted"] and rows[0]["amount"] == 6
+
+    env.wait_for(live_again, what="the re-inserted row")
+
+    # Connect restarts and writes its last changes again: the delete, its tombstone and
+    # the re-insert, as new records on the raw topic.
+    raw = read_all(settings, route.raw_topic)
+    assert [m.value() is None for m in raw] == [False, False, True, False]
+    replay = Producer(kafka_config(settings))
+    for m in raw[1:]:
+        replay.produce(route.raw_topic, m.value(), m.key(), partition=m.partition())
+    assert replay.flush(30) == 0
+    env.crm(INSERT, {"id": "006U9", "name": "Marker", "amount": "1.00"})
+    env.wait_for(lambda: _has_row(env, "006U9"), what="marker row")
+
+    assert live_again(), env.target_rows("opportunity_id = 'crm:opportunity:006U1'")
+    # create, delete, create (no delete of the replayed tombstone), then the marker.
+    keys = [m.key() for m in read_all(settings, canonical)]
+    assert keys == [b"crm:opportunity:006U1"] * 3 + [b"crm:opportunity:006U9"]

@@ -149,8 +149,9 @@ def soak(profile: Profile, seed: int, keep: bool) -> int:
     text = table(outcome)
     (log_dir / "report.txt").write_text(text + "\n")
     print(text, flush=True)
-    # After the table too: a CI log is often read from its end.
-    for line in [f"crash: {c}" for c in outcome.crashes] + problems:
+    # After the table too: a CI log is often read from its end, and the details name the
+    # keys and events behind a failed row.
+    for line in findings.details + [f"crash: {c}" for c in outcome.crashes] + problems:
         print(line, flush=True)
     return 1 if outcome.failed else 0
 

@@ -192,7 +192,8 @@ class Verifier:
                 f.doubled_events += 1
                 what = "a raw tombstone" if env["source"]["position"] == "tombstone" else "?"
                 f.detail("event for no source change", n,
-                         f"{copies[0]['key']} {env['op']} {eid} from {what}")
+                         f"{copies[0]['key']} {env['op']} {eid} from {what} at "
+                         f"{env['causation_id']}")
                 continue
             want = raw[eid].expected
             for got in copies:
