@@ -76,26 +76,25 @@ def decide(
     (e.g. a CRM undelete) still wins. A tombstone alone deletes: a compacted raw topic keeps
     a delete's tombstone but not the delete.
     """
+    ahead = _ahead(prev, offset)
     if sequence is None:
-        if prev is not None and (prev.deleted or _after_replayed_delete(prev, offset)):
+        if prev is not None and prev.deleted:
             return Verdict.DUPLICATE, prev
         if (
             prev is not None
-            and offset is not None
-            and prev.offset is not None
-            and offset <= prev.offset
+            and prev.after_delete
+            and ahead is not None
+            and 0 < ahead <= TOMBSTONE_GAP
         ):
+            # The tombstone of the replayed delete noted; one further on follows records
+            # that compaction removed: it is a newer delete's.
+            return Verdict.DUPLICATE, prev
+        if prev is not None and ahead is not None and ahead <= 0:
             return Verdict.STALE, prev
         return Verdict.EMIT, Position(prev.sequence if prev else None, True, offset)
     if prev is not None and prev.sequence is not None and sequence <= prev.sequence:
         verdict = Verdict.DUPLICATE if sequence == prev.sequence else Verdict.STALE
-        if (
-            not prev.deleted
-            and is_delete != prev.after_delete
-            and offset is not None
-            and prev.offset is not None
-            and offset > prev.offset
-        ):
+        if not prev.deleted and is_delete != prev.after_delete and ahead is not None and ahead > 0:
             # A connector replaying what it wrote before (old changes in new raw records):
             # note whether the newest one is a delete, whose tombstone comes next.
             return verdict, replace(prev, offset=offset, after_delete=is_delete)
@@ -103,15 +102,11 @@ def decide(
     return Verdict.EMIT, Position(sequence, is_delete, offset)
 
 
-def _after_replayed_delete(prev: Position, offset: int | None) -> bool:
-    """Whether a tombstone at `offset` is the one of the replayed delete `prev` noted. One
-    further on follows records that compaction removed: it is a newer delete's."""
-    return (
-        prev.after_delete
-        and offset is not None
-        and prev.offset is not None
-        and prev.offset < offset <= prev.offset + TOMBSTONE_GAP
-    )
+def _ahead(prev: Position | None, offset: int | None) -> int | None:
+    """How many offsets the raw record at `offset` is past the one that set `prev`."""
+    if prev is None or prev.offset is None or offset is None:
+        return None
+    return offset - prev.offset
 
 
 NAME = "dedupe-positions"

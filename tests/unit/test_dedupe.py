@@ -176,7 +176,7 @@ def _target(emitted: list[Record]) -> dict[str, tuple[int | None, bool]]:
     for key, seq, is_delete in emitted:
         if seq is None:
             rows[key] = (rows[key][0] if key in rows else None, True)
-        elif key not in rows or rows[key][0] is None or seq > (rows[key][0] or 0):
+        elif key not in rows or (version := rows[key][0]) is None or seq > version:
             rows[key] = (seq, is_delete)
     return rows
 
